@@ -1,0 +1,34 @@
+# lowbit: `make demo` and `make test` each set up their own environment on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+REQS   ?= requirements/cpu.txt
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast gpu-test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(REQS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r $(REQS)
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/lowbit demo
+
+test: setup
+	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+# Quick loop while developing: skips the end-to-end runs.
+test-fast: setup
+	$(PY) -m pytest -m "not gpu and not slow" $(PYTEST_ARGS)
+
+# Run on a machine with a CUDA GPU and a CUDA build of torch.
+gpu-test: setup
+	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
