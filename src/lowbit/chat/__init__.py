@@ -1,0 +1,5 @@
+"""Per model family: the chat-template arguments and the split of a completion into reasoning and answer."""
+
+from lowbit.chat.base import ChatFormat, get_chat_format, chat_formats
+
+__all__ = ["ChatFormat", "chat_formats", "get_chat_format"]

@@ -1,0 +1,60 @@
+"""The chat-format interface and its registry (the `template` key of a sampling block names one)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from lowbit.errors import UsageError
+from lowbit.records import Completion, Generation
+
+
+class ChatFormat(ABC):
+    """How one model family is prompted and how its completions are read back."""
+
+    name: str
+    # Decode completions with special tokens kept, when the reasoning/answer markers are special tokens.
+    keep_special_tokens: bool = False
+
+    @abstractmethod
+    def template_kwargs(self, sampling: Any) -> dict[str, Any]:
+        """Extra arguments for the tokenizer's chat template (e.g. enable_thinking) from a sampling config."""
+
+    @abstractmethod
+    def split(self, prompt: str, generation: Generation) -> Completion:
+        """Separate reasoning from the answer. A completion that ends inside its reasoning has answer ""."""
+
+
+_REGISTRY: dict[str, type[ChatFormat]] = {}
+
+
+def register(cls: type[ChatFormat]) -> type[ChatFormat]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def chat_formats() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_chat_format(name: str) -> ChatFormat:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown chat template '{name}': choose one of {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]()
+
+
+def completion_from(generation: Generation, **fields: Any) -> Completion:
+    """A Completion that keeps the generation's text, finish reason and token counts."""
+    return Completion(
+        text=generation.text,
+        finish_reason=generation.finish_reason,
+        prompt_tokens=generation.prompt_tokens,
+        completion_tokens=generation.completion_tokens,
+        **fields,
+    )
+
+
+def _load_builtin() -> None:
+    from lowbit.chat import gpt_oss, qwen3  # noqa: F401  (modules register themselves)

@@ -1,0 +1,126 @@
+"""Composing and validating an evaluation config from Hydra overrides.
+
+`lowbit eval key=value ...` composes conf/config.yaml with the chosen model and predictor configs (Hydra's
+compose API and override grammar), then checks every override against what exists so that a typo fails with
+one line listing the valid choices, before any model is loaded. `dataset.*` keys belong to the chosen task
+and are validated against its Options dataclass.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lowbit.chat import get_chat_format
+from lowbit.errors import UsageError
+from lowbit.sampling import Sampling
+from lowbit.tasks import Task, make_task
+
+CONFIG_MODULE = "lowbit.conf"
+GROUPS = ("model", "predictor")
+_ABSENT = object()
+
+
+def group_choices(group: str) -> list[str]:
+    folder = importlib.resources.files(CONFIG_MODULE) / group
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """conf/config.yaml with `overrides` applied; every override key must exist (or be a dataset.* option)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise UsageError(f"cannot parse overrides: {str(e).splitlines()[0]}") from e
+    group_overrides = []
+    for override, text in zip(parsed, overrides):
+        key = override.key_or_group
+        if key in GROUPS:
+            choice = override.value()
+            if choice not in group_choices(key):
+                raise UsageError(f"unknown {key} '{choice}': choose one of {', '.join(group_choices(key))}")
+            group_overrides.append(text)
+    base = _compose(group_overrides)
+    rewritten = []
+    for override, text in zip(parsed, overrides):
+        key = override.key_or_group
+        if key.startswith("dataset.") and not text.startswith("+"):
+            text = "++" + text  # task options are validated by the task, not by the YAML
+        elif key not in GROUPS and not key.startswith("dataset.") and not text.startswith("+"):
+            _check_key(base, key)
+        rewritten.append(text)
+    return _compose(rewritten)
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise UsageError(f"bad override: {str(e).splitlines()[0]}") from e
+
+
+def _check_key(cfg: DictConfig, key: str) -> None:
+    if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False) is not _ABSENT:
+        return
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+    valid = sorted(node.keys()) if isinstance(node, DictConfig) else []
+    where = f"under {parent}" if parent else "at the top level"
+    raise UsageError(f"unknown config key '{key}': valid keys {where} are {', '.join(map(str, valid))}")
+
+
+@dataclass
+class EvalConfig:
+    """A validated evaluation: the resolved config plus the objects built from it."""
+
+    resolved: dict[str, Any]  # what config.yaml records
+    task: Task
+    sampling: Sampling
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.resolved["output_dir"])
+
+    @property
+    def predictor_options(self) -> dict[str, Any]:
+        return dict(self.resolved["predictor_conf"])
+
+
+def resolve_eval(overrides: list[str]) -> EvalConfig:
+    cfg = compose_config(overrides)
+    try:
+        resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    except OmegaConfBaseException as e:
+        raise UsageError(f"cannot resolve config: {str(e).splitlines()[0]}") from e
+
+    task = make_task(resolved["eval_dataset"], resolved["dataset"])
+    block_name = resolved["eval_dataset_config"] or resolved["eval_dataset"]
+    blocks = resolved["model"]["dataset_configs"]
+    if block_name not in blocks:
+        raise UsageError(f"model {resolved['model']['model_name']} has no sampling config '{block_name}': "
+                         f"set eval_dataset_config= to one of {', '.join(blocks)}")
+    sampling = Sampling.from_block(blocks[block_name], resolved["sampling"], where=f"eval_dataset_config={block_name}")
+    get_chat_format(sampling.template)
+
+    for key in ("limit", "seed"):
+        value = resolved[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or (key == "limit" and value < 1)):
+            raise UsageError(f"{key} must be {'a positive' if key == 'limit' else 'an'} integer, got {value!r}")
+    if not resolved["output_dir"]:
+        model_tag = Path(str(resolved["model_name"]).rstrip("/")).name
+        resolved["output_dir"] = f"outputs/{model_tag}_{resolved['precision']}_{block_name}"
+    resolved["eval_dataset_config"] = block_name
+    resolved["sampling"] = sampling.to_json()
+    resolved["dataset"] = asdict(task.options)
+    return EvalConfig(resolved=resolved, task=task, sampling=sampling)

@@ -1,0 +1,1 @@
+"""Metrics and statistics shared by every task."""

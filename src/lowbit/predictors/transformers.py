@@ -1,0 +1,261 @@
+"""Hugging Face transformers backend: batched `generate()` with left padding.
+
+- Prompts are sorted by token length (longest first, so memory problems show up at once) and batched, which
+  keeps padding small; results are yielded per batch.
+- Each prompt gets its own budget `max_sequence_length - prompt_tokens` new tokens, enforced per row by a
+  stopping criterion; the batch runs until every row has stopped or spent its budget.
+- Sampling follows vLLM/OpenAI semantics: presence penalty on the raw logits (a token already generated in
+  this completion loses `presence_penalty` once), then temperature, top-k, top-p, in that order.
+  transformers has no presence penalty, and would apply a custom processor after its own temperature and
+  top-k/top-p, so all four are applied here and generate() itself runs with neutral sampling settings.
+- finish_reason is "stop" when a stop token (the model's EOS / end-of-turn ids) ended the completion,
+  "length" when the budget ran out; token counts include the stop token, the text does not.
+- Sampling is seeded per batch from the run seed and the batch's prompts, so a rerun with the same batching
+  reproduces the same completions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from lowbit.errors import UsageError
+from lowbit.predictors.base import Predictor
+from lowbit.records import Generation
+from lowbit.sampling import Sampling
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+class TransformersPredictor(Predictor):
+    name = "transformers"
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        batch_size: int = 8,
+        dtype: str = "auto",
+        device_map: str = "auto",
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        show_progress: bool = True,
+    ):
+        super().__init__()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if batch_size < 1:
+            raise UsageError(f"predictor_conf.batch_size must be >= 1, got {batch_size}")
+        if dtype != "auto" and dtype not in DTYPES:
+            raise UsageError(f"predictor_conf.dtype '{dtype}' unknown: choose auto, {', '.join(DTYPES)}")
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self.device_map = _resolve_device_map(device_map)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                model_name,
+                dtype=DTYPES.get(dtype, "auto"),
+                device_map=self.device_map,
+                attn_implementation=attn_implementation,
+                trust_remote_code=trust_remote_code,
+            )
+        except OSError as e:
+            raise UsageError(f"cannot load model '{model_name}': {str(e).splitlines()[0]} "
+                             "(give a local directory, or check the hub id and your network)") from e
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.stop_ids = _stop_token_ids(self.model.generation_config, self.tokenizer)
+        # Checkpoints ship sampling defaults (Qwen3: temperature 0.6, top_k 20, ...) that generate() would merge
+        # into every call; lowbit's sampling config is the only source of sampling settings.
+        self.model.generation_config = _neutral_generation_config(self.stop_ids, self.tokenizer.pad_token_id)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def describe(self) -> dict[str, Any]:
+        import transformers
+
+        return {
+            "name": self.name,
+            "transformers": transformers.__version__,
+            "dtype": str(self.model.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "batch_size": self.batch_size,
+            "stop_token_ids": sorted(self.stop_ids),
+        }
+
+    def render(self, messages: list[dict[str, str]], template_kwargs: dict[str, Any]) -> str:
+        if not self.tokenizer.chat_template:
+            raise UsageError("the tokenizer has no chat template: use an instruct/chat checkpoint "
+                             "(or one whose tokenizer_config.json carries chat_template)")
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                  **template_kwargs)
+
+    def encode(self, prompt: str) -> list[int]:
+        # The chat template already placed every special token the model expects.
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def generate(
+        self, prompts: list[str], sampling: Sampling, *, seed: int, keep_special_tokens: bool = False
+    ) -> Iterator[list[tuple[int, list[Generation]]]]:
+        encoded = [self.encode(p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        progress = _progress(len(prompts), self.show_progress)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            began = time.perf_counter()
+            results = self._generate_batch([encoded[i] for i in batch], sampling, seed, keep_special_tokens)
+            elapsed = time.perf_counter() - began
+            self.stats.seconds += elapsed
+            new_tokens = sum(g.completion_tokens for gens in results for g in gens)
+            progress.update(len(batch))
+            progress.set_postfix(tok_s=f"{new_tokens / max(elapsed, 1e-9):.1f}")
+            yield list(zip(batch, results))
+        progress.close()
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, batch: list[list[int]], sampling: Sampling, seed: int, keep_special_tokens: bool
+    ) -> list[list[Generation]]:
+        n = sampling.num_return_sequences
+        budgets = [sampling.max_sequence_length - len(ids) for ids in batch]
+        self.stats.prompts += len(batch)
+        self.stats.prompt_tokens += sum(len(ids) for ids in batch)
+        self.stats.prompts_over_limit += sum(b <= 0 for b in budgets)
+        runnable = [i for i, b in enumerate(budgets) if b > 0]
+        results: list[list[Generation]] = [
+            [Generation("", "length", len(ids), 0) for _ in range(n)] for ids in batch
+        ]
+        if not runnable:
+            return results
+
+        width = max(len(batch[i]) for i in runnable)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(batch[i])) + batch[i] for i in runnable])
+        attention_mask = torch.tensor([[0] * (width - len(batch[i])) + [1] * len(batch[i]) for i in runnable])
+        row_budgets = torch.tensor([budgets[i] for i in runnable]).repeat_interleave(n)
+        torch.manual_seed(_batch_seed(seed, [batch[i] for i in runnable]))
+        output = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            generation_config=self._generation_config(sampling, int(row_budgets.max())),
+            logits_processor=_sampling_processors(sampling, width),
+            stopping_criteria=_stopping_criteria(width, row_budgets.to(self.device)),
+        )
+        generated = output[:, width:].tolist()
+        for row, tokens in enumerate(generated):
+            prompt_index = runnable[row // n]
+            tokens = tokens[: int(row_budgets[row])]
+            stop_at = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
+            kept = tokens if stop_at is None else tokens[:stop_at]
+            results[prompt_index][row % n] = Generation(
+                text=self.tokenizer.decode(kept, skip_special_tokens=not keep_special_tokens),
+                finish_reason="length" if stop_at is None else "stop",
+                prompt_tokens=len(batch[prompt_index]),
+                completion_tokens=len(tokens) if stop_at is None else stop_at + 1,
+            )
+        self.stats.completion_tokens += sum(g.completion_tokens for gens in results for g in gens)
+        return results
+
+    def _generation_config(self, sampling: Sampling, max_new_tokens: int):
+        # Temperature, top-k and top-p come from _sampling_processors, in vLLM's order.
+        config = _neutral_generation_config(self.stop_ids, self.tokenizer.pad_token_id, do_sample=sampling.is_random)
+        config.max_new_tokens = max_new_tokens
+        config.num_return_sequences = sampling.num_return_sequences
+        return config
+
+    def close(self) -> None:
+        del self.model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _resolve_device_map(device_map: str) -> str:
+    if device_map != "auto":
+        return device_map
+    if not torch.cuda.is_available():
+        return "cpu"
+    return "auto" if torch.cuda.device_count() > 1 else "cuda"  # "auto": accelerate shards over the GPUs
+
+
+def _stop_token_ids(generation_config: Any, tokenizer: Any) -> set[int]:
+    ids = generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    if not ids:
+        raise UsageError("the model defines no EOS token (generation_config.json or tokenizer): cannot tell when "
+                         "a completion stops")
+    return ids
+
+
+def _neutral_generation_config(stop_ids: set[int], pad_token_id: int, do_sample: bool = False):
+    """A generation config that adds no logits processor of its own. When sampling, top_k=0 and top_p=1.0 are
+    explicit, since None would be filled with transformers' defaults (top_k=50)."""
+    from transformers import GenerationConfig
+
+    neutral = {"temperature": 1.0, "top_k": 0, "top_p": 1.0} if do_sample else {}
+    return GenerationConfig(do_sample=do_sample, eos_token_id=sorted(stop_ids), pad_token_id=pad_token_id, **neutral)
+
+
+def _batch_seed(seed: int, batch: list[list[int]]) -> int:
+    digest = hashlib.sha256(repr((seed, batch)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+class PresencePenalty:
+    """Subtract `penalty` once from the logit of every token already present in this completion."""
+
+    def __init__(self, penalty: float, prompt_width: int):
+        self.penalty = penalty
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        generated = input_ids[:, self.prompt_width:]
+        if generated.shape[1] == 0:
+            return scores
+        seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, generated, True)
+        return scores - self.penalty * seen.to(scores.dtype)
+
+
+def _sampling_processors(sampling: Sampling, prompt_width: int):
+    from transformers import LogitsProcessorList
+    from transformers.generation import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    processors: list[Any] = []
+    if sampling.presence_penalty:
+        processors.append(PresencePenalty(sampling.presence_penalty, prompt_width))
+    if sampling.is_random:
+        if sampling.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(sampling.temperature))
+        if sampling.top_k > 0:
+            processors.append(TopKLogitsWarper(sampling.top_k))
+        if sampling.top_p < 1.0:
+            processors.append(TopPLogitsWarper(sampling.top_p))
+    return LogitsProcessorList(processors)
+
+
+def _stopping_criteria(prompt_width: int, row_budgets: torch.Tensor):
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class RowBudget(StoppingCriteria):
+        """Stops each row once it has generated its own budget of new tokens."""
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            return (input_ids.shape[1] - prompt_width) >= row_budgets
+
+    return StoppingCriteriaList([RowBudget()])
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="generate", unit="prompt", disable=not enabled, dynamic_ncols=True)

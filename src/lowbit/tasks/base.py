@@ -1,0 +1,77 @@
+"""The task interface: load samples, score one prediction, aggregate scores into metrics."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from typing import Any, ClassVar
+
+from lowbit.metrics.stats import mean_estimate
+from lowbit.records import Prediction, Sample
+
+
+class Task(ABC):
+    """One benchmark. Subclasses set `name`, `version` and `Options`, and register in lowbit.tasks.registry.
+
+    `version` changes whenever prompts or scoring change, so results from different versions are never mixed.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    Options: ClassVar[type]  # dataclass of the task's `dataset.*` options
+    # Options that never change a prompt (selection or scoring only): an interrupted run may resume with them changed.
+    non_prompt_options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, options: Any):
+        self.options = options
+
+    @abstractmethod
+    def load(self, data_dir: str | None) -> list[Sample]:
+        """All samples, in a stable order, from `data_dir` or (when None) the Hugging Face hub."""
+
+    @abstractmethod
+    def score(self, prediction: Prediction) -> dict[str, Any]:
+        """One scores.jsonl row: at least id, scores (one per completion), score (their mean), excluded."""
+
+    @abstractmethod
+    def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """metrics.json's `metrics` and `groups` from all score rows."""
+
+
+def score_row(prediction: Prediction, scores: list[float], excluded: str | None = None, **fields: Any) -> dict[str, Any]:
+    """The fields every scores.jsonl row has; a sample's score is the mean over its completions.
+    `excluded` names why a sample does not count (e.g. a flawed question), or is None."""
+    return {
+        "id": prediction.id,
+        "score": sum(scores) / len(scores) if scores else 0.0,
+        "scores": scores,
+        "truncated": [c.truncated for c in prediction.completions],
+        "excluded": excluded,
+        **fields,
+    }
+
+
+def accuracy_metrics(rows: list[dict[str, Any]], group_by: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Accuracy with its interval over non-excluded rows, failure counts, and per-group accuracies."""
+    included = [r for r in rows if not r.get("excluded")]
+    excluded: dict[str, int] = defaultdict(int)
+    for r in rows:
+        if r.get("excluded"):
+            excluded[r["excluded"]] += 1
+    completions = sum(len(r["scores"]) for r in included)
+    metrics = {
+        "accuracy": mean_estimate([r["score"] for r in included]).to_json(),
+        "samples": len(included),
+        "completions": completions,
+        "excluded": sum(excluded.values()),
+        "excluded_by_reason": dict(sorted(excluded.items())),
+        "truncated_completions": sum(sum(r["truncated"]) for r in included),
+        "parse_failures": sum(sum(r.get("parse_failed", [])) for r in included),
+    }
+    groups = {}
+    for key in group_by:
+        values: dict[str, list[float]] = defaultdict(list)
+        for r in included:
+            values[str(r[key])].append(r["score"])
+        groups[key] = {g: mean_estimate(v).to_json() for g, v in sorted(values.items())}
+    return {"metrics": metrics, "groups": groups}

@@ -1,0 +1,45 @@
+"""The one registry of benchmarks: eval_dataset name -> task class, imported only when used."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import fields
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lowbit.errors import UsageError
+from lowbit.tasks.base import Task
+
+_TASKS: dict[str, str] = {
+    "mmlu-redux": "lowbit.tasks.mmlu_redux:MMLURedux",
+}
+
+
+def task_names() -> list[str]:
+    return sorted(_TASKS)
+
+
+def get_task_class(name: str) -> type[Task]:
+    if name not in _TASKS:
+        close = difflib.get_close_matches(name, _TASKS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise UsageError(f"unknown eval_dataset '{name}'.{hint} Available: {', '.join(task_names())}")
+    module, _, cls = _TASKS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
+    """The task with its `dataset.*` options validated against its Options dataclass."""
+    cls = get_task_class(name)
+    valid = [f.name for f in fields(cls.Options)]
+    unknown = sorted(set(options or {}) - set(valid))
+    if unknown:
+        raise UsageError(f"unknown dataset option(s) {', '.join(unknown)} for {name}; valid: {', '.join(valid)}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cls.Options), OmegaConf.create(options or {}))
+        return cls(OmegaConf.to_object(merged))
+    except OmegaConfBaseException as e:
+        raise UsageError(f"bad dataset option for {name}: {str(e).splitlines()[0]}") from e

@@ -1,0 +1,1 @@
+"""Helpers for tests and the offline demo: tiny random models and the location of shared benchmark data."""
