@@ -113,6 +113,9 @@ def resolve_eval(overrides: list[str]) -> EvalConfig:
     sampling = Sampling.from_block(blocks[block_name], resolved["sampling"], where=f"eval_dataset_config={block_name}")
     get_chat_format(sampling.template)
 
+    model_name = str(resolved["model_name"])
+    if model_name.startswith(("/", "./", "../", "~")) and not Path(model_name).expanduser().is_dir():
+        raise UsageError(f"model_name '{model_name}' is not a directory: give a checkpoint directory or a hub id")
     for key in ("limit", "seed"):
         value = resolved[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or (key == "limit" and value < 1)):

@@ -64,7 +64,7 @@ class TransformersPredictor(Predictor):
                 attn_implementation=attn_implementation,
                 trust_remote_code=trust_remote_code,
             )
-        except OSError as e:
+        except (OSError, ValueError) as e:  # missing files, unknown hub id, malformed repo id
             raise UsageError(f"cannot load model '{model_name}': {str(e).splitlines()[0]} "
                              "(give a local directory, or check the hub id and your network)") from e
         self.model.eval()

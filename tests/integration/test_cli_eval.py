@@ -1,0 +1,204 @@
+"""`lowbit eval` and `lowbit score` end to end, in fresh processes, on a tiny random Qwen3 model."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import read_jsonl, run_lowbit
+from lowbit.testing.data import shared_path
+
+pytestmark = pytest.mark.slow
+
+SUBJECTS = ["anatomy", "virology"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """The real MMLU-Redux files, or (when the shared data is absent) a small file set in the same schema."""
+    real = shared_path("mmlu_redux")
+    if real is not None:
+        return real
+    folder = tmp_path_factory.mktemp("mmlu")
+    for subject in SUBJECTS:
+        rows = [{"question": f"{subject} question {i}?", "choices": ["w", "x", "y", "z"], "answer": i % 4,
+                 "error_type": "ok" if i % 7 else "bad_question_clarity", "source": None, "correct_answer": None,
+                 "potential_reason": None} for i in range(20)]
+        (folder / f"{subject}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def eval_args(model, data_dir, output_dir, *extra):
+    return ["eval", "model=qwen3_4B", f"model_name={model}", "precision=bf16", "eval_dataset=mmlu-redux",
+            f"data_dir={data_dir}", f"dataset.subjects=[{','.join(SUBJECTS)}]", f"output_dir={output_dir}",
+            "predictor=transformers", "predictor_conf.batch_size=4", "predictor_conf.show_progress=false",
+            "sampling.temperature=1.0", "sampling.top_p=1.0", "sampling.top_k=-1",
+            "sampling.max_sequence_length=320", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model_stopping, data_dir, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("runs") / "qwen3_tiny_bf16_mmlu_redux"
+    result = run_lowbit(*eval_args(tiny_model_stopping, data_dir, output_dir, "limit=12"))
+    assert result.returncode == 0, result.stderr
+    return output_dir, result
+
+
+def test_run_directory_holds_every_file_with_its_contract(finished_run, tiny_model_stopping):
+    output_dir, result = finished_run
+    assert sorted(p.name for p in output_dir.iterdir()) == [
+        "config.yaml", "metrics.json", "predictions.jsonl", "run.json", "scores.jsonl"]
+    assert "mmlu-redux: accuracy" in result.stdout and str(output_dir) in result.stdout
+
+    config = yaml.safe_load((output_dir / "config.yaml").read_text())
+    assert config["model_name"] == str(tiny_model_stopping) and config["precision"] == "bf16"
+    assert config["sampling"]["max_sequence_length"] == 320 and config["sampling"]["top_k"] == -1
+    assert config["sampling"]["presence_penalty"] == 1.0  # from the model config's mmlu-redux block
+    assert config["dataset"] == {"subset": "all", "subjects": SUBJECTS, "answer_key": "corrected",
+                                 "hub_id": "edinburgh-dawg/mmlu-redux-2.0"}
+
+    predictions = read_jsonl(output_dir / "predictions.jsonl")
+    assert [p["id"] for p in predictions] != [] and len({p["id"] for p in predictions}) == 12
+    assert {p["id"] for p in predictions} == {f"anatomy/{i}" for i in range(12)}
+    for p in predictions:
+        assert p["prompt"].startswith("<|im_start|>user\n") and p["prompt"].endswith("<think>\n\n</think>\n\n")
+        assert p["item"]["subject"] == "anatomy" and p["messages"][0]["role"] == "user"
+        (completion,) = p["completions"]
+        assert p["preds"] == [completion["answer"]]
+        assert completion["finish_reason"] in ("stop", "length")
+        total = completion["prompt_tokens"] + completion["completion_tokens"]
+        assert total == 320 if completion["finish_reason"] == "length" else total < 320
+
+    scores = read_jsonl(output_dir / "scores.jsonl")
+    assert [s["id"] for s in scores] == [p["id"] for p in predictions]
+    assert all(set(s) >= {"score", "scores", "extracted", "parse_failed", "truncated", "gold", "excluded"}
+               for s in scores)
+
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    accuracy = metrics["metrics"]["accuracy"]
+    included = [s for s in scores if not s["excluded"]]
+    assert accuracy["n"] == len(included) == metrics["metrics"]["samples"]
+    assert accuracy["value"] == pytest.approx(sum(s["score"] for s in included) / len(included))
+    assert accuracy["ci_low"] <= accuracy["value"] <= accuracy["ci_high"]
+    assert metrics["metrics"]["excluded"] == 12 - len(included)
+    assert set(metrics["groups"]["subject"]) == {"anatomy"}
+    assert metrics["task"] == "mmlu-redux" and metrics["task_version"]
+
+    run = json.loads((output_dir / "run.json").read_text())
+    assert run["task"]["name"] == "mmlu-redux" and run["model"]["precision"] == "bf16"
+    assert {"torch", "transformers", "lowbit"} <= set(run["environment"]["packages"])
+    assert "git_sha" in run["environment"] and run["environment"]["device"]["cuda_available"] in (True, False)
+    (session,) = run["sessions"]
+    assert session["predicted"] == 12 and session["completion_tokens"] > 0 and session["rss_peak_gib"] > 0
+    assert session["completion_tokens"] == sum(p["completions"][0]["completion_tokens"] for p in predictions)
+    assert session["completion_tokens_per_second"] > 0 and session["predictor"]["name"] == "transformers"
+
+
+def test_score_reproduces_metrics_without_a_model(finished_run):
+    output_dir, _ = finished_run
+    before = json.loads((output_dir / "metrics.json").read_text())
+    scores_before = (output_dir / "scores.jsonl").read_text()
+    result = run_lowbit("score", "-c", str(output_dir), "--check-truncation")
+    assert result.returncode == 0, result.stderr
+    after = json.loads((output_dir / "metrics.json").read_text())
+    volatile = ("scored_at", "scoring_seconds")
+    assert {k: v for k, v in after.items() if k not in volatile} == {k: v for k, v in before.items() if k not in volatile}
+    assert (output_dir / "scores.jsonl").read_text() == scores_before
+    assert "prompt+completion tokens: p50" in result.stdout and "max_sequence_length: 320" in result.stdout
+
+
+def test_rescoring_under_another_answer_key(finished_run):
+    output_dir, _ = finished_run
+    result = run_lowbit("score", "-c", str(output_dir), "dataset.answer_key=original")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["dataset_options"]["answer_key"] == "original" and metrics["metrics"]["excluded"] == 0
+    assert run_lowbit("score", "-c", str(output_dir)).returncode == 0  # back to the run's own options
+
+
+def test_rerunning_a_finished_run_loads_no_model_and_changes_no_prediction(finished_run, tiny_model_stopping,
+                                                                           data_dir):
+    output_dir, _ = finished_run
+    predictions = (output_dir / "predictions.jsonl").read_text()
+    result = run_lowbit(*eval_args(tiny_model_stopping, data_dir, output_dir, "limit=12"))
+    assert result.returncode == 0, result.stderr
+    assert (output_dir / "predictions.jsonl").read_text() == predictions
+    assert len(json.loads((output_dir / "run.json").read_text())["sessions"]) == 1
+
+
+def test_a_changed_config_is_refused_with_the_keys_that_differ(finished_run, tiny_model_stopping, data_dir):
+    output_dir, _ = finished_run
+    before = {p.name: p.read_bytes() for p in output_dir.iterdir()}
+    result = run_lowbit(*eval_args(tiny_model_stopping, data_dir, output_dir, "limit=12", "seed=7",
+                                   "sampling.temperature=0.5"))
+    assert result.returncode == 2
+    error = result.stderr.strip()
+    assert "\n" not in error and "seed: 42 -> 7" in error and "sampling.temperature: 1.0 -> 0.5" in error
+    assert "overwrite=true" in error
+    assert {p.name: p.read_bytes() for p in output_dir.iterdir()} == before
+
+
+def test_an_interrupted_run_resumes_without_duplicates_or_gaps(tiny_model_stopping, data_dir, tmp_path):
+    output_dir = tmp_path / "interrupted"
+    args = eval_args(tiny_model_stopping, data_dir, output_dir, "limit=16", "predictor_conf.batch_size=2")
+    process = subprocess.Popen([sys.executable, "-m", "lowbit", *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    predictions = output_dir / "predictions.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if predictions.exists() and len(predictions.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = {p["id"] for p in read_jsonl(predictions)}
+    assert 4 <= len(done_before) < 16, "the run was killed in the middle"
+    assert not (output_dir / "metrics.json").exists()
+
+    result = run_lowbit(*args)
+    assert result.returncode == 0, result.stderr
+    ids = [p["id"] for p in read_jsonl(predictions)]
+    assert len(ids) == len(set(ids)) == 16
+    assert set(ids) == {f"anatomy/{i}" for i in range(16)}
+    (session,) = json.loads((output_dir / "run.json").read_text())["sessions"]
+    assert session["resumed_from"] == len(done_before) and session["predicted"] == 16 - len(done_before)
+    assert len(read_jsonl(output_dir / "scores.jsonl")) == 16
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["eval_dataset=mmlu_redux"], "unknown eval_dataset"),
+    (["model_name=/nonexistent/checkpoint"], "model_name '/nonexistent/checkpoint' is not a directory"),
+    (["model_name=not a/valid repo id"], "cannot load model 'not a/valid repo id'"),
+    (["predictor_conf.batch_size=0"], "batch_size must be >= 1"),
+])
+def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(bad, message, tiny_model, data_dir, tmp_path):
+    output_dir = tmp_path / "never"
+    result = run_lowbit(*eval_args(tiny_model, data_dir, output_dir, "limit=2"), *bad)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lowbit: error:")]
+    assert len(errors) == 1 and message in errors[0] and result.stderr.rstrip().endswith(errors[0])
+    assert not output_dir.exists()
+
+
+def test_score_reads_legacy_prediction_lines(data_dir, tmp_path):
+    item = json.loads((data_dir / "anatomy.jsonl").read_text().splitlines()[0])
+    gold = "ABCD"[item["answer"]]
+    wrong = "ABCD"[(item["answer"] + 1) % 4]
+    lines = [{"prompt": "p", "item": {**item, "subject": "anatomy"}, "preds": [f"ANSWER: {gold}"]},
+             {"prompt": "p", "item": {**item, "question": "other", "subject": "anatomy"}, "preds": [f"ANSWER: {wrong}"]}]
+    (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = run_lowbit("score", "-c", str(tmp_path), "--task", "mmlu-redux", "--check-truncation")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["metrics"]["accuracy"]["value"] == 0.5 and metrics["metrics"]["accuracy"]["n"] == 2
+    assert "finish reason not recorded: 2" in result.stdout
+
+
+def test_score_without_a_task_name_is_a_clear_error(tmp_path):
+    (tmp_path / "predictions.jsonl").write_text('{"prompt": "p", "item": {}, "preds": ["A"]}\n')
+    result = run_lowbit("score", "-c", str(tmp_path))
+    assert result.returncode == 2 and "--task" in result.stderr
