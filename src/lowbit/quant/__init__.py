@@ -1,0 +1,1 @@
+"""Quantization: numeric formats (`lowbit.quant.formats`), checkpoints and recipes."""

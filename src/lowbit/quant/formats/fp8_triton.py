@@ -1,0 +1,159 @@
+"""Triton kernels for FP8 E4M3 (see fp8.py for the convention); bit-identical to fp8.quantize_ref.
+
+- channel / per-token: one program per row, two passes over the row (amax, then cast; the second pass
+  reads the row back from L2); the row length is a compile-time constant (one compile per shape);
+- block: one program per 128x128 tile, one pass;
+- tensor: amax with torch (one reduction), then the row kernel with the given scale.
+A group holding NaN/Inf gets a NaN scale, which fp8.quantize turns into the reference's ValueError; the
+wrappers here do no synchronizing checks, so they can be timed as kernels.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from lowbit.quant.formats import fp8
+from lowbit.quant.formats import minifloat_triton as mft
+from lowbit.quant.formats.backend import check_float_tensor, check_out_dtype
+
+ROW_CHUNK = 2048
+DEQUANT_CHUNK = 1024
+SCALE_FLOOR = tl.constexpr(fp8.SCALE_FLOOR)
+BLOCK_ROWS = tl.constexpr(fp8.BLOCK_SHAPE[0])
+BLOCK_COLS = tl.constexpr(fp8.BLOCK_SHAPE[1])
+GRANULARITY_IDS = {"tensor": 0, "channel": 1, "block": 2}
+
+
+@triton.jit
+def _scale_from_amax(amax, bad):
+    scale = tl.maximum(tl.math.div_rn(amax, tl.full(amax.shape, 448.0, tl.float32)), SCALE_FLOOR)
+    return tl.where(bad, bits_nan(scale), scale)
+
+
+@triton.jit
+def bits_nan(like):
+    return mft.bits_to_float(tl.full(like.shape, mft.F32_QUIET_NAN_BITS, tl.int32))
+
+
+@triton.jit
+def _rows_kernel(
+    x_ptr, scale_ptr, out_ptr, n_cols: tl.constexpr,
+    SCALE_GIVEN: tl.constexpr, FAKE_QUANT: tl.constexpr, OUT_IS_BF16: tl.constexpr, CHUNK: tl.constexpr,
+    NATIVE: tl.constexpr,
+):
+    row_start = tl.program_id(0).to(tl.int64) * n_cols
+    columns = tl.arange(0, CHUNK)
+    if SCALE_GIVEN:
+        scale = tl.load(scale_ptr)
+    else:
+        amax = tl.zeros((CHUNK,), tl.float32)
+        bad = tl.zeros((CHUNK,), tl.int32)
+        for start in range(0, n_cols, CHUNK):
+            mask = start + columns < n_cols
+            x = tl.load(x_ptr + row_start + start + columns, mask=mask, other=0.0).to(tl.float32)
+            bad = tl.maximum(bad, (~mft.is_finite(x)).to(tl.int32))
+            amax = tl.maximum(amax, tl.where(mft.is_finite(x), tl.abs(x), 0.0))
+        scale = _scale_from_amax(tl.max(amax, axis=0), tl.max(bad, axis=0) != 0)
+        tl.store(scale_ptr + tl.program_id(0), scale)
+    for start in range(0, n_cols, CHUNK):
+        mask = start + columns < n_cols
+        x = tl.load(x_ptr + row_start + start + columns, mask=mask, other=0.0).to(tl.float32)
+        codes = mft.encode_e4m3(tl.math.div_rn(x, tl.full((CHUNK,), 1.0, tl.float32) * scale), NATIVE)
+        if FAKE_QUANT:
+            values = mft.decode_e4m3(codes, NATIVE) * scale
+            mft.store_values(out_ptr, row_start + start + columns, values, mask, OUT_IS_BF16)
+        else:
+            tl.store(out_ptr + row_start + start + columns, codes.to(tl.uint8), mask=mask)
+
+
+@triton.jit
+def _block_kernel(
+    x_ptr, scale_ptr, out_ptr, n_cols, TILE_ROWS: tl.constexpr, TILE_COLS: tl.constexpr, NATIVE: tl.constexpr
+):
+    tile_row, tile_col = tl.program_id(0), tl.program_id(1)
+    rows = tile_row.to(tl.int64) * TILE_ROWS + tl.arange(0, TILE_ROWS)
+    cols = tile_col.to(tl.int64) * TILE_COLS + tl.arange(0, TILE_COLS)
+    offsets = rows[:, None] * n_cols + cols[None, :]  # (TILE_ROWS, TILE_COLS)
+    x = tl.load(x_ptr + offsets).to(tl.float32)
+    finite = mft.is_finite(x)
+    bad = tl.max(tl.max((~finite).to(tl.int32), axis=1), axis=0) != 0
+    amax = tl.max(tl.max(tl.where(finite, tl.abs(x), 0.0), axis=1), axis=0)
+    scale = _scale_from_amax(amax, bad)
+    codes = mft.encode_e4m3(tl.math.div_rn(x, tl.full((TILE_ROWS, TILE_COLS), 1.0, tl.float32) * scale), NATIVE)
+    tl.store(out_ptr + offsets, codes.to(tl.uint8))
+    tl.store(scale_ptr + tile_row * tl.num_programs(1) + tile_col, scale)
+
+
+@triton.jit
+def _dequantize_kernel(
+    q_ptr, scale_ptr, out_ptr, n_cols, n_scale_cols,
+    GRANULARITY: tl.constexpr, OUT_IS_BF16: tl.constexpr, CHUNK: tl.constexpr, NATIVE: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1).to(tl.int64) * CHUNK + tl.arange(0, CHUNK)
+    mask = cols < n_cols
+    codes = tl.load(q_ptr + row * n_cols + cols, mask=mask, other=0).to(tl.int32)
+    if GRANULARITY == 0:
+        scale = tl.load(scale_ptr)
+    elif GRANULARITY == 1:
+        scale = tl.load(scale_ptr + row)
+    else:
+        scale = tl.load(scale_ptr + (row // BLOCK_ROWS) * n_scale_cols + cols // BLOCK_COLS, mask=mask, other=1.0)
+    mft.store_values(out_ptr, row * n_cols + cols, mft.decode_e4m3(codes, NATIVE) * scale, mask, OUT_IS_BF16)
+
+
+def quantize_triton(weight: torch.Tensor, granularity: str = "channel") -> fp8.FP8Weight:
+    fp8._check_weight(weight, granularity)
+    x = weight.contiguous()
+    rows, cols = x.shape
+    codes = torch.empty((rows, cols), dtype=torch.uint8, device=x.device)
+    if granularity == "block":
+        tile_rows, tile_cols = fp8.BLOCK_SHAPE
+        scale = torch.empty((rows // tile_rows, cols // tile_cols), dtype=torch.float32, device=x.device)
+        _block_kernel[scale.shape](
+            x, scale, codes, cols, TILE_ROWS=tile_rows, TILE_COLS=tile_cols, NATIVE=mft.native_casts(), num_warps=8
+        )
+    elif granularity == "channel":
+        scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
+        _rows_kernel[(rows,)](
+            x, scale, codes, cols, SCALE_GIVEN=False, FAKE_QUANT=False, OUT_IS_BF16=False, CHUNK=ROW_CHUNK,
+            NATIVE=mft.native_casts(),
+        )
+    else:
+        scale = fp8.scale_from_amax(fp8.group_amax(x, "tensor"))  # NaN/Inf give a NaN scale
+        _rows_kernel[(rows,)](
+            x, scale, codes, cols, SCALE_GIVEN=True, FAKE_QUANT=False, OUT_IS_BF16=False, CHUNK=ROW_CHUNK,
+            NATIVE=mft.native_casts(),
+        )
+    return fp8.FP8Weight(codes.view(torch.float8_e4m3fn), scale)
+
+
+def dequantize_triton(q: fp8.FP8Weight, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    check_out_dtype(out_dtype)
+    granularity = fp8.granularity_of(q)
+    codes = q.weight.contiguous().view(torch.uint8)
+    rows, cols = codes.shape
+    scale = q.weight_scale.contiguous()
+    out = torch.empty((rows, cols), dtype=out_dtype, device=codes.device)
+    out_arg, out_is_bf16 = mft.output_view(out)
+    grid = (rows, triton.cdiv(cols, DEQUANT_CHUNK))
+    _dequantize_kernel[grid](
+        codes, scale, out_arg, cols, scale.shape[-1],
+        GRANULARITY=GRANULARITY_IDS[granularity], OUT_IS_BF16=out_is_bf16, CHUNK=DEQUANT_CHUNK,
+        NATIVE=mft.native_casts(),
+    )
+    return out
+
+
+def fake_quantize_per_token_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fake-quantized x, per-row scales (rows, 1)); a NaN scale marks a row holding NaN/Inf."""
+    check_float_tensor(x, "activation")
+    rows = x.reshape(-1, x.shape[-1]).contiguous()
+    scale = torch.empty((rows.shape[0], 1), dtype=torch.float32, device=x.device)
+    out = torch.empty_like(rows)
+    out_arg, out_is_bf16 = mft.output_view(out)
+    _rows_kernel[(rows.shape[0],)](
+        rows, scale, out_arg, rows.shape[1], SCALE_GIVEN=False, FAKE_QUANT=True, OUT_IS_BF16=out_is_bf16,
+        CHUNK=ROW_CHUNK, NATIVE=mft.native_casts(),
+    )
+    return out.reshape(x.shape), scale

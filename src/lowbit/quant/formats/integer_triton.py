@@ -1,0 +1,161 @@
+"""Triton kernels for INT8 / INT4 (see integer.py for the convention); bit-identical to the references.
+
+- per-group (INT8 or INT4, power-of-two group): one program per BLOCKS consecutive groups, one pass;
+- per-channel INT8: one program per row, two passes (amax, then cast); row length is a compile-time constant;
+- dequantize: one program per (row, chunk of columns).
+Rounding: x / scale with IEEE division, then half to even with the 1.5 * 2**23 trick (|q| <= 128 here).
+A group holding NaN/Inf gets a NaN scale, which integer.quantize_* turns into the reference's ValueError.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from lowbit.quant.formats import integer
+from lowbit.quant.formats import minifloat_triton as mft
+from lowbit.quant.formats.backend import check_matrix, check_out_dtype, check_packed
+
+GROUP_ELEMENTS_PER_PROGRAM = 2048
+ROW_CHUNK = 2048
+DEQUANT_CHUNK = 1024
+SCALE_FLOOR = tl.constexpr(integer.SCALE_FLOOR)
+INT4_OFFSET = tl.constexpr(integer.INT4_OFFSET)
+
+
+@triton.jit
+def _scale(amax, bad, HALF_RANGE: tl.constexpr):
+    scale = tl.maximum(tl.math.div_rn(amax, tl.full(amax.shape, HALF_RANGE, tl.float32)), SCALE_FLOOR)
+    return tl.where(bad, mft.bits_to_float(tl.full(amax.shape, mft.F32_QUIET_NAN_BITS, tl.int32)), scale)
+
+
+@triton.jit
+def _round_clamp(x, scale, Q_MIN: tl.constexpr, Q_MAX: tl.constexpr):
+    q = tl.math.div_rn(x, scale)
+    q = (q + mft.ROUND_HALF_EVEN_MAGIC) - mft.ROUND_HALF_EVEN_MAGIC
+    return tl.minimum(tl.maximum(q, Q_MIN), Q_MAX).to(tl.int32)
+
+
+@triton.jit
+def _group_kernel(
+    x_ptr, out_ptr, scale_ptr, n_groups,
+    GROUP: tl.constexpr, BLOCKS: tl.constexpr, HALF_RANGE: tl.constexpr,
+    Q_MIN: tl.constexpr, Q_MAX: tl.constexpr, PACK_INT4: tl.constexpr,
+):
+    group = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)  # (BLOCKS,)
+    in_range = group < n_groups
+    offsets = group[:, None] * GROUP + tl.arange(0, GROUP)[None, :]  # (BLOCKS, GROUP)
+    x = tl.load(x_ptr + offsets, mask=in_range[:, None], other=0.0).to(tl.float32)
+    finite = mft.is_finite(x)
+    bad = tl.max((~finite).to(tl.int32), axis=1) != 0
+    scale = _scale(tl.max(tl.where(finite, tl.abs(x), 0.0), axis=1), bad, HALF_RANGE)
+    q = _round_clamp(x, tl.broadcast_to(scale[:, None], (BLOCKS, GROUP)), Q_MIN, Q_MAX)
+    if PACK_INT4:
+        nibbles = tl.reshape(q + INT4_OFFSET, (BLOCKS, GROUP // 8, 8))
+        shifts = (tl.arange(0, 8) * 4)[None, None, :]
+        words = tl.sum(nibbles << shifts, axis=2)  # disjoint bit fields: the sum is the bitwise or
+        word_offsets = group[:, None] * (GROUP // 8) + tl.arange(0, GROUP // 8)[None, :]
+        tl.store(out_ptr + word_offsets, words.to(tl.int32), mask=in_range[:, None])
+    else:
+        tl.store(out_ptr + offsets, q.to(tl.int8), mask=in_range[:, None])
+    tl.store(scale_ptr + group, scale, mask=in_range)
+
+
+@triton.jit
+def _channel_kernel(x_ptr, out_ptr, scale_ptr, n_cols: tl.constexpr, HALF_RANGE: tl.constexpr, CHUNK: tl.constexpr):
+    row_start = tl.program_id(0).to(tl.int64) * n_cols
+    columns = tl.arange(0, CHUNK)
+    amax = tl.zeros((CHUNK,), tl.float32)
+    bad = tl.zeros((CHUNK,), tl.int32)
+    for start in range(0, n_cols, CHUNK):
+        x = tl.load(x_ptr + row_start + start + columns, mask=start + columns < n_cols, other=0.0).to(tl.float32)
+        bad = tl.maximum(bad, (~mft.is_finite(x)).to(tl.int32))
+        amax = tl.maximum(amax, tl.where(mft.is_finite(x), tl.abs(x), 0.0))
+    scale = _scale(tl.max(amax, axis=0), tl.max(bad, axis=0) != 0, HALF_RANGE)
+    tl.store(scale_ptr + tl.program_id(0), scale)
+    for start in range(0, n_cols, CHUNK):
+        mask = start + columns < n_cols
+        x = tl.load(x_ptr + row_start + start + columns, mask=mask, other=0.0).to(tl.float32)
+        q = _round_clamp(x, tl.full((CHUNK,), 1.0, tl.float32) * scale, -128, 127)
+        tl.store(out_ptr + row_start + start + columns, q.to(tl.int8), mask=mask)
+
+
+@triton.jit
+def _dequantize_kernel(
+    q_ptr, scale_ptr, out_ptr, n_cols, n_scale_cols,
+    GROUP: tl.constexpr, IS_INT4: tl.constexpr, OUT_IS_BF16: tl.constexpr, CHUNK: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1).to(tl.int64) * CHUNK + tl.arange(0, CHUNK)
+    mask = cols < n_cols
+    if IS_INT4:
+        words = tl.load(q_ptr + row * (n_cols // 8) + cols // 8, mask=mask, other=0)
+        q = ((words >> ((cols % 8) * 4).to(tl.int32)) & 0xF) - INT4_OFFSET
+    else:
+        q = tl.load(q_ptr + row * n_cols + cols, mask=mask, other=0).to(tl.int32)
+    scale = tl.load(scale_ptr + row * n_scale_cols + cols // GROUP, mask=mask, other=1.0)
+    mft.store_values(out_ptr, row * n_cols + cols, q.to(tl.float32) * scale, mask, OUT_IS_BF16)
+
+
+def _check_group_for_kernel(group: int) -> None:
+    if group & (group - 1) or group < 8:
+        raise ValueError(f"the Triton kernel needs a power-of-two group size >= 8, got {group}; use backend='ref'")
+
+
+def quantize_int8_triton(weight: torch.Tensor, group_size: int | None = None) -> integer.IntWeight:
+    check_matrix(weight, "weight")
+    group = integer._group_size(weight, group_size)
+    x = weight.contiguous()
+    rows, cols = x.shape
+    q = torch.empty((rows, cols), dtype=torch.int8, device=x.device)
+    scale = torch.empty((rows, cols // group), dtype=torch.float32, device=x.device)
+    if group_size is None:
+        _channel_kernel[(rows,)](x, q, scale, cols, HALF_RANGE=127.5, CHUNK=ROW_CHUNK)
+    else:
+        _check_group_for_kernel(group)
+        _launch_groups(x, q, scale, group, integer.INT8_RANGE, pack_int4=False)
+    return integer.IntWeight(q, scale)
+
+
+def quantize_int4_triton(weight: torch.Tensor, group_size: int = 128) -> integer.IntWeight:
+    check_matrix(weight, "weight")
+    if group_size not in integer.INT4_GROUP_SIZES:
+        raise ValueError(f"INT4 group_size must be one of {integer.INT4_GROUP_SIZES}, got {group_size!r}")
+    group = integer._group_size(weight, group_size)
+    x = weight.contiguous()
+    rows, cols = x.shape
+    words = torch.empty((rows, cols // integer.INT4_PER_INT32), dtype=torch.int32, device=x.device)
+    scale = torch.empty((rows, cols // group), dtype=torch.float32, device=x.device)
+    _launch_groups(x, words, scale, group, integer.INT4_RANGE, pack_int4=True)
+    return integer.IntWeight(words, scale)
+
+
+def _launch_groups(x, out, scale, group: int, q_range: tuple[int, int], pack_int4: bool) -> None:
+    n_groups = x.numel() // group
+    blocks = max(1, GROUP_ELEMENTS_PER_PROGRAM // group)
+    _group_kernel[(triton.cdiv(n_groups, blocks),)](
+        x, out, scale, n_groups,
+        GROUP=group, BLOCKS=blocks, HALF_RANGE=(q_range[1] - q_range[0]) / 2,
+        Q_MIN=q_range[0], Q_MAX=q_range[1], PACK_INT4=pack_int4,
+    )
+
+
+def dequantize_triton(q: integer.IntWeight, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """Dequantize INT8 (int8 data) or INT4 (int32 packed data) to out_dtype."""
+    check_out_dtype(out_dtype)
+    is_int4 = q.data.dtype == torch.int32
+    check_packed(q.data, torch.int32 if is_int4 else torch.int8, "data")
+    check_packed(q.weight_scale, torch.float32, "weight_scale")
+    rows = q.data.shape[0]
+    cols = q.data.shape[1] * (integer.INT4_PER_INT32 if is_int4 else 1)
+    scale = q.weight_scale.contiguous()
+    if scale.ndim != 2 or scale.shape[0] != rows or cols % scale.shape[1] != 0:
+        raise ValueError(
+            f"weight_scale {tuple(scale.shape)} does not fit weight {(rows, cols)}; pass one quantize() result"
+        )
+    out = torch.empty((rows, cols), dtype=out_dtype, device=q.data.device)
+    out_arg, out_is_bf16 = mft.output_view(out)
+    _dequantize_kernel[(rows, triton.cdiv(cols, DEQUANT_CHUNK))](
+        q.data.contiguous(), scale, out_arg, cols, scale.shape[1],
+        GROUP=cols // scale.shape[1], IS_INT4=is_int4, OUT_IS_BF16=out_is_bf16, CHUNK=DEQUANT_CHUNK,
+    )
+    return out

@@ -1,0 +1,230 @@
+"""Triton device functions mirroring `minifloat.py` (same constants, same order of operations).
+
+Only exact fp32 operations (comparisons, multiplication by powers of two, the round-half-even magic add)
+and integer bit manipulation are used, so results do not depend on the device's division or FTZ settings.
+Divisions elsewhere use `tl.math.div_rn` (IEEE round-to-nearest), matching torch's true division.
+
+E4M3 encode/decode and the bfloat16 output cast have two bit-identical implementations, chosen per launch
+by the constexpr NATIVE (see `native_casts()`): the hardware conversions on a GPU (`cvt.rn.satfinite` to
+e4m3, exact e4m3 -> f32, `cvt.rn` to bf16; one instruction each), or integer bit arithmetic, which
+Triton's CPU interpreter needs (its bf16 cast truncates) and which LOWBIT_TRITON_BIT_CASTS=1 forces on a
+GPU to cross-check the two.
+"""
+
+import os
+
+import triton
+import triton.language as tl
+
+from lowbit.quant.formats import minifloat as mf
+
+F32_MBITS = tl.constexpr(mf.F32_MBITS)
+F32_BIAS = tl.constexpr(mf.F32_BIAS)
+F32_EXP_FIELD_MASK = tl.constexpr(mf.F32_EXP_FIELD_MASK)
+F32_INF_BITS = tl.constexpr(mf.F32_INF_BITS)
+F32_MANTISSA_MASK = tl.constexpr(mf.F32_MANTISSA_MASK)
+F32_MANTISSA_HALF = tl.constexpr(mf.F32_MANTISSA_HALF)
+F32_QUIET_NAN_BITS = tl.constexpr(mf.F32_QUIET_NAN_BITS)
+F32_HALF_MIN_NORMAL_BITS = tl.constexpr(mf.F32_HALF_MIN_NORMAL_BITS)
+ROUND_HALF_EVEN_MAGIC = tl.constexpr(mf.ROUND_HALF_EVEN_MAGIC)
+E2M1_MAX = tl.constexpr(mf.E2M1_MAX)
+E2M1_SIGN_BIT = tl.constexpr(mf.E2M1_SIGN_BIT)
+E4M3_MBITS = tl.constexpr(mf.E4M3_MBITS)
+E4M3_EMIN = tl.constexpr(mf.E4M3_EMIN)
+E4M3_BIAS = tl.constexpr(mf.E4M3_BIAS)
+E4M3_MAX = tl.constexpr(mf.E4M3_MAX)
+E4M3_SIGN_BIT = tl.constexpr(mf.E4M3_SIGN_BIT)
+E4M3_NAN_CODE = tl.constexpr(mf.E4M3_NAN_CODE)
+E4M3_SUBNORMAL_STEP = tl.constexpr(mf.E4M3_SUBNORMAL_STEP)
+E4M3_SUBNORMAL_STEPS_PER_UNIT = tl.constexpr(mf.E4M3_SUBNORMAL_STEPS_PER_UNIT)
+E8M0_BIAS = tl.constexpr(mf.E8M0_BIAS)
+E8M0_NAN = tl.constexpr(mf.E8M0_NAN)
+E8M0_MAX_FINITE_CODE = tl.constexpr(mf.E8M0_MAX_FINITE_CODE)
+EVEN_RULE_BIAS = tl.constexpr(mf.EVEN_RULE_BIAS)
+
+(E2M1_MIDPOINT_0, E2M1_MIDPOINT_1, E2M1_MIDPOINT_2, E2M1_MIDPOINT_3,
+ E2M1_MIDPOINT_4, E2M1_MIDPOINT_5, E2M1_MIDPOINT_6) = (tl.constexpr(m) for m in mf.E2M1_MIDPOINTS)
+(E2M1_TIE_UP_0, E2M1_TIE_UP_1, E2M1_TIE_UP_2, E2M1_TIE_UP_3,
+ E2M1_TIE_UP_4, E2M1_TIE_UP_5, E2M1_TIE_UP_6) = (tl.constexpr(up) for up in mf.E2M1_TIE_ROUNDS_UP)
+
+# scale-rule ids passed to kernels as constexpr
+RULE_FLOOR = tl.constexpr(0)
+RULE_EVEN = tl.constexpr(1)
+RULE_RCEIL = tl.constexpr(2)
+RULE_IDS = {"floor": 0, "even": 1, "rceil": 2}
+
+
+@triton.jit
+def float_bits(x):
+    return x.to(tl.int32, bitcast=True)
+
+
+@triton.jit
+def bits_to_float(bits):
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def pow2(exponent):
+    return bits_to_float((exponent + F32_BIAS) << F32_MBITS)
+
+
+@triton.jit
+def is_negative(x):
+    return float_bits(x) < 0
+
+
+@triton.jit
+def is_finite(x):
+    return (float_bits(x) & F32_INF_BITS) != F32_INF_BITS
+
+
+@triton.jit
+def round_magnitude(a, MBITS: tl.constexpr, EMIN: tl.constexpr, MAX_VALUE: tl.constexpr):
+    a = tl.minimum(a, MAX_VALUE)
+    exponent = tl.maximum(((float_bits(a) >> F32_MBITS) & F32_EXP_FIELD_MASK) - F32_BIAS, EMIN)
+    step_exponent = exponent - MBITS
+    steps = a * pow2(-step_exponent)
+    steps = (steps + ROUND_HALF_EVEN_MAGIC) - ROUND_HALF_EVEN_MAGIC
+    return steps * pow2(step_exponent)
+
+
+@triton.jit
+def _passes(magnitude, midpoint: tl.constexpr, tie_rounds_up: tl.constexpr):
+    if tie_rounds_up:
+        return (magnitude >= midpoint).to(tl.int32)
+    else:
+        return (magnitude > midpoint).to(tl.int32)
+
+
+@triton.jit
+def quantize_e2m1(x):
+    """int32 4-bit codes of finite fp32 x: count the E2M1 midpoints passed (minifloat.quantize_e2m1)."""
+    magnitude = tl.abs(x)
+    code = _passes(magnitude, E2M1_MIDPOINT_0, E2M1_TIE_UP_0)
+    code += _passes(magnitude, E2M1_MIDPOINT_1, E2M1_TIE_UP_1)
+    code += _passes(magnitude, E2M1_MIDPOINT_2, E2M1_TIE_UP_2)
+    code += _passes(magnitude, E2M1_MIDPOINT_3, E2M1_TIE_UP_3)
+    code += _passes(magnitude, E2M1_MIDPOINT_4, E2M1_TIE_UP_4)
+    code += _passes(magnitude, E2M1_MIDPOINT_5, E2M1_TIE_UP_5)
+    code += _passes(magnitude, E2M1_MIDPOINT_6, E2M1_TIE_UP_6)
+    return tl.where(is_negative(x), code | E2M1_SIGN_BIT, code)
+
+
+@triton.jit
+def e2m1_decode(code):
+    """fp32 value of int32 4-bit E2M1 codes."""
+    exponent_field = (code >> 1) & 0x3
+    mantissa = code & 1
+    normal = bits_to_float(((exponent_field - 1 + F32_BIAS) << F32_MBITS) | (mantissa << (F32_MBITS - 1)))
+    magnitude = tl.where(exponent_field == 0, mantissa.to(tl.float32) * 0.5, normal)
+    return tl.where((code & E2M1_SIGN_BIT) != 0, -magnitude, magnitude)
+
+
+@triton.jit
+def quantize_e4m3(x):
+    """int32 E4M3 bytes of fp32 x (finite): half to even, saturating at 448, sign kept."""
+    magnitude = round_magnitude(tl.abs(x), E4M3_MBITS, E4M3_EMIN, E4M3_MAX)
+    bits = float_bits(magnitude)
+    exponent = (bits >> F32_MBITS) - F32_BIAS
+    normal = ((exponent + E4M3_BIAS) << E4M3_MBITS) | ((bits >> (F32_MBITS - E4M3_MBITS)) & 0x7)
+    subnormal = (magnitude * E4M3_SUBNORMAL_STEPS_PER_UNIT).to(tl.int32)
+    code = tl.where(exponent >= E4M3_EMIN, normal, subnormal)
+    return tl.where(is_negative(x), code | E4M3_SIGN_BIT, code)
+
+
+@triton.jit
+def e4m3_decode(code):
+    """fp32 value of int32 E4M3 bytes (0x7F/0xFF decode to NaN)."""
+    exponent_field = (code >> E4M3_MBITS) & 0xF
+    mantissa = code & 0x7
+    exponent_bits = (exponent_field - E4M3_BIAS + F32_BIAS) << F32_MBITS
+    normal = bits_to_float(exponent_bits | (mantissa << (F32_MBITS - E4M3_MBITS)))
+    magnitude = tl.where(exponent_field == 0, mantissa.to(tl.float32) * E4M3_SUBNORMAL_STEP, normal)
+    nan = bits_to_float(tl.full(code.shape, F32_QUIET_NAN_BITS, tl.int32))
+    magnitude = tl.where((code & 0x7F) == E4M3_NAN_CODE, nan, magnitude)
+    return tl.where((code & E4M3_SIGN_BIT) != 0, -magnitude, magnitude)
+
+
+@triton.jit
+def encode_e4m3(x, NATIVE: tl.constexpr):
+    """int32 E4M3 bytes of finite fp32 x, saturating at +-448: hardware cvt or quantize_e4m3."""
+    if NATIVE:
+        clamped = tl.minimum(tl.maximum(x, -E4M3_MAX), E4M3_MAX)
+        return clamped.to(tl.float8e4nv).to(tl.uint8, bitcast=True).to(tl.int32)
+    else:
+        return quantize_e4m3(x)
+
+
+@triton.jit
+def decode_e4m3(code, NATIVE: tl.constexpr):
+    """fp32 value of E4M3 bytes (int32): hardware conversion or e4m3_decode."""
+    if NATIVE:
+        return code.to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(tl.float32)
+    else:
+        return e4m3_decode(code)
+
+
+@triton.jit
+def e8m0_decode(code):
+    """fp32 2**(code - 127) of int32 E8M0 codes; 0xFF decodes to NaN."""
+    bits = tl.where(code == 0, F32_HALF_MIN_NORMAL_BITS, code << F32_MBITS)
+    bits = tl.where(code == E8M0_NAN, F32_QUIET_NAN_BITS, bits)
+    return bits_to_float(bits)
+
+
+@triton.jit
+def e8m0_code_from_amax(amax, ELEMENT_EMAX: tl.constexpr, ELEMENT_MAX: tl.constexpr, RULE: tl.constexpr):
+    """int32 E8M0 code (0..254) for finite block maxima; see minifloat.e8m0_code_from_amax."""
+    if RULE == RULE_FLOOR:
+        code = ((float_bits(amax) >> F32_MBITS) & F32_EXP_FIELD_MASK) - ELEMENT_EMAX
+    elif RULE == RULE_EVEN:
+        code = (((float_bits(amax) + EVEN_RULE_BIAS) >> F32_MBITS) & F32_EXP_FIELD_MASK) - ELEMENT_EMAX
+    else:
+        bits = float_bits(tl.math.div_rn(amax, tl.full(amax.shape, ELEMENT_MAX, tl.float32)))
+        exponent_field = (bits >> F32_MBITS) & F32_EXP_FIELD_MASK
+        mantissa = bits & F32_MANTISSA_MASK
+        subnormal_code = (mantissa > F32_MANTISSA_HALF).to(tl.int32)
+        code = tl.where(exponent_field == 0, subnormal_code, exponent_field + (mantissa != 0).to(tl.int32))
+    return tl.minimum(tl.maximum(code, 0), E8M0_MAX_FINITE_CODE)
+
+
+@triton.jit
+def inverse_e8m0_factors(code):
+    """Two normal powers of two whose product is 2**(127 - code) (see minifloat.inverse_e8m0_factors)."""
+    exponent = E8M0_BIAS - code
+    first = exponent >> 1  # arithmetic shift: floor division by 2
+    return pow2(first), pow2(exponent - first)
+
+
+@triton.jit
+def bfloat16_bits(x):
+    """int16 bit pattern of fp32 x rounded to bfloat16, half to even (the interpreter's cast truncates)."""
+    bits = float_bits(x)
+    rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
+    rounded = tl.where(x != x, bits >> 16, rounded)  # NaN: keep the payload's top half (quiet NaN stays NaN)
+    return rounded.to(tl.int16)
+
+
+@triton.jit
+def store_values(out_ptr, offsets, values, mask, OUT_IS_BF16: tl.constexpr):
+    """Store fp32 values into the output; bfloat16 outputs arrive as an int16 view and are rounded here."""
+    if OUT_IS_BF16:
+        tl.store(out_ptr + offsets, bfloat16_bits(values), mask=mask)
+    else:
+        tl.store(out_ptr + offsets, values.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def native_casts() -> bool:
+    """Whether kernels may use the GPU's conversion instructions (see the module docstring)."""
+    return os.environ.get("TRITON_INTERPRET") != "1" and os.environ.get("LOWBIT_TRITON_BIT_CASTS") != "1"
+
+
+def output_view(out: "torch.Tensor") -> tuple:
+    """(tensor to pass to a kernel, OUT_IS_BF16) for an output allocated in its final dtype: bfloat16
+    outputs go through the int16 bit path unless the native cast is used."""
+    import torch
+
+    if out.dtype == torch.bfloat16 and not native_casts():
+        return out.view(torch.int16), True
+    return out, False

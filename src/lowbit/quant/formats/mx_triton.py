@@ -1,0 +1,114 @@
+"""Triton kernels for MXFP4 / MXFP8 (see mx.py for the convention); bit-identical to mx.quantize_ref.
+
+Each program handles BLOCKS consecutive 32-element blocks of the flattened weight.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from lowbit.quant.formats import minifloat_triton as mft
+from lowbit.quant.formats import mx
+from lowbit.quant.formats.backend import check_out_dtype
+
+# launch parameters from the BLOCKS x num_warps sweep in perf/quant_formats_bench.py (H100, 2026-11-26)
+QUANTIZE_LAUNCH = {"fp4": (128, 4), "fp8": (128, 2)}  # element -> (BLOCKS, num_warps)
+DEQUANTIZE_BLOCKS, DEQUANTIZE_WARPS = 256, 2
+E8M0_NAN = tl.constexpr(mx.mf.E8M0_NAN)
+
+
+@triton.jit
+def _quantize_kernel(
+    x_ptr,
+    data_ptr,
+    scale_ptr,
+    n_blocks,
+    BLOCKS: tl.constexpr,
+    IS_FP4: tl.constexpr,
+    ELEMENT_EMAX: tl.constexpr,
+    ELEMENT_MAX: tl.constexpr,
+    RULE: tl.constexpr,
+    NATIVE: tl.constexpr,
+):
+    block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)  # (BLOCKS,)
+    in_range = block < n_blocks
+    offsets = block[:, None] * 32 + tl.arange(0, 32)[None, :]  # (BLOCKS, 32)
+    x = tl.load(x_ptr + offsets, mask=in_range[:, None], other=0.0).to(tl.float32)
+
+    finite = mft.is_finite(x)
+    poisoned = tl.max((~finite).to(tl.int32), axis=1) != 0  # (BLOCKS,)
+    x = tl.where(finite, x, 0.0)
+    code = mft.e8m0_code_from_amax(tl.max(tl.abs(x), axis=1), ELEMENT_EMAX, ELEMENT_MAX, RULE)
+    first, second = mft.inverse_e8m0_factors(code)  # (BLOCKS,) each
+    scaled = (x * first[:, None]) * second[:, None]
+    if IS_FP4:
+        elements = mft.quantize_e2m1(scaled)
+    else:
+        elements = mft.encode_e4m3(scaled, NATIVE)
+    elements = tl.where(poisoned[:, None], 0, elements)
+    code = tl.where(poisoned, E8M0_NAN, code)
+
+    if IS_FP4:
+        even, odd = tl.split(tl.reshape(elements, (BLOCKS, 16, 2)))  # (BLOCKS, 16) each
+        packed_offsets = block[:, None] * 16 + tl.arange(0, 16)[None, :]
+        tl.store(data_ptr + packed_offsets, (even | (odd << 4)).to(tl.uint8), mask=in_range[:, None])
+    else:
+        tl.store(data_ptr + offsets, elements.to(tl.uint8), mask=in_range[:, None])
+    tl.store(scale_ptr + block, code.to(tl.uint8), mask=in_range)
+
+
+@triton.jit
+def _dequantize_kernel(
+    data_ptr, scale_ptr, out_ptr, n_blocks,
+    BLOCKS: tl.constexpr, IS_FP4: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr,
+):
+    block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
+    in_range = block < n_blocks
+    scale = mft.e8m0_decode(tl.load(scale_ptr + block, mask=in_range, other=0).to(tl.int32))  # (BLOCKS,)
+    offsets = block[:, None] * 32 + tl.arange(0, 32)[None, :]  # (BLOCKS, 32)
+    if IS_FP4:
+        packed_offsets = block[:, None] * 16 + tl.arange(0, 16)[None, :]
+        packed = tl.load(data_ptr + packed_offsets, mask=in_range[:, None], other=0).to(tl.int32)
+        low = mft.e2m1_decode(packed & 0xF) * scale[:, None]
+        high = mft.e2m1_decode(packed >> 4) * scale[:, None]
+        values = tl.reshape(tl.join(low, high), (BLOCKS, 32))
+    else:
+        codes = tl.load(data_ptr + offsets, mask=in_range[:, None], other=0).to(tl.int32)
+        values = mft.decode_e4m3(codes, NATIVE) * scale[:, None]
+    mft.store_values(out_ptr, offsets, values, in_range[:, None], OUT_IS_BF16)
+
+
+def quantize_triton(
+    weight: torch.Tensor, element: str = "fp4", scale_rule: str = mx.CHECKPOINT_SCALE_RULE
+) -> mx.MXWeight:
+    mx._check_options(element, scale_rule)
+    mx._check_weight(weight)
+    x = weight.contiguous()
+    n_blocks = x.numel() // mx.BLOCK_SIZE
+    is_fp4 = element == "fp4"
+    data_columns = x.shape[-1] // 2 if is_fp4 else x.shape[-1]
+    data = torch.empty((*x.shape[:-1], data_columns), dtype=torch.uint8, device=x.device)
+    scale = torch.empty((*x.shape[:-1], x.shape[-1] // mx.BLOCK_SIZE), dtype=torch.uint8, device=x.device)
+    blocks, warps = QUANTIZE_LAUNCH[element]
+    _quantize_kernel[(triton.cdiv(n_blocks, blocks),)](
+        x, data, scale, n_blocks,
+        BLOCKS=blocks, IS_FP4=is_fp4, ELEMENT_EMAX=mx.ELEMENT_EMAX[element], ELEMENT_MAX=mx.ELEMENT_MAX[element],
+        RULE=mft.RULE_IDS[scale_rule], NATIVE=mft.native_casts(), num_warps=warps,
+    )
+    return mx.MXWeight(data if is_fp4 else data.view(torch.float8_e4m3fn), scale)
+
+
+def dequantize_triton(q: mx.MXWeight, element: str = "fp4", out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    mx._check_options(element, mx.CHECKPOINT_SCALE_RULE)
+    columns = mx._check_quantized(q, element)
+    check_out_dtype(out_dtype)
+    data = q.data.contiguous().view(torch.uint8)
+    out = torch.empty((*data.shape[:-1], columns), dtype=out_dtype, device=data.device)
+    n_blocks = out.numel() // mx.BLOCK_SIZE
+    out_arg, out_is_bf16 = mft.output_view(out)
+    _dequantize_kernel[(triton.cdiv(n_blocks, DEQUANTIZE_BLOCKS),)](
+        data, q.scale.contiguous(), out_arg, n_blocks,
+        BLOCKS=DEQUANTIZE_BLOCKS, IS_FP4=element == "fp4", OUT_IS_BF16=out_is_bf16, NATIVE=mft.native_casts(),
+        num_warps=DEQUANTIZE_WARPS,
+    )
+    return out

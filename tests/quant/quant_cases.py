@@ -1,0 +1,64 @@
+"""Named weight cases and the SQNR helper shared by the tests/quant modules (built once, used everywhere)."""
+
+import importlib.util
+
+import pytest
+import torch
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+requires_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed: pip install triton")
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# Kernels run where Triton runs natively: the GPU if there is one, else the CPU interpreter (conftest.py).
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+FINITE_CASES = ("normal", "student_t", "zeros", "tiny", "huge", "mixed_blocks")
+NONFINITE_CASES = ("nan_inf",)
+
+
+def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB; +inf when the approximation is exact."""
+    reference, approximation = reference.to(torch.float64), approximation.to(torch.float64)
+    noise = (reference - approximation).pow(2).sum()
+    if noise == 0:
+        return float("inf")
+    return float(10 * torch.log10(reference.pow(2).sum() / noise))
+
+
+def make_weight(case: str, shape: tuple[int, int], dtype=torch.bfloat16, device=DEVICE, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.randn(shape, generator=generator)
+    if case == "normal":
+        x = base
+    elif case == "student_t":  # heavy tails: a few outliers set the block scales
+        chi2 = torch.randn((3, *shape), generator=generator).pow(2).sum(0) / 3
+        x = base / chi2.sqrt()
+    elif case == "zeros":
+        x = torch.zeros(shape)
+    elif case == "tiny":
+        x = base * 1e-30
+    elif case == "huge":
+        x = base * 1e30
+    elif case == "mixed_blocks":  # every 16 columns another magnitude, some blocks all zero
+        exponents = torch.randint(-40, 40, (shape[0], shape[1] // 16), generator=generator).float()
+        x = base * torch.exp2(exponents).repeat_interleave(16, dim=1)
+        x[:, 16:32] = 0
+    elif case == "nan_inf":
+        x = base.clone()
+        x[0, 3] = float("nan")
+        x[1, 40] = float("inf")
+        x[-1, -1] = float("-inf")
+    else:
+        raise ValueError(f"unknown case {case!r}")
+    return x.to(dtype).to(device)
+
+
+def assert_bits_equal(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Exact equality of two tensors' bytes (works for float8 and for NaN payloads)."""
+    assert a.shape == b.shape and a.dtype == b.dtype
+    as_bytes = lambda t: t.contiguous().view(torch.uint8)  # noqa: E731
+    torch.testing.assert_close(as_bytes(a), as_bytes(b), atol=0, rtol=0)
+
+
+def assert_values_equal(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Exact equality of values, NaN equal to NaN (payload bits may differ between backends)."""
+    torch.testing.assert_close(a, b, atol=0, rtol=0, equal_nan=True)

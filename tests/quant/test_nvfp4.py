@@ -1,0 +1,89 @@
+"""NVFP4: the compressed-tensors convention, layout, validation, kernel == reference, SQNR floor."""
+
+import pytest
+import torch
+from quant_cases import FINITE_CASES, assert_bits_equal, assert_values_equal, make_weight, requires_triton, sqnr_db
+
+from lowbit.quant.formats import nvfp4
+
+
+def test_global_scale_is_a_divisor_448_times_6_over_amax():
+    w = torch.tensor([[0.5, -3.0] + [0.0] * 14], dtype=torch.bfloat16)
+    assert nvfp4.shared_global_scale(w).item() == pytest.approx(448 * 6 / 3.0)
+
+
+def test_shared_global_scale_uses_the_largest_amax_of_the_group():
+    q, k, v = (make_weight("normal", (16, 32), seed=s) for s in range(3))
+    k[0, 0] = 50.0
+    shared = nvfp4.shared_global_scale(q, k, v)
+    assert shared.dtype == torch.float32 and shared.shape == (1,)
+    assert shared.item() == pytest.approx(2688 / 50.0)
+
+
+def test_hand_computed_block():
+    # amax 6 with global scale 2688 / 6: block scale = 448 exactly, effective scale 1.
+    values = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.25, 0.75, 1.25, -1.75, 2.5, 3.5, 5.0, -6.0]
+    q = nvfp4.quantize_ref(torch.tensor([values]), torch.tensor([448.0]))
+    assert q.weight_scale.float().item() == 448.0
+    expected_codes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 2, 2, 0xC, 4, 6, 6, 0xF]
+    expected_bytes = [lo | (hi << 4) for lo, hi in zip(expected_codes[0::2], expected_codes[1::2])]
+    assert q.weight_packed.tolist() == [expected_bytes]
+
+
+def test_layout_matches_vllm_parameters():
+    q = nvfp4.quantize(make_weight("normal", (32, 64)))
+    assert q.weight_packed.dtype == torch.uint8 and q.weight_packed.shape == (32, 32)
+    assert q.weight_scale.dtype == torch.float8_e4m3fn and q.weight_scale.shape == (32, 4)
+    assert q.weight_global_scale.dtype == torch.float32 and q.weight_global_scale.shape == (1,)
+
+
+def test_all_zero_block_gets_compressed_tensors_eps_scale():
+    w = make_weight("normal", (2, 32))
+    w[0, :16] = 0
+    q = nvfp4.quantize(w)
+    assert q.weight_scale[0, 0].float().item() == nvfp4.ZERO_BLOCK_SCALE
+    assert q.weight_packed[0, :8].tolist() == [0] * 8
+
+
+@pytest.mark.parametrize(
+    "weight, message",
+    [
+        (torch.zeros(4, 24), "not divisible by the block size 16"),
+        (torch.zeros(4, 32, dtype=torch.int8), "convert it to bfloat16"),
+        (torch.tensor([[float("nan")] * 16]), "NaN or Inf"),
+    ],
+)
+def test_bad_input_raises_value_error(weight, message):
+    with pytest.raises(ValueError, match=message):
+        nvfp4.quantize(weight)
+
+
+def test_bad_global_scale_raises_value_error():
+    with pytest.raises(ValueError, match="finite and positive"):
+        nvfp4.quantize(torch.ones(1, 16), torch.tensor([0.0]))
+
+
+@pytest.mark.parametrize("case", FINITE_CASES)
+def test_round_trip_sqnr_floor(case):
+    w = make_weight(case, (64, 256))
+    d = nvfp4.dequantize(nvfp4.quantize(w))
+    if case == "zeros":
+        assert torch.count_nonzero(d) == 0
+    else:
+        assert sqnr_db(w, d) >= 18.0
+
+
+@requires_triton
+@pytest.mark.parametrize("shape", [(8, 64), (3, 5, 48)])
+@pytest.mark.parametrize("case", FINITE_CASES)
+@pytest.mark.parametrize("shared_scale", [False, True])
+def test_triton_matches_reference(case, shape, shared_scale):
+    w = make_weight(case, (shape[0] * (shape[1] if len(shape) == 3 else 1), shape[-1])).reshape(shape)
+    g = nvfp4.shared_global_scale(w, make_weight("huge", (2, 16))) if shared_scale else None
+    ref = nvfp4.quantize(w, g, backend="ref")
+    out = nvfp4.quantize(w, g, backend="triton")
+    assert_bits_equal(out.weight_packed, ref.weight_packed)
+    assert_bits_equal(out.weight_scale, ref.weight_scale)
+    assert_bits_equal(out.weight_global_scale, ref.weight_global_scale)
+    for out_dtype in (torch.bfloat16, torch.float32):
+        assert_values_equal(nvfp4.dequantize(out, out_dtype, backend="triton"), nvfp4.dequantize(ref, out_dtype))
