@@ -100,7 +100,11 @@ def _score(args: argparse.Namespace) -> int:
         raise UsageError(f"{run.path} has no config.yaml: name the benchmark with --task (e.g. --task mmlu-redux)")
     options = dict(config.get("dataset") or {}) if task_name == config.get("eval_dataset") else {}
     options.update(_dataset_overrides(args.overrides))
+    previous = (run.metrics() or {}).get("task_version")
     metrics = score_run(run, make_task(task_name, options))
+    if previous is not None and previous != metrics["task_version"]:
+        print(f"note: the {task_name} scorer changed since this run was last scored "
+              f"(version {previous} -> {metrics['task_version']}); metrics.json now holds the new scores")
     if args.check_truncation:
         limit = (config.get("sampling") or {}).get("max_sequence_length")
         print(format_report(truncation_report(run.predictions(), limit)))

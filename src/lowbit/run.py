@@ -65,6 +65,12 @@ class RunDir:
         path = self.file(RUN_INFO)
         return json.loads(path.read_text()) if path.exists() else {}
 
+    def metrics(self) -> dict[str, Any] | None:
+        import json
+
+        path = self.file(METRICS)
+        return json.loads(path.read_text()) if path.exists() else None
+
     def predictions(self) -> list[Prediction]:
         """All predictions, first occurrence of each id."""
         path = self.file(PREDICTIONS)

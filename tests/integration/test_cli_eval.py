@@ -198,6 +198,16 @@ def test_score_reads_legacy_prediction_lines(data_dir, tmp_path):
     assert "finish reason not recorded: 2" in result.stdout
 
 
+def test_score_says_when_the_scorer_version_changed(finished_run):
+    output_dir, _ = finished_run
+    metrics_path = output_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics_path.write_text(json.dumps({**metrics, "task_version": "0"}))
+    result = run_lowbit("score", "-c", str(output_dir))
+    assert result.returncode == 0, result.stderr
+    assert f"scorer changed since this run was last scored (version 0 -> {metrics['task_version']})" in result.stdout
+
+
 def test_score_without_a_task_name_is_a_clear_error(tmp_path):
     (tmp_path / "predictions.jsonl").write_text('{"prompt": "p", "item": {}, "preds": ["A"]}\n')
     result = run_lowbit("score", "-c", str(tmp_path))
