@@ -132,10 +132,11 @@ def _dataset_overrides(overrides: list[str]) -> dict[str, object]:
 def _print_summary(run_dir: Path, metrics: dict | None = None) -> None:
     if metrics is None:
         metrics = json.loads((run_dir / "metrics.json").read_text())
-    accuracy = metrics["metrics"].get("accuracy")
-    if accuracy and accuracy["value"] is not None:
-        print(f"{metrics['task']}: accuracy {100 * accuracy['value']:.2f}% "
-              f"(95% CI {100 * accuracy['ci_low']:.2f}-{100 * accuracy['ci_high']:.2f}, n={accuracy['n']})")
+    name = metrics.get("headline", "accuracy")
+    headline = metrics["metrics"].get(name)
+    if headline and headline["value"] is not None:
+        print(f"{metrics['task']}: {name} {100 * headline['value']:.2f}% "
+              f"(95% CI {100 * headline['ci_low']:.2f}-{100 * headline['ci_high']:.2f}, n={headline['n']})")
     print(f"run directory: {run_dir}")
 
 

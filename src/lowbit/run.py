@@ -216,6 +216,7 @@ def score_run(run: RunDir, task: Task) -> dict[str, Any]:
     metrics = {
         "task": task.name,
         "task_version": task.version,
+        "headline": task.headline_metric,
         "scored_at": _now(),
         "dataset_options": asdict(task.options),
         **task.aggregate(rows),

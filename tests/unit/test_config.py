@@ -68,7 +68,7 @@ def test_default_output_dir_names_model_precision_and_config():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["eval_dataset=mmlu_redux"], "unknown eval_dataset 'mmlu_redux'. Did you mean 'mmlu-redux'? Available: mmlu-redux"),
+    (["eval_dataset=mmlu_redux"], "unknown eval_dataset 'mmlu_redux'. Did you mean 'mmlu-redux'? Available: "),
     (["model=qwen3_8B"], "unknown model 'qwen3_8B': choose one of gpt_oss_20B, qwen3_1.7B"),
     (["predictor=sglang"], "unknown predictor 'sglang': choose one of transformers"),
     (["eval_dataset_config=math"], "has no sampling config 'math': set eval_dataset_config= to one of mmlu-redux"),

@@ -6,7 +6,8 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 from typing import Any, ClassVar
 
-from lowbit.metrics.stats import mean_estimate
+from lowbit.metrics.pass_at_k import pass_at_k
+from lowbit.metrics.stats import mean_estimate, problem_mean_estimate
 from lowbit.records import Prediction, Sample
 
 
@@ -21,6 +22,8 @@ class Task(ABC):
     Options: ClassVar[type]  # dataclass of the task's `dataset.*` options
     # Options that never change a prompt (selection or scoring only): an interrupted run may resume with them changed.
     non_prompt_options: ClassVar[frozenset[str]] = frozenset()
+    # The metric a one-line summary reports (a key of aggregate()["metrics"] holding an Estimate).
+    headline_metric: ClassVar[str] = "accuracy"
 
     def __init__(self, options: Any):
         self.options = options
@@ -75,3 +78,32 @@ def accuracy_metrics(rows: list[dict[str, Any]], group_by: tuple[str, ...] = ())
             values[str(r[key])].append(r["score"])
         groups[key] = {g: mean_estimate(v).to_json() for g, v in sorted(values.items())}
     return {"metrics": metrics, "groups": groups}
+
+
+def sampled_accuracy_metrics(rows: list[dict[str, Any]], group_by: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`accuracy_metrics` for tasks that may sample n completions per problem, plus scoring failures,
+    `avg@<n>` (the same estimate as `accuracy`) and unbiased `pass@<k>` for every k <= n (lowbit.metrics.pass_at_k).
+
+    With n > 1 the intervals of accuracy, avg@n, pass@k and the groups come from the cluster bootstrap over
+    problems; with n = 1 they are the Wilson intervals of plain accuracy (= avg@1 = pass@1)."""
+    result = accuracy_metrics(rows, group_by)
+    metrics, included = result["metrics"], [r for r in rows if not r.get("excluded")]
+    metrics["scoring_failures"] = sum(sum(r.get("scoring_failed", [])) for r in included)
+    counts = sorted({len(r["scores"]) for r in included})
+    if not counts or counts[0] == 0:
+        return result
+    n_min, n_max = counts[0], counts[-1]
+    metrics["completions_per_sample"] = n_min if n_min == n_max else {"min": n_min, "max": n_max}
+    accuracy = problem_mean_estimate([r["score"] for r in included], n_max).to_json()
+    metrics["accuracy"] = accuracy
+    if n_min == n_max:
+        metrics[f"avg@{n_max}"] = accuracy
+    for k in range(1, n_min + 1):  # with unequal n, only the k every sample supports
+        per_problem = [pass_at_k(len(r["scores"]), round(sum(r["scores"])), k) for r in included]
+        metrics[f"pass@{k}"] = problem_mean_estimate(per_problem, n_max).to_json()
+    for key in group_by:
+        values: dict[str, list[float]] = defaultdict(list)
+        for r in included:
+            values[str(r[key])].append(r["score"])
+        result["groups"][key] = {g: problem_mean_estimate(v, n_max).to_json() for g, v in sorted(values.items())}
+    return result

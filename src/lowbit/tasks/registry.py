@@ -15,6 +15,7 @@ from lowbit.tasks.base import Task
 
 _TASKS: dict[str, str] = {
     "mmlu-redux": "lowbit.tasks.mmlu_redux:MMLURedux",
+    "ifeval": "lowbit.tasks.ifeval:IFEval",
 }
 
 
