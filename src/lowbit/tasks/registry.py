@@ -15,6 +15,8 @@ from lowbit.tasks.base import Task
 
 _TASKS: dict[str, str] = {
     "mmlu-redux": "lowbit.tasks.mmlu_redux:MMLURedux",
+    "math500": "lowbit.tasks.math500:Math500",
+    "aime25": "lowbit.tasks.aime25:AIME25",
     "ifeval": "lowbit.tasks.ifeval:IFEval",
 }
 

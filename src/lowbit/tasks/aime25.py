@@ -1,0 +1,129 @@
+"""AIME 2025: the 30 problems of the 2025 American Invitational Mathematics Examination, parts I and II. Every
+answer is an integer from 0 to 999.
+
+Data: the Hugging Face dataset `opencompass/AIME2025` (configs `AIME2025-I` and `AIME2025-II`, split `test`;
+fields question/problem and answer), or `data_dir` with a `test.jsonl` of records {id, problem, answer}.
+Sample ids are `2025-I-<n>` / `2025-II-<n>` (n = 1..15 in exam order), the same from either source.
+
+Prompt: as MATH-500's (lowbit.tasks.math500.math_messages). Scoring: the last `\\boxed{}` of the answer text,
+read as an integer (lowbit.metrics.math_answers.integer_answer); a box holding anything else is wrong, and no
+box is a parse failure.
+
+Metrics, for n completions per problem (sampling.num_return_sequences): avg@n (= accuracy) and unbiased pass@k
+for every k <= n, with cluster-bootstrap intervals when n > 1, and maj@n, majority vote over the completions'
+answers (ties split by the expected value of a random tie-break, see lowbit.metrics.pass_at_k).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lowbit.errors import UsageError
+from lowbit.metrics.math_answers import boxed_answer, integer_answer
+from lowbit.metrics.pass_at_k import majority_vote_score
+from lowbit.metrics.stats import mean_estimate
+from lowbit.records import Prediction, Sample
+from lowbit.tasks.base import Task, sampled_accuracy_metrics, score_row
+from lowbit.tasks.math500 import math_messages
+
+HUB_ID = "opencompass/AIME2025"
+PARTS = ("I", "II")
+
+
+@dataclass
+class AIME25Options:
+    hub_id: str = HUB_ID
+
+
+class AIME25(Task):
+    name = "aime25"
+    version = "1"
+    Options = AIME25Options
+
+    # -- data -------------------------------------------------------------------------------------------
+
+    def load(self, data_dir: str | None) -> list[Sample]:
+        rows = _read_local(Path(data_dir)) if data_dir else _read_hub(self.options.hub_id)
+        samples = []
+        for row in rows:
+            answer = integer_answer(str(row["answer"]))
+            if answer is None or not 0 <= answer <= 999:
+                raise UsageError(f"AIME record {row['id']} has answer {row['answer']!r}: AIME answers are "
+                                 "integers from 0 to 999")
+            id_parts = str(row["id"]).split("-")  # 2025-I-1 -> part I
+            item = {**row, "part": id_parts[1] if len(id_parts) == 3 else "unknown"}
+            samples.append(Sample(id=str(row["id"]), messages=self.messages(item), item=item))
+        if len({s.id for s in samples}) != len(samples):
+            raise UsageError("AIME data has repeated ids: sample ids must be unique")
+        return samples
+
+    @staticmethod
+    def messages(item: dict[str, Any]) -> list[dict[str, str]]:
+        return math_messages(item["problem"])
+
+    # -- scoring ----------------------------------------------------------------------------------------
+
+    def score(self, prediction: Prediction) -> dict[str, Any]:
+        gold = integer_answer(str(prediction.item["answer"]))
+        boxed = [boxed_answer(c.answer) for c in prediction.completions]
+        answers = [_vote(b) for b in boxed]
+        correct = [isinstance(a, int) and a == gold for a in answers]
+        return {
+            **score_row(prediction, [float(c) for c in correct], part=prediction.item.get("part", "unknown"),
+                        gold=gold),
+            "extracted": answers,
+            "parse_failed": [b is None for b in boxed],
+            "majority_vote": majority_vote_score(answers, correct),
+        }
+
+    def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        result = sampled_accuracy_metrics(rows, group_by=("part",))
+        included = [r for r in rows if not r.get("excluded")]
+        n = max((len(r["scores"]) for r in included), default=1)
+        # One value per problem (0, 1, or a tie's fraction): Wilson or normal interval over problems.
+        result["metrics"][f"maj@{n}"] = mean_estimate([r["majority_vote"] for r in included]).to_json()
+        return result
+
+
+def _vote(boxed: str | None) -> int | str | None:
+    """A completion's answer as it votes: its integer, the box's text when that is not an integer (wrong, but
+    agreeing completions still form a majority), None without a box."""
+    if boxed is None:
+        return None
+    number = integer_answer(boxed)
+    return number if number is not None else boxed
+
+
+def _read_local(data_dir: Path) -> list[dict[str, Any]]:
+    path = data_dir / "test.jsonl"
+    if not path.exists():
+        raise UsageError(f"{path} not found: data_dir must hold test.jsonl with AIME records {{id, problem, answer}}")
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    for number, row in enumerate(rows, start=1):
+        missing = [k for k in ("id", "problem", "answer") if k not in row]
+        if missing:
+            raise UsageError(f"{path}: record {number} lacks {', '.join(missing)} (expected {{id, problem, answer}})")
+    return rows
+
+
+def _read_hub(hub_id: str) -> list[dict[str, Any]]:
+    """Both exam parts in order, with ids like the local file's (2025-I-1 ... 2025-II-15)."""
+    import datasets
+
+    rows = []
+    for part in PARTS:
+        try:
+            records = datasets.load_dataset(hub_id, f"AIME2025-{part}", split="test")
+        except Exception as e:  # network, auth or schema problems all end the same way for the user
+            raise UsageError(f"could not load {hub_id} (AIME2025-{part}) from the Hugging Face hub "
+                             f"({type(e).__name__}); pass data_dir=<folder with test.jsonl> when offline") from e
+        for index, record in enumerate(records, start=1):
+            problem = record.get("question", record.get("problem"))
+            if problem is None or "answer" not in record:
+                raise UsageError(f"{hub_id} AIME2025-{part} record {index} has no question/answer field")
+            rows.append({"id": f"2025-{part}-{index}", "problem": problem, "answer": str(record["answer"])})
+    return rows

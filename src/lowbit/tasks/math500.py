@@ -1,0 +1,117 @@
+"""MATH-500: 500 competition problems from the MATH test set (Hendrycks et al., arXiv:2103.03874), the subset
+chosen for "Let's Verify Step by Step" (Lightman et al., arXiv:2305.20050), with 7 subjects and levels 1-5.
+
+Data: the Hugging Face dataset `HuggingFaceH4/MATH-500` (split `test`; fields problem, solution, answer,
+subject, level, unique_id), or `data_dir` with a `test.jsonl` in the same schema. Sample ids are `unique_id`
+(e.g. `test/precalculus/807.json`), stable across runs and precisions.
+
+Prompt: the problem, then "Please reason step by step, and put your final answer within \\boxed{}.", as one
+user message.
+
+Scoring (lowbit.metrics.math_answers): the last `\\boxed{}` of the answer text (after the reasoning split) is
+compared with the gold `answer` by math-verify, in a worker process with a per-item time limit
+(`dataset.time_limit_seconds`). No box is a parse failure; a timeout or a checker error is a scoring failure;
+both score 0. With several completions per problem, metrics add avg@n and pass@k with cluster-bootstrap
+intervals (lowbit.tasks.base.sampled_accuracy_metrics).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lowbit.errors import UsageError
+from lowbit.metrics.math_answers import DEFAULT_TIME_LIMIT, MathVerifier, boxed_answer
+from lowbit.records import Prediction, Sample
+from lowbit.tasks.base import Task, sampled_accuracy_metrics, score_row
+
+HUB_ID = "HuggingFaceH4/MATH-500"
+FIELDS = ("problem", "answer", "subject", "level", "unique_id")
+PROMPT_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def math_messages(problem: str) -> list[dict[str, str]]:
+    """The one user message of the boxed-answer math prompt (MATH-500, AIME 2025)."""
+    return [{"role": "user", "content": f"{problem.strip()}\n{PROMPT_SUFFIX}"}]
+
+
+@dataclass
+class Math500Options:
+    time_limit_seconds: float = DEFAULT_TIME_LIMIT  # per completion, for answer checking
+    hub_id: str = HUB_ID
+
+
+class Math500(Task):
+    name = "math500"
+    version = "1"
+    Options = Math500Options
+    non_prompt_options = frozenset({"time_limit_seconds"})
+
+    def __init__(self, options: Math500Options):
+        super().__init__(options)
+        if not options.time_limit_seconds > 0:
+            raise UsageError(f"dataset.time_limit_seconds must be positive, got {options.time_limit_seconds}")
+        self._verifier: MathVerifier | None = None
+
+    # -- data -------------------------------------------------------------------------------------------
+
+    def load(self, data_dir: str | None) -> list[Sample]:
+        rows = _read_local(Path(data_dir)) if data_dir else _read_hub(self.options.hub_id)
+        samples = []
+        for number, row in enumerate(rows, start=1):
+            missing = [f for f in FIELDS if f not in row]
+            if missing:
+                raise UsageError(f"MATH-500 record {number} lacks {', '.join(missing)} (schema of {HUB_ID})")
+            samples.append(Sample(id=str(row["unique_id"]), messages=self.messages(row), item=dict(row)))
+        if len({s.id for s in samples}) != len(samples):
+            raise UsageError("MATH-500 data has repeated unique_id values: sample ids must be unique")
+        return samples
+
+    @staticmethod
+    def messages(item: dict[str, Any]) -> list[dict[str, str]]:
+        return math_messages(item["problem"])
+
+    # -- scoring ----------------------------------------------------------------------------------------
+
+    @property
+    def verifier(self) -> MathVerifier:
+        if self._verifier is None:
+            self._verifier = MathVerifier(self.options.time_limit_seconds)
+        return self._verifier
+
+    def score(self, prediction: Prediction) -> dict[str, Any]:
+        gold = str(prediction.item["answer"])
+        extracted = [boxed_answer(c.answer) for c in prediction.completions]
+        verdicts = [self.verifier.check(e, gold) if e is not None else None for e in extracted]
+        return {
+            **score_row(prediction, [float(v is not None and v.correct) for v in verdicts],
+                        subject=prediction.item.get("subject", "unknown"), level=prediction.item.get("level", 0),
+                        gold=gold),
+            "extracted": extracted,
+            "parse_failed": [e is None for e in extracted],
+            "scoring_failed": [v is not None and v.failure is not None for v in verdicts],
+            "scoring_errors": [v.failure if v is not None else None for v in verdicts],
+        }
+
+    def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return sampled_accuracy_metrics(rows, group_by=("subject", "level"))
+
+
+def _read_local(data_dir: Path) -> list[dict[str, Any]]:
+    path = data_dir / "test.jsonl"
+    if not path.exists():
+        raise UsageError(f"{path} not found: data_dir must hold test.jsonl with MATH-500 records (schema of {HUB_ID})")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _read_hub(hub_id: str) -> list[dict[str, Any]]:
+    import datasets
+
+    try:
+        return list(datasets.load_dataset(hub_id, split="test"))
+    except Exception as e:  # network, auth or schema problems all end the same way for the user
+        raise UsageError(f"could not load {hub_id} from the Hugging Face hub ({type(e).__name__}); "
+                         "pass data_dir=<folder with test.jsonl> when offline") from e
