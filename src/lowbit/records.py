@@ -37,6 +37,7 @@ class Generation:
     finish_reason: FinishReason  # "stop": an end-of-turn/EOS token or stop string; "length": the budget ran out
     prompt_tokens: int
     completion_tokens: int
+    reasoning: str | None = None  # reasoning the server already split from `text` (OpenAI `reasoning_content`)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from lowbit.chat import get_chat_format
+from lowbit.chat import get_chat_format, split_completion
 from lowbit.config import EvalConfig
 from lowbit.environment import environment, peak_memory, quantization_metadata
 from lowbit.errors import UsageError
@@ -192,7 +192,7 @@ def evaluate(cfg: EvalConfig) -> RunDir:
                 writer.append(
                     Prediction(
                         id=todo[i].id, prompt=prompts[i], item=todo[i].item, messages=todo[i].messages,
-                        completions=[chat.split(prompts[i], g) for g in generations],
+                        completions=[split_completion(chat, prompts[i], g) for g in generations],
                     ).to_json()
                     for i, generations in chunk
                 )

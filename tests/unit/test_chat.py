@@ -57,3 +57,13 @@ def test_gpt_oss_without_final_channel_has_no_answer():
 
 def test_gpt_oss_plain_text_is_taken_as_the_answer():
     assert split("gpt_oss", "", "ANSWER: A").answer == "ANSWER: A"
+
+
+def test_reasoning_split_by_the_server_is_kept():
+    from lowbit.chat import split_completion
+
+    chat = get_chat_format("qwen3")
+    c = split_completion(chat, THINKING_PROMPT, Generation("ANSWER: B", "stop", 10, 5, reasoning="Because."))
+    assert (c.answer, c.reasoning, c.ended_in_reasoning) == ("ANSWER: B", "Because.", False)
+    c = split_completion(chat, THINKING_PROMPT, Generation("", "length", 10, 5, reasoning="Still going"))
+    assert c.answer == "" and c.ended_in_reasoning and c.truncated

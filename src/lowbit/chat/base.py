@@ -56,5 +56,16 @@ def completion_from(generation: Generation, **fields: Any) -> Completion:
     )
 
 
+def split_completion(chat: ChatFormat, prompt: str, generation: Generation) -> Completion:
+    """The chat format's split, unless the backend already separated the reasoning (then `text` is the answer;
+    an empty answer after reasoning that ran out of budget means the completion ended inside its reasoning)."""
+    if generation.reasoning is None:
+        return chat.split(prompt, generation)
+    answer = generation.text.strip()
+    ended_in_reasoning = not answer and generation.finish_reason == "length"
+    return completion_from(generation, answer=answer, reasoning=generation.reasoning.strip(),
+                           ended_in_reasoning=ended_in_reasoning)
+
+
 def _load_builtin() -> None:
     from lowbit.chat import gpt_oss, qwen3  # noqa: F401  (modules register themselves)
