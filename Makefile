@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml $(REQS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r $(REQS)
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -20,7 +21,7 @@ demo: setup
 	$(VENV)/bin/lowbit demo
 
 test: setup
-	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not gpu" --durations=15 $(PYTEST_ARGS)
 
 # Quick loop while developing: skips the end-to-end runs.
 test-fast: setup

@@ -51,6 +51,7 @@ class Completion:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     ended_in_reasoning: bool = False  # stopped inside <think>…: no answer, counted as truncated
+    reasoning_tokens: int | None = None  # tokens of the reasoning text (None: no tokenizer to count them)
 
     @property
     def truncated(self) -> bool:

@@ -19,13 +19,15 @@ from typing import Any
 
 import yaml
 
-from lowbit.chat import get_chat_format, split_completion
+from lowbit.chat import ChatFormat, get_chat_format, split_completion
 from lowbit.config import EvalConfig
 from lowbit.environment import environment, peak_memory, quantization_metadata
 from lowbit.errors import UsageError
-from lowbit.records import JsonlAppender, Prediction, Sample, iter_jsonl, write_json_atomic, write_jsonl_atomic
-from lowbit.records import write_text_atomic
+from lowbit.predictors.base import Predictor
+from lowbit.records import Completion, Generation, JsonlAppender, Prediction, Sample, iter_jsonl
+from lowbit.records import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from lowbit.tasks import Task
+from lowbit.truncation import generation_summary
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +194,7 @@ def evaluate(cfg: EvalConfig) -> RunDir:
                 writer.append(
                     Prediction(
                         id=todo[i].id, prompt=prompts[i], item=todo[i].item, messages=todo[i].messages,
-                        completions=[split_completion(chat, prompts[i], g) for g in generations],
+                        completions=[_completion(chat, predictor, prompts[i], g) for g in generations],
                     ).to_json()
                     for i, generations in chunk
                 )
@@ -204,6 +206,12 @@ def evaluate(cfg: EvalConfig) -> RunDir:
         predictor.close()
     score_run(run, cfg.task)
     return run
+
+
+def _completion(chat: ChatFormat, predictor: Predictor, prompt: str, generation: Generation) -> Completion:
+    completion = split_completion(chat, prompt, generation)
+    completion.reasoning_tokens = predictor.count_tokens(completion.reasoning) if completion.reasoning else 0
+    return completion
 
 
 def score_run(run: RunDir, task: Task) -> dict[str, Any]:
@@ -220,6 +228,7 @@ def score_run(run: RunDir, task: Task) -> dict[str, Any]:
         "scored_at": _now(),
         "dataset_options": asdict(task.options),
         **task.aggregate(rows),
+        "generation": generation_summary(predictions),
         "scoring_seconds": round(time.perf_counter() - clock, 3),
     }
     run.write_scores(rows, metrics)

@@ -1,4 +1,8 @@
-"""How close a run's completions came to the token limit (`lowbit score --check-truncation`)."""
+"""How long completions were and how close they came to the token limit.
+
+`generation_summary` goes into every metrics.json, so a precision's effect on reasoning length and truncation is
+seen beside its accuracy; `truncation_report` is `lowbit score --check-truncation`.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,35 @@ def truncation_report(predictions: list[Prediction], max_sequence_length: int | 
         if max_sequence_length:
             report["at_limit"] = sum(t >= max_sequence_length for t in totals)
     return report
+
+
+def generation_summary(predictions: list[Prediction]) -> dict[str, Any]:
+    """Shares of completions cut by the length limit or ended inside their reasoning, and token counts
+    (mean, median, p95) of whole completions, their reasoning, and their answers."""
+    completions = [c for p in predictions for c in p.completions]
+    counted = [c for c in completions if c.completion_tokens is not None]
+    split = [c for c in counted if c.reasoning_tokens is not None]
+    n = len(completions)
+    return {
+        "completions": n,
+        "finish_length_share": _share(sum(c.finish_reason == "length" for c in completions), n),
+        "ended_in_reasoning_share": _share(sum(c.ended_in_reasoning for c in completions), n),
+        "completion_tokens": _distribution([c.completion_tokens for c in counted]),
+        "reasoning_tokens": _distribution([c.reasoning_tokens for c in split]),
+        "answer_tokens": _distribution([max(c.completion_tokens - c.reasoning_tokens, 0) for c in split]),
+    }
+
+
+def _share(count: int, total: int) -> float | None:
+    return round(count / total, 6) if total else None
+
+
+def _distribution(values: list[int]) -> dict[str, float] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return {"mean": round(sum(ordered) / len(ordered), 2), "median": _percentile(ordered, 50),
+            "p95": _percentile(ordered, 95), "n": len(ordered)}
 
 
 def _percentile(sorted_values: list[int], q: float) -> int:

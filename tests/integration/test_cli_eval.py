@@ -87,6 +87,12 @@ def test_run_directory_holds_every_file_with_its_contract(finished_run, tiny_mod
     assert metrics["metrics"]["excluded"] == 12 - len(included)
     assert set(metrics["groups"]["subject"]) == {"anatomy"}
     assert metrics["task"] == "mmlu-redux" and metrics["task_version"]
+    generation = metrics["generation"]
+    finished_by_length = sum(p["completions"][0]["finish_reason"] == "length" for p in predictions)
+    assert generation["completions"] == 12 and generation["finish_length_share"] == round(finished_by_length / 12, 6)
+    assert generation["ended_in_reasoning_share"] == 0  # non-thinking prompts
+    assert generation["completion_tokens"]["n"] == 12 and generation["reasoning_tokens"]["median"] == 0
+    assert generation["answer_tokens"]["mean"] == generation["completion_tokens"]["mean"]
 
     run = json.loads((output_dir / "run.json").read_text())
     assert run["task"]["name"] == "mmlu-redux" and run["model"]["precision"] == "bf16"

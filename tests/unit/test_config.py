@@ -53,13 +53,18 @@ def test_every_model_config_resolves_for_every_block():
 
 def test_overrides_reach_the_resolved_config():
     cfg = resolve_eval([*BASE, "model_name=acme/Qwen3-4B-NVFP4", "precision=nvfp4", "sampling.temperature=0",
-                        "predictor_conf.batch_size=3", "dataset.subset=seed30", "limit=5", "seed=7"])
+                        "predictor=transformers", "predictor_conf.batch_size=3", "dataset.subset=seed30", "limit=5", "seed=7"])
     r = cfg.resolved
     assert r["model_name"] == "acme/Qwen3-4B-NVFP4" and r["precision"] == "nvfp4"
     assert r["sampling"]["temperature"] == 0 and not cfg.sampling.is_random
     assert r["predictor_conf"]["batch_size"] == 3 and r["dataset"]["subset"] == "seed30"
     assert (r["limit"], r["seed"], r["eval_dataset_config"]) == (5, 7, "mmlu-redux")
     assert len(cfg.task.subjects) == 30
+
+
+def test_vllm_is_the_default_predictor():
+    options = resolve_eval(BASE).predictor_options
+    assert options["name"] == "vllm" and options["enable_prefix_caching"] and not options["enforce_eager"]
 
 
 def test_default_output_dir_names_model_precision_and_config():
@@ -70,7 +75,7 @@ def test_default_output_dir_names_model_precision_and_config():
 @pytest.mark.parametrize("overrides, message", [
     (["eval_dataset=mmlu_redux"], "unknown eval_dataset 'mmlu_redux'. Did you mean 'mmlu-redux'? Available: "),
     (["model=qwen3_8B"], "unknown model 'qwen3_8B': choose one of gpt_oss_20B, qwen3_1.7B"),
-    (["predictor=sglang"], "unknown predictor 'sglang': choose one of transformers"),
+    (["predictor=sglang"], "unknown predictor 'sglang': choose one of "),
     (["eval_dataset_config=math"], "has no sampling config 'math': set eval_dataset_config= to one of mmlu-redux"),
     (["temprature=0.5"], "unknown config key 'temprature': valid keys at the top level are data_dir"),
     (["predictor_conf.batchsize=4"], "unknown config key 'predictor_conf.batchsize': valid keys under predictor_conf"),

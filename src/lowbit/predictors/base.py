@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 from abc import ABC, abstractmethod
@@ -22,7 +23,8 @@ class GenerationStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
-    prompts_over_limit: int = 0  # prompts with no room left for a completion within max_sequence_length
+    prompts_over_limit: int = 0  # prompts with no room for a completion: skipped, or left-truncated
+    prompt_tokens_truncated: int = 0  # tokens cut from the left of over-long prompts (prompt_overflow=left_truncate)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -34,6 +36,7 @@ class GenerationStats:
             "generate_seconds": round(self.seconds, 3),
             "completion_tokens_per_second": round(throughput, 2) if throughput else None,
             "prompts_over_limit": self.prompts_over_limit,
+            "prompt_tokens_truncated": self.prompt_tokens_truncated,
             **self.extra,
         }
 
@@ -64,12 +67,67 @@ class Predictor(ABC):
         """What run.json records about the backend (device, dtype, versions)."""
         return {"name": self.name}
 
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of `text` in the model's tokenizer, or None when the backend has no local tokenizer."""
+        return None
+
     def close(self) -> None:
         """Release the model."""
 
 
+PROMPT_OVERFLOW_POLICIES = ("skip", "left_truncate")
+
+
+@dataclass
+class BudgetedPrompt:
+    """A prompt's token ids as they will be sent, and how many new tokens it may generate (0: skipped)."""
+
+    token_ids: list[int]
+    budget: int
+
+
+def budget_prompts(
+    encoded: list[list[int]], max_sequence_length: int, *, overflow: str, reserve: int, stats: GenerationStats
+) -> list[BudgetedPrompt]:
+    """Give each prompt `max_sequence_length - prompt_tokens` new tokens. A prompt that leaves no room is either
+    skipped (`skip`: an empty completion with finish_reason "length") or cut from the left to leave `reserve`
+    new tokens (`left_truncate`); either way it is counted in `stats`, never silent."""
+    if overflow not in PROMPT_OVERFLOW_POLICIES:
+        raise UsageError(f"prompt_overflow must be one of {', '.join(PROMPT_OVERFLOW_POLICIES)}, got '{overflow}'")
+    if overflow == "left_truncate" and not 0 < reserve < max_sequence_length:
+        raise UsageError(f"overflow_reserve_tokens must be between 1 and max_sequence_length - 1, got {reserve}")
+    planned = []
+    for ids in encoded:
+        budget = max_sequence_length - len(ids)
+        if budget > 0:
+            planned.append(BudgetedPrompt(ids, budget))
+            continue
+        stats.prompts_over_limit += 1
+        if overflow == "skip":
+            planned.append(BudgetedPrompt(ids, 0))
+        else:
+            keep = max_sequence_length - reserve
+            stats.prompt_tokens_truncated += len(ids) - keep
+            planned.append(BudgetedPrompt(ids[len(ids) - keep:], reserve))
+    return planned
+
+
+def request_seed(seed: int, token_ids: list[int] | list[list[int]]) -> int:
+    """A sampling seed from the run seed and the prompt(s) it is for: independent of order, batching and resume."""
+    digest = hashlib.sha256(repr((seed, token_ids)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & (2**31 - 1)
+
+
+def progress_bar(total: int, enabled: bool):
+    """The prompts-done progress bar every predictor shows."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="generate", unit="prompt", disable=not enabled, dynamic_ncols=True)
+
+
 _PREDICTORS = {
     "transformers": "lowbit.predictors.transformers:TransformersPredictor",
+    "vllm": "lowbit.predictors.vllm:VLLMPredictor",
 }
 
 

@@ -3,20 +3,20 @@
 - Prompts are sorted by token length (longest first, so memory problems show up at once) and batched, which
   keeps padding small; results are yielded per batch.
 - Each prompt gets its own budget `max_sequence_length - prompt_tokens` new tokens, enforced per row by a
-  stopping criterion; the batch runs until every row has stopped or spent its budget.
+  stopping criterion; the batch runs until every row has stopped or spent its budget. Prompts with no room
+  left follow `prompt_overflow` (see predictors.base.budget_prompts).
 - Sampling follows vLLM/OpenAI semantics: presence penalty on the raw logits (a token already generated in
   this completion loses `presence_penalty` once), then temperature, top-k, top-p, in that order.
   transformers has no presence penalty, and would apply a custom processor after its own temperature and
   top-k/top-p, so all four are applied here and generate() itself runs with neutral sampling settings.
 - finish_reason is "stop" when a stop token (the model's EOS / end-of-turn ids) ended the completion,
   "length" when the budget ran out; token counts include the stop token, the text does not.
-- Sampling is seeded per batch from the run seed and the batch's prompts, so a rerun with the same batching
-  reproduces the same completions.
+- Sampling is seeded per batch from the run seed and the batch's prompts (transformers draws all rows from one
+  generator), so a rerun with the same batching reproduces the same completions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from lowbit.errors import UsageError
-from lowbit.predictors.base import Predictor
+from lowbit.predictors.base import BudgetedPrompt, Predictor, budget_prompts, progress_bar, request_seed
 from lowbit.records import Generation
 from lowbit.sampling import Sampling
 
@@ -44,6 +44,8 @@ class TransformersPredictor(Predictor):
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
         show_progress: bool = True,
+        prompt_overflow: str = "skip",
+        overflow_reserve_tokens: int = 1024,
     ):
         super().__init__()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -54,6 +56,8 @@ class TransformersPredictor(Predictor):
             raise UsageError(f"predictor_conf.dtype '{dtype}' unknown: choose auto, {', '.join(DTYPES)}")
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self.prompt_overflow = prompt_overflow
+        self.overflow_reserve_tokens = overflow_reserve_tokens
         self.device_map = _resolve_device_map(device_map)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=trust_remote_code)
@@ -99,6 +103,9 @@ class TransformersPredictor(Predictor):
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                   **template_kwargs)
 
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
     def encode(self, prompt: str) -> list[int]:
         # The chat template already placed every special token the model expects.
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -106,13 +113,14 @@ class TransformersPredictor(Predictor):
     def generate(
         self, prompts: list[str], sampling: Sampling, *, seed: int, keep_special_tokens: bool = False
     ) -> Iterator[list[tuple[int, list[Generation]]]]:
-        encoded = [self.encode(p) for p in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        progress = _progress(len(prompts), self.show_progress)
+        planned = budget_prompts([self.encode(p) for p in prompts], sampling.max_sequence_length,
+                                 overflow=self.prompt_overflow, reserve=self.overflow_reserve_tokens, stats=self.stats)
+        order = sorted(range(len(prompts)), key=lambda i: -len(planned[i].token_ids))
+        progress = progress_bar(len(prompts), self.show_progress)
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             began = time.perf_counter()
-            results = self._generate_batch([encoded[i] for i in batch], sampling, seed, keep_special_tokens)
+            results = self._generate_batch([planned[i] for i in batch], sampling, seed, keep_special_tokens)
             elapsed = time.perf_counter() - began
             self.stats.seconds += elapsed
             new_tokens = sum(g.completion_tokens for gens in results for g in gens)
@@ -123,26 +131,25 @@ class TransformersPredictor(Predictor):
 
     @torch.inference_mode()
     def _generate_batch(
-        self, batch: list[list[int]], sampling: Sampling, seed: int, keep_special_tokens: bool
+        self, batch: list[BudgetedPrompt], sampling: Sampling, seed: int, keep_special_tokens: bool
     ) -> list[list[Generation]]:
         n = sampling.num_return_sequences
-        budgets = [sampling.max_sequence_length - len(ids) for ids in batch]
         self.stats.prompts += len(batch)
-        self.stats.prompt_tokens += sum(len(ids) for ids in batch)
-        self.stats.prompts_over_limit += sum(b <= 0 for b in budgets)
-        runnable = [i for i, b in enumerate(budgets) if b > 0]
+        self.stats.prompt_tokens += sum(len(p.token_ids) for p in batch)
+        runnable = [i for i, p in enumerate(batch) if p.budget > 0]
         results: list[list[Generation]] = [
-            [Generation("", "length", len(ids), 0) for _ in range(n)] for ids in batch
+            [Generation("", "length", len(p.token_ids), 0) for _ in range(n)] for p in batch
         ]
         if not runnable:
             return results
 
-        width = max(len(batch[i]) for i in runnable)
+        prompts = [batch[i].token_ids for i in runnable]
+        width = max(len(ids) for ids in prompts)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(batch[i])) + batch[i] for i in runnable])
-        attention_mask = torch.tensor([[0] * (width - len(batch[i])) + [1] * len(batch[i]) for i in runnable])
-        row_budgets = torch.tensor([budgets[i] for i in runnable]).repeat_interleave(n)
-        torch.manual_seed(_batch_seed(seed, [batch[i] for i in runnable]))
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts])
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
+        row_budgets = torch.tensor([batch[i].budget for i in runnable]).repeat_interleave(n)
+        torch.manual_seed(request_seed(seed, prompts))
         output = self.model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=attention_mask.to(self.device),
@@ -159,7 +166,7 @@ class TransformersPredictor(Predictor):
             results[prompt_index][row % n] = Generation(
                 text=self.tokenizer.decode(kept, skip_special_tokens=not keep_special_tokens),
                 finish_reason="length" if stop_at is None else "stop",
-                prompt_tokens=len(batch[prompt_index]),
+                prompt_tokens=len(batch[prompt_index].token_ids),
                 completion_tokens=len(tokens) if stop_at is None else stop_at + 1,
             )
         self.stats.completion_tokens += sum(g.completion_tokens for gens in results for g in gens)
@@ -206,11 +213,6 @@ def _neutral_generation_config(stop_ids: set[int], pad_token_id: int, do_sample:
     return GenerationConfig(do_sample=do_sample, eos_token_id=sorted(stop_ids), pad_token_id=pad_token_id, **neutral)
 
 
-def _batch_seed(seed: int, batch: list[list[int]]) -> int:
-    digest = hashlib.sha256(repr((seed, batch)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
 class PresencePenalty:
     """Subtract `penalty` once from the logit of every token already present in this completion."""
 
@@ -254,8 +256,3 @@ def _stopping_criteria(prompt_width: int, row_budgets: torch.Tensor):
 
     return StoppingCriteriaList([RowBudget()])
 
-
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="generate", unit="prompt", disable=not enabled, dynamic_ncols=True)
