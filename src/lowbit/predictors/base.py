@@ -75,6 +75,26 @@ class Predictor(ABC):
         """Release the model."""
 
 
+class LocalTokenizerPredictor(Predictor):
+    """A predictor that holds the model's Hugging Face tokenizer (`self.tokenizer`) and renders prompts itself."""
+
+    tokenizer: Any
+
+    def render(self, messages: list[dict[str, str]], template_kwargs: dict[str, Any]) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise UsageError("the tokenizer has no chat template: use an instruct/chat checkpoint "
+                             "(or one whose tokenizer_config.json carries chat_template)")
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                  **template_kwargs)
+
+    def encode(self, prompt: str) -> list[int]:
+        # The chat template already placed every special token the model expects.
+        return self.tokenizer.encode(prompt, add_special_tokens=False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+
 PROMPT_OVERFLOW_POLICIES = ("skip", "left_truncate")
 
 

@@ -24,14 +24,15 @@ from typing import Any
 import torch
 
 from lowbit.errors import UsageError
-from lowbit.predictors.base import BudgetedPrompt, Predictor, budget_prompts, progress_bar, request_seed
+from lowbit.predictors.base import (BudgetedPrompt, LocalTokenizerPredictor, budget_prompts, progress_bar,
+                                   request_seed)
 from lowbit.records import Generation
 from lowbit.sampling import Sampling
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-class TransformersPredictor(Predictor):
+class TransformersPredictor(LocalTokenizerPredictor):
     name = "transformers"
 
     def __init__(
@@ -95,20 +96,6 @@ class TransformersPredictor(Predictor):
             "batch_size": self.batch_size,
             "stop_token_ids": sorted(self.stop_ids),
         }
-
-    def render(self, messages: list[dict[str, str]], template_kwargs: dict[str, Any]) -> str:
-        if not self.tokenizer.chat_template:
-            raise UsageError("the tokenizer has no chat template: use an instruct/chat checkpoint "
-                             "(or one whose tokenizer_config.json carries chat_template)")
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                  **template_kwargs)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
-    def encode(self, prompt: str) -> list[int]:
-        # The chat template already placed every special token the model expects.
-        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
     def generate(
         self, prompts: list[str], sampling: Sampling, *, seed: int, keep_special_tokens: bool = False

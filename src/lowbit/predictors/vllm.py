@@ -22,12 +22,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from lowbit.errors import UsageError
-from lowbit.predictors.base import Predictor, budget_prompts, progress_bar, request_seed
+from lowbit.predictors.base import LocalTokenizerPredictor, budget_prompts, progress_bar, request_seed
 from lowbit.records import Generation
 from lowbit.sampling import Sampling
 
 
-class VLLMPredictor(Predictor):
+class VLLMPredictor(LocalTokenizerPredictor):
     name = "vllm"
 
     def __init__(
@@ -101,20 +101,6 @@ class VLLMPredictor(Predictor):
             "engine_args": self.engine_args,
             "chunk_size": self.chunk_size,
         }
-
-    def render(self, messages: list[dict[str, str]], template_kwargs: dict[str, Any]) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise UsageError("the tokenizer has no chat template: use an instruct/chat checkpoint "
-                             "(or one whose tokenizer_config.json carries chat_template)")
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                  **template_kwargs)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
-    def encode(self, prompt: str) -> list[int]:
-        # The chat template already placed every special token the model expects.
-        return self.tokenizer.encode(prompt, add_special_tokens=False)
 
     def sampling_params(self, sampling: Sampling, max_tokens: int, seed: int, keep_special_tokens: bool):
         from vllm import SamplingParams

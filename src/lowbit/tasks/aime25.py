@@ -16,7 +16,6 @@ answers (ties split by the expected value of a random tie-break, see lowbit.metr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from lowbit.metrics.pass_at_k import majority_vote_score
 from lowbit.metrics.stats import mean_estimate
 from lowbit.records import Prediction, Sample
 from lowbit.tasks.base import Task, sampled_accuracy_metrics, score_row
+from lowbit.tasks.data import read_hub, read_local_jsonl
 from lowbit.tasks.math500 import math_messages
 
 HUB_ID = "opencompass/AIME2025"
@@ -99,10 +99,7 @@ def _vote(boxed: str | None) -> int | str | None:
 
 def _read_local(data_dir: Path) -> list[dict[str, Any]]:
     path = data_dir / "test.jsonl"
-    if not path.exists():
-        raise UsageError(f"{path} not found: data_dir must hold test.jsonl with AIME records {{id, problem, answer}}")
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_local_jsonl(path, "AIME records {id, problem, answer}")
     for number, row in enumerate(rows, start=1):
         missing = [k for k in ("id", "problem", "answer") if k not in row]
         if missing:
@@ -112,15 +109,9 @@ def _read_local(data_dir: Path) -> list[dict[str, Any]]:
 
 def _read_hub(hub_id: str) -> list[dict[str, Any]]:
     """Both exam parts in order, with ids like the local file's (2025-I-1 ... 2025-II-15)."""
-    import datasets
-
     rows = []
     for part in PARTS:
-        try:
-            records = datasets.load_dataset(hub_id, f"AIME2025-{part}", split="test")
-        except Exception as e:  # network, auth or schema problems all end the same way for the user
-            raise UsageError(f"could not load {hub_id} (AIME2025-{part}) from the Hugging Face hub "
-                             f"({type(e).__name__}); pass data_dir=<folder with test.jsonl> when offline") from e
+        records = read_hub(hub_id, config=f"AIME2025-{part}", split="test", local_file="test.jsonl")
         for index, record in enumerate(records, start=1):
             problem = record.get("question", record.get("problem"))
             if problem is None or "answer" not in record:

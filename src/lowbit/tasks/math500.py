@@ -17,7 +17,6 @@ intervals (lowbit.tasks.base.sampled_accuracy_metrics).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from lowbit.errors import UsageError
 from lowbit.metrics.math_answers import DEFAULT_TIME_LIMIT, MathVerifier, boxed_answer
 from lowbit.records import Prediction, Sample
 from lowbit.tasks.base import Task, sampled_accuracy_metrics, score_row
+from lowbit.tasks.data import read_hub, read_local_jsonl
 
 HUB_ID = "HuggingFaceH4/MATH-500"
 FIELDS = ("problem", "answer", "subject", "level", "unique_id")
@@ -58,7 +58,8 @@ class Math500(Task):
     # -- data -------------------------------------------------------------------------------------------
 
     def load(self, data_dir: str | None) -> list[Sample]:
-        rows = _read_local(Path(data_dir)) if data_dir else _read_hub(self.options.hub_id)
+        rows = (read_local_jsonl(Path(data_dir) / "test.jsonl", f"MATH-500 records (schema of {HUB_ID})") if data_dir
+                else read_hub(self.options.hub_id, split="test", local_file="test.jsonl"))
         samples = []
         for number, row in enumerate(rows, start=1):
             missing = [f for f in FIELDS if f not in row]
@@ -97,21 +98,3 @@ class Math500(Task):
 
     def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         return sampled_accuracy_metrics(rows, group_by=("subject", "level"))
-
-
-def _read_local(data_dir: Path) -> list[dict[str, Any]]:
-    path = data_dir / "test.jsonl"
-    if not path.exists():
-        raise UsageError(f"{path} not found: data_dir must hold test.jsonl with MATH-500 records (schema of {HUB_ID})")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _read_hub(hub_id: str) -> list[dict[str, Any]]:
-    import datasets
-
-    try:
-        return list(datasets.load_dataset(hub_id, split="test"))
-    except Exception as e:  # network, auth or schema problems all end the same way for the user
-        raise UsageError(f"could not load {hub_id} from the Hugging Face hub ({type(e).__name__}); "
-                         "pass data_dir=<folder with test.jsonl> when offline") from e

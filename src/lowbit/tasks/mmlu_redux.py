@@ -13,7 +13,6 @@ Answer keys (`dataset.answer_key`), applied at scoring time so a run can be re-s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from lowbit.errors import UsageError
 from lowbit.metrics.multiple_choice import extract_choice
 from lowbit.records import Prediction, Sample
 from lowbit.tasks.base import Task, accuracy_metrics, score_row
+from lowbit.tasks.data import read_hub, read_local_jsonl
 
 HUB_ID = "edinburgh-dawg/mmlu-redux-2.0"
 LETTERS = "ABCD"
@@ -94,7 +94,9 @@ class MMLURedux(Task):
     def load(self, data_dir: str | None) -> list[Sample]:
         samples = []
         for subject in self.subjects:
-            rows = _read_local(Path(data_dir), subject) if data_dir else _read_hub(self.options.hub_id, subject)
+            rows = (read_local_jsonl(Path(data_dir) / f"{subject}.jsonl", f"the {subject} records of {HUB_ID}")
+                    if data_dir else read_hub(self.options.hub_id, config=subject, split="test",
+                                              local_file="<subject>.jsonl files"))
             for index, row in enumerate(rows):
                 item = {"subject": subject, "index": index, **row}
                 samples.append(Sample(id=f"{subject}/{index}", messages=self.messages(item), item=item))
@@ -136,22 +138,3 @@ class MMLURedux(Task):
 
     def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         return accuracy_metrics(rows, group_by=("subject",))
-
-
-def _read_local(data_dir: Path, subject: str) -> list[dict[str, Any]]:
-    path = data_dir / f"{subject}.jsonl"
-    if not path.exists():
-        raise UsageError(f"{path} not found: data_dir must hold one <subject>.jsonl per MMLU-Redux subject "
-                         f"(schema of {HUB_ID})")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _read_hub(hub_id: str, subject: str) -> list[dict[str, Any]]:
-    import datasets
-
-    try:
-        return list(datasets.load_dataset(hub_id, subject, split="test"))
-    except Exception as e:  # network, auth or schema problems all end the same way for the user
-        raise UsageError(f"could not load {hub_id}/{subject} from the Hugging Face hub ({type(e).__name__}); "
-                         "pass data_dir=<local copy> when offline") from e

@@ -13,6 +13,7 @@ GPU to cross-check the two.
 
 import os
 
+import torch
 import triton
 import triton.language as tl
 
@@ -220,7 +221,7 @@ def native_casts() -> bool:
     return os.environ.get("TRITON_INTERPRET") != "1" and os.environ.get("LOWBIT_TRITON_BIT_CASTS") != "1"
 
 
-def output_view(out: "torch.Tensor") -> tuple:
+def output_view(out: torch.Tensor) -> tuple:
     """(tensor to pass to a kernel, OUT_IS_BF16) for an output allocated in its final dtype: bfloat16
     outputs go through the int16 bit path unless the native cast is used."""
     import torch

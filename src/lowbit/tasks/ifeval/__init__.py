@@ -26,7 +26,6 @@ It is looked up when the task is created, so a missing package fails before any 
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from lowbit.errors import UsageError
 from lowbit.metrics.stats import mean_estimate
 from lowbit.records import Prediction, Sample
 from lowbit.tasks.base import Task, score_row
+from lowbit.tasks.data import read_hub, read_local_jsonl
 from lowbit.tasks.ifeval.instructions import INSTRUCTION_TYPES, build_checks, judge
 from lowbit.tasks.ifeval.metrics import instruction_level_estimate
 from lowbit.tasks.ifeval.text import TextAnalyzer
@@ -64,7 +64,9 @@ class IFEval(Task):
     # -- data -------------------------------------------------------------------------------------------
 
     def load(self, data_dir: str | None) -> list[Sample]:
-        rows = _read_local(Path(data_dir)) if data_dir else _read_hub(self.options.hub_id)
+        rows = (read_local_jsonl(Path(data_dir) / DATA_FILE,
+                                 f"IFEval records (schema of {HUB_ID}: key, prompt, instruction_id_list, kwargs)")
+                if data_dir else read_hub(self.options.hub_id, split="train", local_file=DATA_FILE))
         samples = []
         for row in rows:
             item = _item(row)
@@ -153,22 +155,3 @@ def _item(row: dict[str, Any]) -> dict[str, Any]:
     kwargs = [{k: v for k, v in (entry or {}).items() if v is not None} for entry in row["kwargs"]]
     return {"key": row["key"], "prompt": row["prompt"], "instruction_id_list": list(row["instruction_id_list"]),
             "kwargs": kwargs}
-
-
-def _read_local(data_dir: Path) -> list[dict[str, Any]]:
-    path = data_dir / DATA_FILE
-    if not path.is_file():
-        raise UsageError(f"{path} not found: data_dir must hold {DATA_FILE} (schema of {HUB_ID}: key, prompt, "
-                         "instruction_id_list, kwargs)")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _read_hub(hub_id: str) -> list[dict[str, Any]]:
-    import datasets
-
-    try:
-        return list(datasets.load_dataset(hub_id, split="train"))
-    except Exception as e:  # network, auth or schema problems all end the same way for the user
-        raise UsageError(f"could not load {hub_id} from the Hugging Face hub ({type(e).__name__}); "
-                         f"pass data_dir=<folder with {DATA_FILE}> when offline") from e
