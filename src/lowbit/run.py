@@ -40,8 +40,13 @@ RUN_FILES = (CONFIG, RUN_INFO, PREDICTIONS, SCORES, METRICS)
 
 DEBUG_SAMPLES = 20
 # Config keys that never change a prediction: a run may resume with them changed.
-RESUMABLE_KEYS = ("output_dir", "overwrite", "limit", "debug", "data_dir", "predictor_conf.batch_size",
-                  "predictor_conf.show_progress")
+RESUMABLE_KEYS = (
+    "output_dir", "overwrite", "limit", "debug", "data_dir",
+    # how and where requests run, not what they produce
+    "predictor_conf.batch_size", "predictor_conf.chunk_size", "predictor_conf.show_progress",
+    "predictor_conf.base_url", "predictor_conf.max_concurrency", "predictor_conf.timeout_s",
+    "predictor_conf.max_retries", "predictor_conf.backoff.initial_s", "predictor_conf.backoff.max_s",
+)
 
 
 def _now() -> str:
@@ -185,6 +190,7 @@ def evaluate(cfg: EvalConfig) -> RunDir:
         chat = get_chat_format(cfg.sampling.template)
         started, clock = _now(), time.perf_counter()
         predictor = make_predictor(str(resolved["model_name"]), cfg.predictor_options)
+        predictor.check_sampling(cfg.sampling)
         load_seconds = time.perf_counter() - clock
         prompts = [predictor.render(s.messages, chat.template_kwargs(cfg.sampling)) for s in todo]
         run.begin(cfg, overwrite=overwrite)

@@ -71,6 +71,10 @@ class Predictor(ABC):
         """Tokens of `text` in the model's tokenizer, or None when the backend has no local tokenizer."""
         return None
 
+    def check_sampling(self, sampling: Sampling) -> None:
+        """Refuse, with a UsageError naming the fix, sampling this backend cannot honour (called before a run
+        directory is written)."""
+
     def close(self) -> None:
         """Release the model."""
 
@@ -147,6 +151,7 @@ def progress_bar(total: int, enabled: bool):
 
 _PREDICTORS = {
     "transformers": "lowbit.predictors.transformers:TransformersPredictor",
+    "openai": "lowbit.predictors.openai:OpenAIPredictor",
     "vllm": "lowbit.predictors.vllm:VLLMPredictor",
 }
 

@@ -102,6 +102,13 @@ class VLLMPredictor(LocalTokenizerPredictor):
             "chunk_size": self.chunk_size,
         }
 
+    def check_sampling(self, sampling: Sampling) -> None:
+        max_model_len = self.llm.llm_engine.model_config.max_model_len
+        if sampling.max_sequence_length > max_model_len:
+            raise UsageError(f"sampling.max_sequence_length={sampling.max_sequence_length} exceeds the engine's "
+                             f"max_model_len {max_model_len}: raise predictor_conf.max_model_len (the model allows "
+                             "it?) or lower sampling.max_sequence_length")
+
     def sampling_params(self, sampling: Sampling, max_tokens: int, seed: int, keep_special_tokens: bool):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
