@@ -205,7 +205,8 @@ def evaluate(cfg: EvalConfig) -> RunDir:
                     for i, generations in chunk
                 )
         run.record_session({
-            "started": started, "finished": _now(), "predicted": len(todo), "resumed_from": len(samples) - len(todo),
+            "started": started, "finished": _now(), "wall_seconds": round(time.perf_counter() - clock, 3),
+            "predicted": len(todo), "resumed_from": len(samples) - len(todo),
             "model_load_seconds": round(load_seconds, 3), "predictor": predictor.describe(),
             **predictor.stats.to_json(), **peak_memory(),
         })

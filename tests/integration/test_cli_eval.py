@@ -102,6 +102,7 @@ def test_run_directory_holds_every_file_with_its_contract(finished_run, tiny_mod
     assert session["predicted"] == 12 and session["completion_tokens"] > 0 and session["rss_peak_gib"] > 0
     assert session["completion_tokens"] == sum(p["completions"][0]["completion_tokens"] for p in predictions)
     assert session["completion_tokens_per_second"] > 0 and session["predictor"]["name"] == "transformers"
+    assert session["prompt_tokens_per_second"] > 0 and session["wall_seconds"] >= session["generate_seconds"]
 
 
 def test_score_reproduces_metrics_without_a_model(finished_run):

@@ -28,13 +28,16 @@ class GenerationStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        throughput = self.completion_tokens / self.seconds if self.seconds else None
+        def per_second(tokens: int) -> float | None:
+            return round(tokens / self.seconds, 2) if self.seconds else None
+
         return {
             "prompts": self.prompts,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "generate_seconds": round(self.seconds, 3),
-            "completion_tokens_per_second": round(throughput, 2) if throughput else None,
+            "prompt_tokens_per_second": per_second(self.prompt_tokens),
+            "completion_tokens_per_second": per_second(self.completion_tokens),
             "prompts_over_limit": self.prompts_over_limit,
             "prompt_tokens_truncated": self.prompt_tokens_truncated,
             **self.extra,
