@@ -39,9 +39,10 @@ def mmlu_redux_dir() -> Path:
     return path
 
 
-def run_lowbit(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+def run_lowbit(*args: str, timeout: float = 600, env_overrides: dict[str, str] | None = None,
+               **kwargs) -> subprocess.CompletedProcess:
     """Run the real command line in a fresh interpreter, as a user would."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", **(env_overrides or {})}
     return subprocess.run([sys.executable, "-m", "lowbit", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, **kwargs)
 
