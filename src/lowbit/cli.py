@@ -1,7 +1,8 @@
-"""`lowbit` command line: eval | score | demo.
+"""`lowbit` command line: eval | score | compare | demo.
 
     lowbit eval model=qwen3_4B eval_dataset=mmlu-redux output_dir=outputs/qwen3_4B_bf16_mmlu_redux
     lowbit score -c outputs/qwen3_4B_bf16_mmlu_redux [--check-truncation] [dataset.answer_key=ok_only]
+    lowbit compare 'outputs/qwen3_4B_*_mmlu_redux' baseline=bf16 margin=1.0 [--out reports/]
     lowbit demo
 """
 
@@ -45,12 +46,20 @@ def main(argv: list[str] | None = None) -> int:
                               help="report prompt+completion lengths and how many hit the limit")
     score_parser.add_argument("overrides", nargs="*", help="dataset.* scoring options, e.g. dataset.answer_key=ok_only")
 
+    compare_parser = commands.add_parser("compare", help="compare precisions sample by sample against a baseline")
+    compare_parser.add_argument("runs", nargs="+",
+                                help="run dirs or globs; may include baseline=<precision|run dir> margin=<points>")
+    compare_parser.add_argument("--baseline", help="precision label or run directory (default: bf16)")
+    compare_parser.add_argument("--margin", type=float, help="non-inferiority margin in points (default 1.0)")
+    compare_parser.add_argument("--out", help="directory for comparison.md / .csv / .json")
+    compare_parser.add_argument("--format", dest="formats", action="append", choices=["markdown", "csv", "json"])
+
     commands.add_parser("demo", help="run an offline end-to-end evaluation on a tiny random model")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
-        return {"eval": _eval, "score": _score, "demo": _demo}[args.command](args)
+        return {"eval": _eval, "score": _score, "compare": _compare, "demo": _demo}[args.command](args)
     except UsageError as e:
         print(f"lowbit: error: {e}", file=sys.stderr)
         return 2
@@ -138,6 +147,12 @@ def _print_summary(run_dir: Path, metrics: dict | None = None) -> None:
         print(f"{metrics['task']}: {name} {100 * headline['value']:.2f}% "
               f"(95% CI {100 * headline['ci_low']:.2f}-{100 * headline['ci_high']:.2f}, n={headline['n']})")
     print(f"run directory: {run_dir}")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from lowbit.report import compare_main
+
+    return compare_main(args.runs, args.baseline, args.margin, args.out, args.formats)
 
 
 def _demo(args: argparse.Namespace) -> int:

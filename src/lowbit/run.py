@@ -89,6 +89,11 @@ class RunDir:
             seen.setdefault(prediction.id, prediction)
         return list(seen.values())
 
+    def scores(self) -> list[dict[str, Any]]:
+        """The rows of scores.jsonl (empty before the run is scored)."""
+        path = self.file(SCORES)
+        return list(iter_jsonl(path)) if path.exists() else []
+
     def predicted_ids(self) -> set[str]:
         path = self.file(PREDICTIONS)
         return {str(row["id"]) for row in iter_jsonl(path)} if path.exists() else set()
@@ -227,7 +232,7 @@ def score_run(run: RunDir, task: Task) -> dict[str, Any]:
     if not predictions:
         raise UsageError(f"{run.file(PREDICTIONS)} has no predictions to score")
     clock = time.perf_counter()
-    rows = [task.score(p) for p in predictions]
+    rows = task.score_many(predictions)
     metrics = {
         "task": task.name,
         "task_version": task.version,

@@ -36,6 +36,10 @@ class Task(ABC):
     def score(self, prediction: Prediction) -> dict[str, Any]:
         """One scores.jsonl row: at least id, scores (one per completion), score (their mean), excluded."""
 
+    def score_many(self, predictions: list[Prediction]) -> list[dict[str, Any]]:
+        """Score rows for many predictions; tasks that can score in parallel (running programs) override it."""
+        return [self.score(p) for p in predictions]
+
     @abstractmethod
     def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """metrics.json's `metrics` and `groups` from all score rows."""

@@ -18,6 +18,7 @@ _TASKS: dict[str, str] = {
     "math500": "lowbit.tasks.math500:Math500",
     "aime25": "lowbit.tasks.aime25:AIME25",
     "ifeval": "lowbit.tasks.ifeval:IFEval",
+    "livecode_v5": "lowbit.tasks.livecodebench:LiveCodeBench",
 }
 
 

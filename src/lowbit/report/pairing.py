@@ -1,0 +1,240 @@
+"""Which runs can be compared, and on which samples.
+
+A run is loaded from its run directory through `RunDir` (config.yaml, run.json, metrics.json, scores.jsonl and,
+for the prompt check, predictions.jsonl). Runs are grouped by model family (the model config's hub id, which a
+quantized checkpoint's `model_name` override does not change), task (`eval_dataset`) and the dataset options that
+change prompts (every option but the task's `non_prompt_options`). One run per group is the baseline.
+
+A candidate is paired with its baseline only when their inputs agree; otherwise the pairing is refused with what
+differs: the task version (prompts, run.json) or scorer version (metrics.json), the effective sampling block of
+config.yaml (which holds the chat template, thinking mode and token limit), the chat messages of any shared
+sample id (a different dataset), and, when both runs rendered prompts locally, the rendered prompts (a different
+chat template in the checkpoint). Samples are paired by id; ids on one side only, and ids excluded on one side
+only, are counted and reported, and the statistics use the ids scored on both sides.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lowbit.errors import UsageError
+from lowbit.run import CONFIG, METRICS, SCORES, RunDir
+
+LOCAL_RENDERERS = ("vllm", "transformers")  # the openai predictor's "prompt" is the request, not a rendering
+GLOB_CHARACTERS = "*?["
+
+
+@dataclass
+class RunSummary:
+    """What a comparison needs from one run directory."""
+
+    path: Path
+    label: str  # how the run is named in output: the path as given
+    precision: str
+    family: str
+    task: str
+    prompt_options: dict[str, Any]
+    scoring_options: dict[str, Any]
+    sampling: dict[str, Any]
+    task_version: str | None  # prompts (run.json)
+    scorer_version: str | None  # scores (metrics.json)
+    predictor: str | None
+    headline: str
+    headline_estimate: dict[str, Any]
+    scores: dict[str, float]  # id -> score of every sample that counts
+    excluded_ids: set[str]
+    generation: dict[str, Any]
+    throughput: float | None  # completion tokens per second over all eval sessions
+    device: dict[str, Any] | None
+    message_digests: dict[str, str] = field(repr=False)
+    prompt_digests: dict[str, str] = field(repr=False)
+
+    @property
+    def group_key(self) -> tuple[str, str, str]:
+        return self.family, self.task, json.dumps(self.prompt_options, sort_keys=True, default=str)
+
+    @property
+    def family_name(self) -> str:
+        return self.family.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass
+class Pairing:
+    """Scores of the ids both runs scored, aligned, and the ids that could not be paired."""
+
+    ids: list[str]
+    baseline: np.ndarray
+    candidate: np.ndarray
+    only_in_baseline: list[str]
+    only_in_candidate: list[str]
+    excluded_on_one_side: list[str]
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def expand_run_paths(patterns: list[str]) -> list[tuple[str, Path]]:
+    """(label, resolved path) per run directory, in the order given, without repeats. A glob keeps only the
+    directories holding a config.yaml; a path named explicitly must be a run directory."""
+    if not patterns:
+        raise UsageError("give at least two run directories (or globs) to compare")
+    found: dict[Path, str] = {}
+    for pattern in patterns:
+        if any(c in pattern for c in GLOB_CHARACTERS) and not Path(pattern).exists():
+            matches = [m for m in sorted(glob.glob(pattern)) if RunDir(m).file(CONFIG).is_file()]
+            if not matches:
+                raise UsageError(f"'{pattern}' matches no run directory (a directory holding config.yaml)")
+        else:
+            matches = [pattern]
+        for match in matches:
+            found.setdefault(Path(match).resolve(), match.rstrip("/"))
+    return [(label, path) for path, label in found.items()]
+
+
+def load_run(path: Path, label: str) -> RunSummary:
+    run = RunDir(path)
+    if not run.path.is_dir():
+        raise UsageError(f"{label} is not a directory: give lowbit eval output directories")
+    config = run.config()
+    if config is None:
+        raise UsageError(f"{label} has no {CONFIG}: give the output_dir of a `lowbit eval` run")
+    metrics = run.metrics()
+    if metrics is None or not run.file(SCORES).is_file():
+        raise UsageError(f"{label} has no {METRICS} or {SCORES}: score it first with `lowbit score -c {label}`")
+    task = str(config.get("eval_dataset"))
+    headline = metrics.get("headline", "accuracy")
+    estimate = (metrics.get("metrics") or {}).get(headline)
+    if not isinstance(estimate, dict) or "value" not in estimate:
+        raise UsageError(f"{label}: {METRICS} has no headline metric '{headline}' with an estimate")
+    scores, excluded = _score_rows(run, label)
+    messages, prompts = _prompt_digests(run)
+    info = run.run_info()
+    dataset = dict(config.get("dataset") or {})
+    non_prompt = _non_prompt_options(task)
+    return RunSummary(
+        path=run.path, label=label, precision=str(config.get("precision")),
+        family=str((config.get("model") or {}).get("model_name") or config.get("model_name")), task=task,
+        prompt_options={k: v for k, v in sorted(dataset.items()) if k not in non_prompt},
+        scoring_options={k: v for k, v in sorted((metrics.get("dataset_options") or dataset).items())
+                         if k in non_prompt},
+        sampling=dict(config.get("sampling") or {}),
+        task_version=_text_or_none((info.get("task") or {}).get("version")),
+        scorer_version=_text_or_none(metrics.get("task_version")),
+        predictor=(config.get("predictor_conf") or {}).get("name"),
+        headline=headline, headline_estimate=estimate, scores=scores, excluded_ids=excluded,
+        generation=metrics.get("generation") or {},
+        throughput=(info.get("totals") or {}).get("completion_tokens_per_second"),
+        device=(info.get("environment") or {}).get("device"),
+        message_digests=messages, prompt_digests=prompts,
+    )
+
+
+def _score_rows(run: RunDir, label: str) -> tuple[dict[str, float], set[str]]:
+    """id -> score of the samples that count, and the ids excluded (e.g. flawed questions)."""
+    scores: dict[str, float] = {}
+    excluded: set[str] = set()
+    for row in run.scores():
+        sample_id = str(row["id"])
+        if sample_id in scores or sample_id in excluded:
+            raise UsageError(f"{label}: {SCORES} holds id {sample_id} twice: rescore with `lowbit score -c {label}`")
+        if row.get("excluded"):
+            excluded.add(sample_id)
+        else:
+            scores[sample_id] = float(row["score"])
+    return scores, excluded
+
+
+def _prompt_digests(run: RunDir) -> tuple[dict[str, str], dict[str, str]]:
+    """Per id, a digest of the chat messages and of the rendered prompt (empty maps for legacy lines)."""
+    messages, prompts = {}, {}
+    for prediction in run.predictions():
+        if prediction.messages is not None:
+            messages[prediction.id] = _digest(json.dumps(prediction.messages, sort_keys=True, ensure_ascii=False))
+        if prediction.prompt:
+            prompts[prediction.id] = _digest(prediction.prompt)
+    return messages, prompts
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _non_prompt_options(task: str) -> frozenset[str]:
+    """The task's options that never change a prompt; for a task this lowbit does not know, none."""
+    from lowbit.tasks import get_task_class
+
+    try:
+        return get_task_class(task).non_prompt_options
+    except UsageError:
+        return frozenset()
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+# ------------------------------------------------------------------------------------------- pairing
+
+
+def input_differences(baseline: RunSummary, candidate: RunSummary) -> list[str]:
+    """What makes the two runs' samples incomparable; empty when they may be paired."""
+    problems = []
+    # a run.json without a task version (runs older than the field) is not held against a pairing; metrics.json
+    # always records the scorer's version
+    if None not in (baseline.task_version, candidate.task_version) and baseline.task_version != candidate.task_version:
+        problems.append(f"task version (run.json) {baseline.task_version} vs {candidate.task_version}")
+    if baseline.scorer_version != candidate.scorer_version:
+        problems.append(f"scorer version (metrics.json) {baseline.scorer_version} vs {candidate.scorer_version}")
+    if baseline.task != candidate.task:
+        problems.append(f"task {baseline.task} vs {candidate.task}")
+    option_changes = _changed_keys(baseline.prompt_options, candidate.prompt_options)
+    if option_changes:
+        problems.append(f"dataset options that change prompts ({option_changes})")
+    sampling_changes = _changed_keys(baseline.sampling, candidate.sampling)
+    if sampling_changes:
+        problems.append(f"sampling ({sampling_changes})")
+    shared = set(baseline.scores) | baseline.excluded_ids
+    shared &= set(candidate.scores) | candidate.excluded_ids
+    for what, base_map, cand_map, applies in (
+        ("chat messages", baseline.message_digests, candidate.message_digests, True),
+        ("rendered prompts (chat template)", baseline.prompt_digests, candidate.prompt_digests,
+         baseline.predictor in LOCAL_RENDERERS and candidate.predictor in LOCAL_RENDERERS),
+    ):
+        differing = sorted(i for i in shared if i in base_map and i in cand_map and base_map[i] != cand_map[i])
+        if applies and differing:
+            problems.append(f"{what} of {len(differing)} shared id(s), e.g. {differing[0]}")
+    return problems
+
+
+def scoring_option_notes(baseline: RunSummary, candidate: RunSummary) -> str | None:
+    """Options that change scores or the sample selection but not prompts (e.g. MMLU-Redux answer_key)."""
+    changes = _changed_keys(baseline.scoring_options, candidate.scoring_options)
+    return f"scored with different dataset options ({changes})" if changes else None
+
+
+def _changed_keys(base: dict[str, Any], cand: dict[str, Any]) -> str:
+    keys = [k for k in sorted(set(base) | set(cand)) if base.get(k) != cand.get(k)]
+    return "; ".join(f"{k}: {base.get(k)!r} vs {cand.get(k)!r}" for k in keys)
+
+
+def pair_samples(baseline: RunSummary, candidate: RunSummary) -> Pairing:
+    base_ids = set(baseline.scores) | baseline.excluded_ids
+    cand_ids = set(candidate.scores) | candidate.excluded_ids
+    ids = [i for i in baseline.scores if i in candidate.scores]  # baseline's order
+    excluded_one_side = sorted((baseline.excluded_ids & set(candidate.scores)) |
+                               (candidate.excluded_ids & set(baseline.scores)))
+    return Pairing(
+        ids=ids,
+        baseline=np.array([baseline.scores[i] for i in ids], dtype=np.float64),
+        candidate=np.array([candidate.scores[i] for i in ids], dtype=np.float64),
+        only_in_baseline=sorted(base_ids - cand_ids),
+        only_in_candidate=sorted(cand_ids - base_ids),
+        excluded_on_one_side=excluded_one_side,
+    )
