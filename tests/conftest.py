@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lowbit.records import Completion, Prediction
 from lowbit.testing.data import shared_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,12 +32,23 @@ def tiny_model_stopping(tmp_path_factory) -> Path:
     return build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3-stop"), eos_logit=10.0)
 
 
+def require_shared(name: str, what: str) -> Path:
+    """shared/data/<name>, or skip the test with a reason when this machine lacks it."""
+    path = shared_path(name)
+    if path is None:
+        pytest.skip(f"shared/data/{name} is absent ({what}; see shared/data/SOURCES.md)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def mmlu_redux_dir() -> Path:
-    path = shared_path("mmlu_redux")
-    if path is None:
-        pytest.skip("shared/data/mmlu_redux is absent (real MMLU-Redux files; see shared/data/SOURCES.md)")
-    return path
+    return require_shared("mmlu_redux", "real MMLU-Redux files")
+
+
+def answered(sample, *answers: str, finish_reason: str = "stop") -> Prediction:
+    """A prediction for `sample` whose completions answered `answers` (no reasoning, no token counts)."""
+    return Prediction(id=sample.id, prompt="", item=sample.item, completions=[
+        Completion(text=a, answer=a, reasoning=None, finish_reason=finish_reason) for a in answers])
 
 
 def run_lowbit(*args: str, timeout: float = 600, env_overrides: dict[str, str] | None = None,

@@ -5,17 +5,13 @@ import json
 import pytest
 
 from lowbit.errors import UsageError
-from lowbit.records import Completion, Prediction
 from lowbit.tasks import make_task
-from lowbit.testing.data import shared_path
+from conftest import answered, require_shared
 
 
 @pytest.fixture(scope="module")
 def aime25_dir():
-    path = shared_path("aime25")
-    if path is None:
-        pytest.skip("shared/data/aime25 is absent (real AIME 2025 file; see shared/data/SOURCES.md)")
-    return path
+    return require_shared("aime25", "real AIME 2025 file")
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +24,6 @@ def samples(task, aime25_dir):
     return task.load(str(aime25_dir))
 
 
-def predict(sample, *answers, finish_reason="stop"):
-    return Prediction(id=sample.id, prompt="", item=sample.item, completions=[
-        Completion(text=a, answer=a, reasoning=None, finish_reason=finish_reason) for a in answers])
 
 
 def test_loads_both_parts_with_integer_answers(samples):
@@ -54,7 +47,7 @@ def test_loads_both_parts_with_integer_answers(samples):
     ("The sum is 70.", False),  # no box
 ])
 def test_answers_are_read_as_integers(task, samples, answer, correct):
-    row = task.score(predict(samples[0], answer))
+    row = task.score(answered(samples[0], answer))
     assert row["score"] == float(correct)
 
 
@@ -65,10 +58,10 @@ def test_several_completions_give_avg_pass_and_majority(task, samples):
     first, second, third, fourth = samples[:4]
     gold = [int(s.item["answer"]) for s in samples[:4]]
     rows = [
-        task.score(predict(first, *[boxed(gold[0])] * 3, boxed(1))),  # 3/4 correct, majority right
-        task.score(predict(second, boxed(gold[1]), boxed(1), boxed(1), "no answer")),  # 1/4, majority wrong
-        task.score(predict(third, boxed(gold[2]), boxed(gold[2]), boxed(5), boxed(5))),  # 2/4, a tie: 0.5
-        task.score(predict(fourth, "cut off", "cut off", "cut off", "cut off", finish_reason="length")),  # none
+        task.score(answered(first, *[boxed(gold[0])] * 3, boxed(1))),  # 3/4 correct, majority right
+        task.score(answered(second, boxed(gold[1]), boxed(1), boxed(1), "no answer")),  # 1/4, majority wrong
+        task.score(answered(third, boxed(gold[2]), boxed(gold[2]), boxed(5), boxed(5))),  # 2/4, a tie: 0.5
+        task.score(answered(fourth, "cut off", "cut off", "cut off", "cut off", finish_reason="length")),  # none
     ]
     assert [r["majority_vote"] for r in rows] == [1.0, 0.0, 0.5, 0.0]
     metrics = task.aggregate(rows)["metrics"]
@@ -82,7 +75,7 @@ def test_several_completions_give_avg_pass_and_majority(task, samples):
 
 
 def test_one_completion_is_plain_accuracy(task, samples):
-    rows = [task.score(predict(s, f"$\\boxed{{{s.item['answer']}}}$" if i < 10 else "$\\boxed{1000}$"))
+    rows = [task.score(answered(s, f"$\\boxed{{{s.item['answer']}}}$" if i < 10 else "$\\boxed{1000}$"))
             for i, s in enumerate(samples)]
     metrics = task.aggregate(rows)["metrics"]
     assert metrics["accuracy"]["value"] == pytest.approx(1 / 3) and metrics["accuracy"]["method"] == "wilson"

@@ -9,7 +9,7 @@ from lowbit.errors import UsageError
 from lowbit.records import Completion, Prediction
 from lowbit.run import RunDir, score_run
 from lowbit.tasks import make_task
-from lowbit.testing.data import shared_path
+from conftest import answered, require_shared
 
 # Scoring problem i's gold solution against problem i+1's answer (the last against the first) matches only
 # where the two answers are genuinely the same value: (problem, next problem, boxed answer, next gold).
@@ -22,10 +22,7 @@ COINCIDENCES = [
 
 @pytest.fixture(scope="module")
 def math500_dir():
-    path = shared_path("math500")
-    if path is None:
-        pytest.skip("shared/data/math500 is absent (real MATH-500 file; see shared/data/SOURCES.md)")
-    return path
+    return require_shared("math500", "real MATH-500 file")
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +35,6 @@ def samples(task, math500_dir):
     return task.load(str(math500_dir))
 
 
-def predict(sample, *answers, finish_reason="stop"):
-    return Prediction(id=sample.id, prompt="", item=sample.item, completions=[
-        Completion(text=a, answer=a, reasoning=None, finish_reason=finish_reason) for a in answers])
 
 
 def test_loads_500_problems_with_stable_unique_ids(samples):
@@ -62,7 +56,7 @@ def test_prompt_is_the_problem_then_the_boxed_instruction(samples):
 
 
 def test_every_gold_solution_scores_as_correct(task, samples):
-    rows = [task.score(predict(s, s.item["solution"])) for s in samples]
+    rows = [task.score(answered(s, s.item["solution"])) for s in samples]
     wrong = [(r["id"], r["extracted"], r["gold"]) for r in rows if r["score"] != 1.0]
     assert wrong == []
     assert not any(f for r in rows for f in r["scoring_failed"])
@@ -85,12 +79,12 @@ def test_metrics_count_failures_and_group_by_subject_and_level(task, samples, tm
     run = RunDir(tmp_path)
     with run.prediction_writer() as writer:
         writer.append([
-            predict(chosen[0], chosen[0].item["solution"]).to_json(),  # correct
-            predict(chosen[1], "I am not sure.").to_json(),  # no box: parse failure
-            predict(chosen[2], "$\\boxed{-12345}$").to_json(),  # wrong
-            predict(chosen[3], "Let me think about $\\boxed{", finish_reason="length").to_json(),  # truncated
-            predict(chosen[4], f"$\\boxed{{{chosen[4].item['answer']}}}$").to_json(),  # correct
-            predict(chosen[5], f"$\\boxed{{{chosen[5].item['answer']}}}$").to_json(),  # correct
+            answered(chosen[0], chosen[0].item["solution"]).to_json(),  # correct
+            answered(chosen[1], "I am not sure.").to_json(),  # no box: parse failure
+            answered(chosen[2], "$\\boxed{-12345}$").to_json(),  # wrong
+            answered(chosen[3], "Let me think about $\\boxed{", finish_reason="length").to_json(),  # truncated
+            answered(chosen[4], f"$\\boxed{{{chosen[4].item['answer']}}}$").to_json(),  # correct
+            answered(chosen[5], f"$\\boxed{{{chosen[5].item['answer']}}}$").to_json(),  # correct
         ])
     metrics = score_run(run, task)
     assert json.loads(run.file("metrics.json").read_text())["metrics"] == metrics["metrics"]
@@ -104,7 +98,7 @@ def test_metrics_count_failures_and_group_by_subject_and_level(task, samples, tm
 
 def test_several_completions_add_pass_at_k_with_bootstrap_intervals(task, samples):
     gold = [f"$\\boxed{{{s.item['answer']}}}$" for s in samples[:20]]
-    rows = [task.score(predict(s, g if i % 2 else "$\\boxed{-1}$", g if i % 4 == 0 else "$\\boxed{-1}$",
+    rows = [task.score(answered(s, g if i % 2 else "$\\boxed{-1}$", g if i % 4 == 0 else "$\\boxed{-1}$",
                                "$\\boxed{-1}$", g))
             for i, (s, g) in enumerate(zip(samples[:20], gold))]
     metrics = task.aggregate(rows)["metrics"]
@@ -119,7 +113,7 @@ def test_several_completions_add_pass_at_k_with_bootstrap_intervals(task, sample
 def test_a_timeout_is_a_scoring_failure_not_a_crash(math500_dir):
     task = make_task("math500", {"time_limit_seconds": 1.0})
     sample = next(s for s in task.load(str(math500_dir)) if s.item["answer"].isdigit())  # a number to compare
-    row = task.score(predict(sample, "$\\boxed{9^{9^{9^{9}}}}$", sample.item["solution"]))
+    row = task.score(answered(sample, "$\\boxed{9^{9^{9^{9}}}}$", sample.item["solution"]))
     assert row["scores"] == [0.0, 1.0] and row["scoring_failed"] == [True, False]
     assert row["scoring_errors"] == ["timeout", None]
     assert task.aggregate([row])["metrics"]["scoring_failures"] == 1

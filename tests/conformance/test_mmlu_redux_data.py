@@ -5,14 +5,11 @@ from collections import Counter
 import pytest
 
 from lowbit.errors import UsageError
-from lowbit.records import Completion, Prediction
+from conftest import answered
 from lowbit.tasks import make_task
 from lowbit.tasks.mmlu_redux import SEED30, SUBJECTS
 
 
-def predict(sample, text):
-    return Prediction(id=sample.id, prompt="", item=sample.item,
-                      completions=[Completion(text=text, answer=text, reasoning=None, finish_reason="stop")])
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +46,7 @@ def test_prompt_has_question_lettered_options_and_answer_format(samples):
                                               ("original", 5700)])
 def test_answer_key_policies(samples, policy, included):
     task = make_task("mmlu-redux", {"answer_key": policy})
-    rows = [task.score(predict(s, "no letter here")) for s in samples]
+    rows = [task.score(answered(s, "no letter here")) for s in samples]
     assert sum(not r["excluded"] for r in rows) == included
 
 
@@ -61,8 +58,8 @@ def test_gold_answers_score_perfectly_and_shifted_answers_do_not(samples):
         if excluded:
             continue
         shifted = "ABCD"[("ABCD".index(gold) + 1) % 4]
-        gold_rows.append(task.score(predict(sample, f"Reasoning...\nANSWER: {gold}")))
-        shifted_rows.append(task.score(predict(sample, f"ANSWER: {shifted}")))
+        gold_rows.append(task.score(answered(sample, f"Reasoning...\nANSWER: {gold}")))
+        shifted_rows.append(task.score(answered(sample, f"ANSWER: {shifted}")))
     assert task.aggregate(gold_rows)["metrics"]["accuracy"]["value"] == 1.0
     assert task.aggregate(shifted_rows)["metrics"]["accuracy"]["value"] == 0.0
 
@@ -74,9 +71,9 @@ def test_wrong_groundtruth_rows_are_scored_against_the_correction(samples):
     changed = [s for s in corrected if s.item["correct_answer"] != "ABCD"[s.item["answer"]]]
     assert changed, "some corrections must differ from the original key"
     for sample in changed:
-        assert task.score(predict(sample, f"ANSWER: {sample.item['correct_answer']}"))["score"] == 1.0
+        assert task.score(answered(sample, f"ANSWER: {sample.item['correct_answer']}"))["score"] == 1.0
         assert make_task("mmlu-redux", {"answer_key": "original"}).score(
-            predict(sample, f"ANSWER: {sample.item['correct_answer']}"))["score"] == 0.0
+            answered(sample, f"ANSWER: {sample.item['correct_answer']}"))["score"] == 0.0
 
 
 def test_missing_local_file_is_a_clear_error(tmp_path):
