@@ -6,7 +6,7 @@ import pytest
 
 from lowbit.errors import UsageError
 from lowbit.tasks import make_task
-from conftest import answered, require_shared
+from support import answered, require_shared
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from lowbit.errors import UsageError
 from lowbit.records import Completion, Prediction
 from lowbit.run import RunDir, score_run
 from lowbit.tasks import make_task
-from conftest import answered, require_shared
+from support import answered, require_shared
 
 # Scoring problem i's gold solution against problem i+1's answer (the last against the first) matches only
 # where the two answers are genuinely the same value: (problem, next problem, boxed answer, next gold).

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from lowbit.errors import UsageError
-from conftest import answered
+from support import answered
 from lowbit.tasks import make_task
 from lowbit.tasks.mmlu_redux import SEED30, SUBJECTS
 

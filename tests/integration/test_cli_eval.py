@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from conftest import read_jsonl, run_lowbit
+from support import read_jsonl, run_lowbit
 from lowbit.testing.data import shared_path
 
 pytestmark = pytest.mark.slow

@@ -235,7 +235,7 @@ def test_bad_input_fails_with_one_line(runs, tmp_path):
 
 
 def test_the_command_line_compares_globbed_runs(runs, tmp_path):
-    from conftest import run_lowbit
+    from support import run_lowbit
 
     pattern = str(runs["bf16"].parent / "*")
     result = run_lowbit("compare", pattern, "baseline=bf16", "margin=1", "--out", str(tmp_path / "cli"),

@@ -14,7 +14,7 @@ import re
 import pytest
 import yaml
 
-from conftest import read_jsonl, run_lowbit
+from support import read_jsonl, run_lowbit
 from lowbit.chat import get_chat_format
 from lowbit.chat.gpt_oss import parse_harmony
 from lowbit.predictors.transformers import TransformersPredictor

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from conftest import read_jsonl, run_lowbit
+from support import read_jsonl, run_lowbit
 from lowbit.errors import UsageError
 from lowbit.predictors import make_predictor
 from lowbit.records import Generation

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_jsonl, run_lowbit
+from support import read_jsonl, run_lowbit
 from lowbit.testing.data import shared_path
 
 pytestmark = [
