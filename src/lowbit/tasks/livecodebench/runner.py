@@ -125,7 +125,7 @@ def _make_undumpable() -> None:
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     except (OSError, AttributeError):
-        pass
+        pass  # no prctl on this libc: the namespaces and Landlock still apply
 
 
 def _confine_files(job_dir: str) -> bool:
@@ -194,7 +194,7 @@ def _kill_group(pid: int) -> None:
         try:
             target()
         except (ProcessLookupError, PermissionError):
-            pass
+            pass  # already gone
 
 
 def _kill_leftovers(pid: int) -> None:
@@ -206,7 +206,7 @@ def _kill_leftovers(pid: int) -> None:
         try:
             os.kill(-1, signal.SIGKILL)  # from PID 1 of a namespace: every other process of the namespace
         except ProcessLookupError:
-            pass
+            pass  # nothing else is running
         try:
             os.waitpid(-1, 0)  # orphans are re-parented to PID 1: reap them
         except ChildProcessError:

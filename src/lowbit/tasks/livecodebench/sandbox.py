@@ -253,10 +253,10 @@ def _kill_session(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        pass
+        pass  # the group already exited
     process.wait()
     for pipe in (process.stdin, process.stdout):
         try:
             pipe.close()
         except OSError:
-            pass
+            pass  # a pipe of a killed process may already be broken
