@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -26,6 +27,11 @@ overrides use Hydra syntax (key=value), e.g.
   sampling.temperature=0  sampling.max_sequence_length=8192  dataset.subset=seed30
 The full reference is conf/config.yaml (see README: Configuration).
 """
+
+# Commands that live beside their subsystem. Each module defines COMMAND (the subcommand's name) and
+# add_parser(subparsers) -> handler(args) -> exit code; it must import nothing heavy at module level.
+COMMAND_MODULES: tuple[str, ...] = (
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,10 +62,15 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("demo", help="run an offline end-to-end evaluation on a tiny random model")
 
+    handlers = {"eval": _eval, "score": _score, "compare": _compare, "demo": _demo}
+    for module_name in COMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        handlers[module.COMMAND] = module.add_parser(commands)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
-        return {"eval": _eval, "score": _score, "compare": _compare, "demo": _demo}[args.command](args)
+        return handlers[args.command](args)
     except UsageError as e:
         print(f"lowbit: error: {e}", file=sys.stderr)
         return 2
