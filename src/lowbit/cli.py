@@ -57,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
                                 help="run dirs or globs; may include baseline=<precision|run dir> margin=<points>")
     compare_parser.add_argument("--baseline", help="precision label or run directory (default: bf16)")
     compare_parser.add_argument("--margin", type=float, help="non-inferiority margin in points (default 1.0)")
-    compare_parser.add_argument("--out", help="directory for comparison.md / .csv / .json")
-    compare_parser.add_argument("--format", dest="formats", action="append", choices=["markdown", "csv", "json"])
+    compare_parser.add_argument("--out", help="directory for comparison.md / .csv / .json / .html (default: all four)")
+    compare_parser.add_argument("--format", dest="formats", action="append",
+                                choices=["markdown", "csv", "json", "html"],
+                                help="write only this format to --out (repeatable); html: a self-contained report "
+                                "with plots")
 
     commands.add_parser("demo", help="run an offline end-to-end evaluation on a tiny random model")
 

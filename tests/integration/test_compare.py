@@ -1,94 +1,18 @@
-"""`lowbit compare` on synthetic run directories whose truth is known.
-
-The runs are written the way `lowbit eval` writes them: a real resolved config (`resolve_eval`), `RunDir.begin`
-and `record_session`, predictions through the append-only writer, and scores and metrics from the real task
-scorers (`score_run`). Only the completions are made up, so that each run answers a planted set of questions right.
-"""
+"""`lowbit compare` on synthetic run directories whose truth is known (written by `report_support.write_run`
+through the real eval and scoring code; only the completions are made up)."""
 
 from __future__ import annotations
 
 import csv
-import functools
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from report_support import N_SAMPLES, planted, write_run
 
-from lowbit.config import EvalConfig, resolve_eval
 from lowbit.errors import UsageError
-from lowbit.records import Completion, Prediction
 from lowbit.report import compare_main, compare_runs, split_compare_arguments
-from lowbit.run import RunDir, score_run
-
-N_SAMPLES = 2000
-LETTERS = "ABCD"
-
-
-def mmlu_item(index: int) -> dict:
-    subject = ("anatomy", "virology")[index % 2]
-    return {"subject": subject, "index": index, "question": f"Synthetic question {index}?",
-            "choices": ["one", "two", "three", "four"], "answer": index % 4, "error_type": "ok"}
-
-
-@functools.cache
-def resolved_config(eval_dataset: str, overrides: tuple[str, ...]) -> EvalConfig:
-    """The config `lowbit eval` would record (composed once per setting: Hydra takes half a second)."""
-    return resolve_eval([f"eval_dataset={eval_dataset}", *overrides])
-
-
-def write_run(path: Path, precision: str, correct: np.ndarray, *, overrides: tuple[str, ...] = (),
-              eval_dataset: str = "mmlu-redux", truncated_share: float = 0.0, reasoning_tokens: int = 0,
-              tokens_per_second: float = 1000.0, drop_ids: int = 0, question_suffix: str = "",
-              system_line: str = "") -> Path:
-    """A scored run directory in which sample i is answered right where `correct[i]` (one row per completion)."""
-    base_cfg = resolved_config(eval_dataset, overrides)
-    cfg = replace(base_cfg, resolved={**base_cfg.resolved, "precision": precision, "output_dir": str(path)})
-    run = RunDir(path)
-    run.begin(cfg, overwrite=True)
-    correct = np.atleast_2d(np.asarray(correct).T).T  # (samples, completions)
-    rng = np.random.default_rng(len(correct))
-    predictions = []
-    for index in range(drop_ids, len(correct)):
-        if eval_dataset == "mmlu-redux":
-            item = mmlu_item(index)
-            item["question"] += question_suffix if index == len(correct) - 1 else ""
-            sample_id, gold = f"{item['subject']}/{index}", LETTERS[item["answer"]]
-            answers = [f"ANSWER: {gold if ok else LETTERS[(item['answer'] + 1) % 4]}" for ok in correct[index]]
-        else:
-            item = {"id": f"synthetic-{index}", "problem": f"Compute {index} + 1.", "answer": str(index % 1000),
-                    "part": "I"}
-            sample_id = item["id"]
-            answers = [f"\\boxed{{{index % 1000 if ok else (index + 1) % 1000}}}" for ok in correct[index]]
-        messages = cfg.task.messages(item)
-        completions = [Completion(text=answer, answer=answer, reasoning="r" * reasoning_tokens or None,
-                                  finish_reason="length" if rng.random() < truncated_share else "stop",
-                                  prompt_tokens=50, completion_tokens=20 + reasoning_tokens,
-                                  reasoning_tokens=reasoning_tokens)
-                       for answer in answers]
-        prompt = f"{system_line}<|im_start|>user\n{messages[0]['content']}<|im_end|>\n<|im_start|>assistant\n"
-        predictions.append(Prediction(id=sample_id, prompt=prompt, item=item, completions=completions,
-                                      messages=messages).to_json())
-    with run.prediction_writer() as writer:
-        writer.append(predictions)
-    completion_tokens = sum(len(p["completions"]) * (20 + reasoning_tokens) for p in predictions)
-    run.record_session({"predicted": len(predictions), "prompt_tokens": 50 * len(predictions),
-                        "completion_tokens": completion_tokens,
-                        "generate_seconds": completion_tokens / tokens_per_second})
-    score_run(run, cfg.task)
-    return path
-
-
-def planted(base_correct: int, right_to_wrong: int, wrong_to_right: int, n: int = N_SAMPLES, seed: int = 0):
-    """Baseline and candidate correctness with exactly the given flips, at shuffled positions."""
-    order = np.random.default_rng(seed).permutation(n)
-    baseline = np.zeros(n, dtype=bool)
-    baseline[order[:base_correct]] = True
-    candidate = baseline.copy()
-    candidate[order[:right_to_wrong]] = False
-    candidate[order[base_correct:base_correct + wrong_to_right]] = True
-    return baseline, candidate
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +143,7 @@ def test_bad_input_fails_with_one_line(runs, tmp_path):
     with pytest.raises(UsageError, match="matches no run directory"):
         compare_runs([str(tmp_path / "nothing_*")])
     with pytest.raises(UsageError, match="unknown format"):
-        compare_main(two, None, 1.0, str(tmp_path), ["html"])
+        compare_main(two, None, 1.0, str(tmp_path), ["pdf"])
     with pytest.raises(UsageError, match="2 runs of Qwen3-4B mmlu-redux have precision bf16"):
         compare_runs(two + [str(write_run(tmp_path / "bf16_again", "bf16", planted(10, 0, 0, n=20)[0]))])
     paths, options = split_compare_arguments([str(runs["bf16"]), "baseline=fp8", "margin=0.5"])
@@ -242,3 +166,54 @@ def test_the_command_line_compares_globbed_runs(runs, tmp_path):
                         "--format", "json")
     assert result.returncode in (0, 1), result.stderr  # 1: a run that could not be paired is listed
     assert "mmlu-redux" in result.stdout and (tmp_path / "cli" / "comparison.json").is_file()
+
+
+def test_breakdowns_locate_a_drop_in_one_subject(tmp_path):
+    n = 400
+    baseline = np.arange(n) % 4 != 0  # 75% right in both subjects (even ids: anatomy, odd: virology)
+    candidate = baseline.copy()
+    virology_right = np.flatnonzero(baseline & (np.arange(n) % 2 == 1))
+    candidate[virology_right[:40]] = False  # 40 of the 200 virology questions turn wrong: -20 points there
+    write_run(tmp_path / "sub_bf16", "bf16", baseline)
+    write_run(tmp_path / "sub_nvfp4", "nvfp4", candidate)
+    (group,) = compare_runs([str(tmp_path / "sub_*")]).groups
+    row = group.rows[1]
+    anatomy, virology = row.breakdowns["subject"]
+    assert (anatomy.value, anatomy.n, virology.value, virology.n) == ("anatomy", 200, "virology", 200)
+    assert anatomy.difference == 0 and anatomy.p_value == 1 and anatomy.difference_low <= 0 <= anatomy.difference_high
+    assert virology.difference == pytest.approx(-0.2) and virology.difference_high < -0.1 and virology.p_value < 1e-9
+    # the groups partition the paired samples: their size-weighted differences add up to the whole difference
+    weighted = (anatomy.n * anatomy.difference + virology.n * virology.difference) / n
+    assert weighted == pytest.approx(row.paired.difference)
+    assert group.rows[0].breakdowns == {}  # the baseline has nothing to differ from
+
+
+def test_json_keeps_breakdowns_and_bits(runs, tmp_path):
+    compare_main([str(runs["bf16"]), str(runs["nvfp4"])], None, 1.0, str(tmp_path), ["json"])
+    rows = json.loads((tmp_path / "comparison.json").read_text())["groups"][0]["rows"]
+    assert [(r["precision"], r["bits_per_weight"], r["bits_source"]) for r in rows] == [
+        ("bf16", 16, "precision label"), ("nvfp4", 4.5, "precision label")]
+    subjects = rows[1]["breakdowns"]["subject"]
+    assert [s["value"] for s in subjects] == ["anatomy", "virology"] and sum(s["n"] for s in subjects) == N_SAMPLES
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.json"]
+
+
+def test_terminal_table_is_rich_and_plain_when_piped(runs):
+    import io
+
+    from lowbit.report.render import print_text
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    comparison = compare_runs([str(runs["bf16"]), str(runs["nvfp4"])])
+    piped, terminal = io.StringIO(), Terminal()
+    print_text(comparison, piped)
+    print_text(comparison, terminal)
+    lines = piped.getvalue().splitlines()
+    assert "\x1b[" not in piped.getvalue() and all(line == line.rstrip() for line in lines)
+    (header,) = [line for line in lines if line.lstrip().startswith("precision")]
+    assert header.split() == ["precision", "run", "score", "[95%", "CI]", "recovery", "diff", "pts", "[95%", "CI]", "p",
+                              "(test)", "flips", "-/+", "verdict", "trunc", "chg", "reasoning", "chg", "tok/s"]
+    assert "\x1b[" in terminal.getvalue()  # colour on a terminal (the verdict)

@@ -7,9 +7,11 @@ the run with precision `bf16` (or the precision label given as `baseline`, or th
 `baseline`, which then serves its own group). Every other run of the group is paired with it by sample id, and one
 row per run reports: the headline metric of metrics.json with its 95% interval (over the run's own samples);
 recovery, the paired difference with its bootstrap interval, the test of no difference, flip counts and the
-non-inferiority verdict (over the paired samples, `paired_stats.py`); the change in the share of completions cut
-by the length limit and the drift of reasoning length (metrics.json `generation`, over all completions); and
-throughput (run.json `totals.completion_tokens_per_second`, comparable only on the same hardware and backend).
+non-inferiority verdict (over the paired samples, `paired_stats.py`); the same paired difference within each
+subject, level or other grouping the runs' scores carry (`breakdown.py`); the change in the share of completions
+cut by the length limit and the drift of reasoning length (metrics.json `generation`, over all completions);
+throughput (run.json `totals.completion_tokens_per_second`, comparable only on the same hardware and backend);
+and bits per weight (`bits.py`).
 
 Exit status: 0 when every run was compared, 1 when some were refused or had no baseline (listed after the
 table); bad input raises `UsageError` (exit 2 from the CLI), including when nothing at all could be compared.
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from lowbit.errors import UsageError
+from lowbit.report.bits import bits_per_weight
+from lowbit.report.breakdown import GroupDelta, group_deltas
 from lowbit.report.paired_stats import PairedResult, compare_paired
 from lowbit.report.pairing import (RunSummary, expand_run_paths, input_differences, load_run, pair_samples,
                                    scoring_option_notes)
@@ -56,8 +60,11 @@ class ComparisonRow:
     completion_mean_drift_percent: float | None = None
     tokens_per_second: float | None = None
     throughput_ratio: float | None = None
+    bits_per_weight: float | None = None  # None: unknown precision (see bits.py)
+    bits_source: str = ""
     verdict: str = ""
     notes: list[str] = field(default_factory=list)
+    breakdowns: dict[str, list[GroupDelta]] = field(default_factory=dict)  # grouping -> per-group differences
 
 
 @dataclass
@@ -75,6 +82,8 @@ class Comparison:
     margin_points: float
     groups: list[GroupComparison]
     refused: list[tuple[str, str]]  # (run, why it was not compared)
+    # run -> reasoning tokens of each of its completions (for the plots; not written to the JSON/CSV files)
+    reasoning_tokens: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
 
 # ------------------------------------------------------------------------------------------- entry point
@@ -86,8 +95,9 @@ def compare_main(paths: list[str], baseline: str | None = None, margin: float | 
 
     `paths` are run directories or globs and may include `baseline=<precision or run dir>` and `margin=<points>`
     items (the `lowbit compare a b baseline=bf16` syntax); they must agree with `baseline` / `margin` when both are
-    given. `formats` (markdown, csv, json; default all) are the files written to `out_dir`. Returns the exit status."""
-    from lowbit.report.render import FILE_FORMATS, render_text, write_outputs
+    given. `formats` (markdown, csv, json, html; default all) are the files written to `out_dir`. Returns the exit
+    status."""
+    from lowbit.report.render import FILE_FORMATS, print_text, write_outputs
 
     paths, options = split_compare_arguments(paths)
     baseline = _one_value("baseline", options.get("baseline"), baseline)
@@ -100,7 +110,7 @@ def compare_main(paths: list[str], baseline: str | None = None, margin: float | 
     if formats and out_dir is None:
         raise UsageError("formats are written to files: give an output directory (--out DIR) too")
     comparison = compare_runs(paths, baseline, DEFAULT_MARGIN if margin is None else margin)
-    print(render_text(comparison))
+    print_text(comparison)
     if out_dir is not None:
         for written in write_outputs(comparison, Path(out_dir), formats or list(FILE_FORMATS)):
             print(f"wrote {written}")
@@ -162,7 +172,9 @@ def compare_runs(paths: list[str], baseline: str | None = None, margin: float = 
     if not any(len(g.rows) > 1 for g in compared):
         detail = "; ".join(f"{run}: {reason}" for run, reason in refused[:3]) or "every run is a baseline"
         raise UsageError(f"nothing to compare: {detail}")
-    return Comparison(margin_points=float(margin), groups=compared, refused=refused)
+    compared_runs = {row.run for group in compared for row in group.rows}
+    return Comparison(margin_points=float(margin), groups=compared, refused=refused,
+                      reasoning_tokens={r.label: r.reasoning_tokens for r in runs if r.label in compared_runs})
 
 
 # ------------------------------------------------------------------------------------------- baselines
@@ -219,7 +231,7 @@ def _candidate_row(base: RunSummary, candidate: RunSummary, margin: float) -> Co
         run=candidate.label, precision=candidate.precision, is_baseline=False, metric=candidate.headline_estimate,
         paired=paired, paired_samples=len(pairing.ids), only_in_baseline=len(pairing.only_in_baseline),
         only_in_candidate=len(pairing.only_in_candidate), excluded_on_one_side=len(pairing.excluded_on_one_side),
-        verdict=verdict,
+        verdict=verdict, breakdowns=group_deltas(pairing, base, candidate, margin),
     )
     for count, ids, where in ((row.only_in_baseline, pairing.only_in_baseline, f"only in baseline {base.label}"),
                               (row.only_in_candidate, pairing.only_in_candidate, "only in this run")):
@@ -243,7 +255,8 @@ def _candidate_row(base: RunSummary, candidate: RunSummary, margin: float) -> Co
 
 
 def _fill_generation(row: ComparisonRow, run: RunSummary, base: RunSummary | None) -> None:
-    """Truncation and reasoning length from metrics.json `generation`; throughput from run.json."""
+    """Truncation and reasoning length from metrics.json `generation`; throughput and bits per weight from
+    run.json (bits from the precision label where run.json has no quantization metadata)."""
     generation, base_generation = run.generation, (base.generation if base else {})
     row.truncation_share = generation.get("finish_length_share")
     row.ended_in_reasoning_share = generation.get("ended_in_reasoning_share")
@@ -252,6 +265,8 @@ def _fill_generation(row: ComparisonRow, run: RunSummary, base: RunSummary | Non
     row.reasoning_tokens_mean, row.reasoning_tokens_median = reasoning.get("mean"), reasoning.get("median")
     row.completion_tokens_mean = completion.get("mean")
     row.tokens_per_second = run.throughput
+    bits = bits_per_weight(run.precision, run.quantization)
+    row.bits_per_weight, row.bits_source = bits.bits, bits.source
     if base is None:
         return
     row.truncation_change_points = _points_change(row.truncation_share, base_generation.get("finish_length_share"))

@@ -11,6 +11,11 @@ config.yaml (which holds the chat template, thinking mode and token limit), the 
 sample id (a different dataset), and, when both runs rendered prompts locally, the rendered prompts (a different
 chat template in the checkpoint). Samples are paired by id; ids on one side only, and ids excluded on one side
 only, are counted and reported, and the statistics use the ids scored on both sides.
+
+For the report a run also brings what its breakdowns and plots need: each sample's value of every grouping that
+metrics.json `groups` reports and scores.jsonl rows carry as a plain field (MMLU-Redux `subject`, MATH-500
+`subject` and `level`), the reasoning token count of every completion, and the checkpoint's quantization metadata
+(run.json) from which bits per weight are derived.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ class RunSummary:
     device: dict[str, Any] | None
     message_digests: dict[str, str] = field(repr=False)
     prompt_digests: dict[str, str] = field(repr=False)
+    quantization: dict[str, Any] | None = None  # the checkpoint's quantization_config (run.json)
+    groupings: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)  # grouping -> id -> value
+    reasoning_tokens: list[int] = field(default_factory=list, repr=False)  # per completion that counted them
 
     @property
     def group_key(self) -> tuple[str, str, str]:
@@ -113,8 +121,9 @@ def load_run(path: Path, label: str) -> RunSummary:
     estimate = (metrics.get("metrics") or {}).get(headline)
     if not isinstance(estimate, dict) or "value" not in estimate:
         raise UsageError(f"{label}: {METRICS} has no headline metric '{headline}' with an estimate")
-    scores, excluded = _score_rows(run, label)
-    messages, prompts = _prompt_digests(run)
+    rows = run.scores()
+    scores, excluded = _score_rows(rows, label)
+    messages, prompts, reasoning_tokens = _prediction_facts(run)
     info = run.run_info()
     dataset = dict(config.get("dataset") or {})
     non_prompt = _non_prompt_options(task)
@@ -133,14 +142,16 @@ def load_run(path: Path, label: str) -> RunSummary:
         throughput=(info.get("totals") or {}).get("completion_tokens_per_second"),
         device=(info.get("environment") or {}).get("device"),
         message_digests=messages, prompt_digests=prompts,
+        quantization=_quantization(info), groupings=_groupings(rows, metrics.get("groups") or {}),
+        reasoning_tokens=reasoning_tokens,
     )
 
 
-def _score_rows(run: RunDir, label: str) -> tuple[dict[str, float], set[str]]:
+def _score_rows(rows: list[dict[str, Any]], label: str) -> tuple[dict[str, float], set[str]]:
     """id -> score of the samples that count, and the ids excluded (e.g. flawed questions)."""
     scores: dict[str, float] = {}
     excluded: set[str] = set()
-    for row in run.scores():
+    for row in rows:
         sample_id = str(row["id"])
         if sample_id in scores or sample_id in excluded:
             raise UsageError(f"{label}: {SCORES} holds id {sample_id} twice: rescore with `lowbit score -c {label}`")
@@ -151,15 +162,33 @@ def _score_rows(run: RunDir, label: str) -> tuple[dict[str, float], set[str]]:
     return scores, excluded
 
 
-def _prompt_digests(run: RunDir) -> tuple[dict[str, str], dict[str, str]]:
-    """Per id, a digest of the chat messages and of the rendered prompt (empty maps for legacy lines)."""
-    messages, prompts = {}, {}
+def _prediction_facts(run: RunDir) -> tuple[dict[str, str], dict[str, str], list[int]]:
+    """Per id, a digest of the chat messages and of the rendered prompt (empty maps for legacy lines); and the
+    reasoning token count of every completion that recorded one."""
+    messages, prompts, reasoning_tokens = {}, {}, []
     for prediction in run.predictions():
         if prediction.messages is not None:
             messages[prediction.id] = _digest(json.dumps(prediction.messages, sort_keys=True, ensure_ascii=False))
         if prediction.prompt:
             prompts[prediction.id] = _digest(prediction.prompt)
-    return messages, prompts
+        reasoning_tokens.extend(c.reasoning_tokens for c in prediction.completions if c.reasoning_tokens is not None)
+    return messages, prompts, reasoning_tokens
+
+
+def _groupings(rows: list[dict[str, Any]], reported: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """grouping -> id -> value, for each grouping of metrics.json that every score row carries as a plain value."""
+    groupings = {}
+    for key in reported:
+        values = {str(r["id"]): r.get(key) for r in rows}
+        if values and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values.values()):
+            groupings[key] = {sample_id: str(value) for sample_id, value in values.items()}
+    return groupings
+
+
+def _quantization(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint's quantization metadata recorded in run.json (None for an unquantized checkpoint)."""
+    recorded = info.get("quantization") or (info.get("model") or {}).get("quantization_config")
+    return recorded if isinstance(recorded, dict) else None
 
 
 def _digest(text: str) -> str:

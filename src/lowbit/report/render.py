@@ -1,13 +1,15 @@
-"""A comparison as a terminal table, markdown, CSV and JSON.
+"""A comparison as a terminal table (rich), markdown, CSV, JSON and a self-contained HTML report (html.py).
 
 Scores, differences and interval ends are shown in percentage points (a fraction x 100); JSON keeps the
-fractions that the statistics produced, plus the settings needed to reproduce them (resamples, seed, margin).
+fractions that the statistics produced, plus the settings needed to reproduce them (resamples, seed, margin),
+and the per-group breakdowns.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,24 +18,37 @@ from lowbit.records import write_json_atomic, write_text_atomic
 from lowbit.report.compare import Comparison, ComparisonRow, GroupComparison
 from lowbit.report.paired_stats import CONFIDENCE, RESAMPLES, SEED, SIGNIFICANCE
 
-FILE_FORMATS = ("markdown", "csv", "json")
-FILE_NAMES = {"markdown": "comparison.md", "csv": "comparison.csv", "json": "comparison.json"}
+FILE_FORMATS = ("markdown", "csv", "json", "html")
+FILE_NAMES = {"markdown": "comparison.md", "csv": "comparison.csv", "json": "comparison.json",
+              "html": "comparison.html"}
+PIPED_WIDTH = 240  # columns of the terminal table when stdout is not a terminal (a file, a pipe, a CI log)
 TEST_NAMES = {"mcnemar_exact": "McNemar", "sign_flip_permutation": "sign-flip"}
 HEADERS = ("precision", "run", "score [95% CI]", "recovery", "diff pts [95% CI]", "p (test)", "flips -/+",
            "verdict", "trunc chg", "reasoning chg", "tok/s")
 
 
 def write_outputs(comparison: Comparison, out_dir: Path, formats: list[str]) -> list[Path]:
+    """Render every requested format first, then write each file atomically: a failure leaves no file."""
+    contents = {name: render_file(comparison, name) for name in formats}
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in formats:
+    for name, content in contents.items():
         path = out_dir / FILE_NAMES[name]
         if name == "json":
-            write_json_atomic(path, to_json(comparison))
+            write_json_atomic(path, content)
         else:
-            write_text_atomic(path, render_markdown(comparison) if name == "markdown" else render_csv(comparison))
+            write_text_atomic(path, content)
         written.append(path)
     return written
+
+
+def render_file(comparison: Comparison, name: str) -> Any:
+    if name == "html":
+        from lowbit.report.html import render_html
+
+        return render_html(comparison)
+    renderers = {"markdown": render_markdown, "csv": render_csv, "json": to_json}
+    return renderers[name](comparison)
 
 
 # ------------------------------------------------------------------------------------------- cells
@@ -77,17 +92,17 @@ def cells(row: ComparisonRow) -> list[str]:
     return [row.precision, row.run, score, *paired_cells, row.verdict, truncation, reasoning, throughput]
 
 
-def _group_title(group: GroupComparison) -> str:
+def group_title(group: GroupComparison) -> str:
     options = ", ".join(f"{k}={v}" for k, v in group.prompt_options.items() if k != "hub_id")
     return (f"{group.family} - {group.task}{f' ({options})' if options else ''} - {group.metric}, "
             f"baseline {group.baseline}")
 
 
-def _notes(group: GroupComparison) -> list[str]:
+def row_notes(group: GroupComparison) -> list[str]:
     return [f"{row.precision} ({row.run}): {note}" for row in group.rows for note in row.notes]
 
 
-def _legend(comparison: Comparison) -> list[str]:
+def legend(comparison: Comparison) -> list[str]:
     return [f"scores and differences in percentage points; {CONFIDENCE:.0%} intervals (paired bootstrap for the "
             f"difference); * p < {SIGNIFICANCE:g}; flips -/+ = right->wrong / wrong->right; trunc chg = change in the "
             "share of completions cut by the length limit; reasoning chg = change in mean reasoning tokens; "
@@ -97,31 +112,68 @@ def _legend(comparison: Comparison) -> list[str]:
 # ------------------------------------------------------------------------------------------- formats
 
 
+def print_text(comparison: Comparison, file: Any = None) -> None:
+    """The terminal table: rich tables (colour on a terminal), the full width of the table when piped."""
+    from rich.console import Console
+
+    file = sys.stdout if file is None else file
+    if hasattr(file, "isatty") and file.isatty():
+        console = Console(file=file, highlight=False)
+        for renderable in _rich_blocks(comparison):
+            console.print(renderable)
+        return
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=PIPED_WIDTH, color_system=None, highlight=False)
+    for renderable in _rich_blocks(comparison):
+        console.print(renderable, soft_wrap=not hasattr(renderable, "columns"))  # only tables fit the width
+    file.write("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n")
+
+
 def render_text(comparison: Comparison) -> str:
-    blocks = []
+    """The terminal table as plain text (no colour)."""
+    buffer = io.StringIO()
+    print_text(comparison, buffer)
+    return buffer.getvalue()
+
+
+def _rich_blocks(comparison: Comparison) -> list[Any]:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    blocks: list[Any] = []
+    wrapping = {"run", "verdict"}
     for group in comparison.groups:
-        table = [list(HEADERS)] + [cells(row) for row in group.rows]
-        widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
-        lines = [_group_title(group)]
-        for number, line in enumerate(table):
-            lines.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-            if number == 0:
-                lines.append("  ".join("-" * width for width in widths))
-        lines.extend(f"  note: {note}" for note in _notes(group))
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks + _legend(comparison))
+        table = Table(title=Text(group_title(group), style="bold"), title_justify="left", box=box.SIMPLE_HEAD,
+                      pad_edge=False)
+        for header in HEADERS:
+            table.add_column(header, no_wrap=header not in wrapping,
+                             justify="left" if header in ("precision", "run", "verdict") else "right")
+        for row in group.rows:
+            style = "dim" if row.is_baseline else ""
+            values = cells(row)
+            rendered = [Text(value, style=style) for value in values]
+            if row.paired is not None:
+                verdict = HEADERS.index("verdict")
+                rendered[verdict] = Text(values[verdict], style="green" if row.paired.non_inferior else "bold red")
+            table.add_row(*rendered)
+        blocks.append(table)
+        blocks.extend(Text(f"  note: {note}") for note in row_notes(group))
+        blocks.append(Text(""))
+    blocks.extend(Text(line) for line in legend(comparison))
+    return blocks
 
 
 def render_markdown(comparison: Comparison) -> str:
     parts = ["# Precision comparison", ""]
     for group in comparison.groups:
-        parts += [f"## {_group_title(group)}", "", "| " + " | ".join(HEADERS) + " |",
+        parts += [f"## {group_title(group)}", "", "| " + " | ".join(HEADERS) + " |",
                   "|" + "---|" * len(HEADERS)]
         parts += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells(row)) + " |" for row in group.rows]
-        parts += [""] + [f"- {note}" for note in _notes(group)] + ([""] if _notes(group) else [])
+        parts += [""] + [f"- {note}" for note in row_notes(group)] + ([""] if row_notes(group) else [])
     if comparison.refused:
         parts += ["## Not compared", ""] + [f"- {run}: {reason}" for run, reason in comparison.refused] + [""]
-    parts += _legend(comparison)
+    parts += legend(comparison)
     return "\n".join(parts) + "\n"
 
 

@@ -1,0 +1,123 @@
+"""Bits per weight of a precision: what one weight of a quantized linear layer costs in storage, its share of
+the scales included.
+
+    bits per weight = element bits + scale bits / elements per scale (+ zero-point bits / elements per scale)
+
+Where a run's checkpoint recorded its quantization metadata (run.json: the checkpoint's `quantization_config`),
+the bits come from it; otherwise from the precision label through this table:
+
+    label                      element  scale                    per scale   bits per weight
+    fp32                       32       -                        -           32
+    bf16, fp16                 16       -                        -           16
+    fp8, w8a8_fp8              8        fp32 per output channel  4096 *      8.0078
+    fp8_block                  8        fp32 per 128x128 block   16384       8.0020
+    int8, w8a8, w8a16          8        fp32 per output channel  4096 *      8.0078
+    mxfp8                      8        E8M0 (8 bits)            32          8.25
+    nvfp4                      4        E4M3 (8 bits) **         16          4.5
+    mxfp4                      4        E8M0 (8 bits)            32          4.25
+    int4, gptq, w4a16, w4a8    4        bf16 per group of 128    128         4.125
+
+    *  a per-channel scale is shared by one row of in_features weights; the table assumes rows of 4096.
+    ** plus one fp32 global scale per tensor, negligible.
+
+Only linear-layer weights are counted: embeddings, norms and layers a checkpoint leaves unquantized (its
+`ignore` list) are not, so this is the cost of the quantized weights, not of the whole checkpoint. Labels
+are matched case-insensitively with `-` and `_` ignored (`NVFP4`, `int4-g128`: see `_LABEL_ALIASES`). A label
+that is not in the table and has no metadata gets no value: the report lists it instead of guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+REFERENCE_ROW = 4096  # in_features assumed for per-channel scales
+
+# (element bits, scale bits, weights per scale) per precision label
+_LABEL_BITS: dict[str, tuple[int, int, int]] = {
+    "fp32": (32, 0, 1),
+    "bf16": (16, 0, 1),
+    "fp16": (16, 0, 1),
+    "fp8": (8, 32, REFERENCE_ROW),
+    "fp8block": (8, 32, 128 * 128),
+    "int8": (8, 32, REFERENCE_ROW),
+    "mxfp8": (8, 8, 32),
+    "nvfp4": (4, 8, 16),
+    "mxfp4": (4, 8, 32),
+    "int4": (4, 16, 128),
+}
+_LABEL_ALIASES = {
+    "w8a8fp8": "fp8", "fp8dynamic": "fp8", "w8a8": "int8", "w8a16": "int8",
+    "gptq": "int4", "w4a16": "int4", "w4a8": "int4", "int4g128": "int4", "gptqint4": "int4", "int4gptq": "int4",
+    "nvfp4a16": "nvfp4", "mxfp4a16": "mxfp4",
+}
+# Scale storage by compressed-tensors format, where the quantization args do not name a scale dtype
+_FORMAT_SCALE_BITS = {"nvfp4-pack-quantized": 8, "mxfp4-pack-quantized": 8, "mxfp8-quantized": 8}
+_DTYPE_BITS = {"float32": 32, "float16": 16, "bfloat16": 16, "float8_e4m3fn": 8, "float8_e8m0fnu": 8, "uint8": 8}
+_GROUP_STRATEGY_SCALE_BITS = 16  # group-wise integer scales stored in the model's 16-bit dtype
+
+
+@dataclass(frozen=True)
+class BitsPerWeight:
+    bits: float | None  # None: unknown
+    source: str  # "quantization_config", "precision label" or why it is unknown
+
+
+def bits_per_weight(precision: str, quantization: dict[str, Any] | None) -> BitsPerWeight:
+    """Bits per weight from the checkpoint's quantization metadata when it has any, else from the label."""
+    if quantization:
+        bits = _from_quantization_config(quantization)
+        if bits is not None:
+            return BitsPerWeight(round(bits, 4), "quantization_config")
+    key = normalize_label(precision)
+    key = _LABEL_ALIASES.get(key, key)
+    if key in _LABEL_BITS:
+        element, scale, per_scale = _LABEL_BITS[key]
+        return BitsPerWeight(round(element + scale / per_scale, 4), "precision label")
+    return BitsPerWeight(None, "unknown precision label, no quantization metadata in run.json")
+
+
+def normalize_label(precision: str) -> str:
+    return re.sub(r"[-_\s]", "", precision.lower())
+
+
+def _from_quantization_config(config: dict[str, Any]) -> float | None:
+    """Bits per weight of a compressed-tensors config (every group must agree), or of the native configs of
+    MXFP4 (GPT-OSS `quant_method: mxfp4`) and fine-grained FP8 (`quant_method: fp8`, weight_block_size)."""
+    method = str(config.get("quant_method", "")).lower()
+    if method == "mxfp4":
+        return 4 + 8 / 32
+    if method == "fp8":
+        block = config.get("weight_block_size") or [REFERENCE_ROW, 1]
+        return 8 + 32 / (int(block[0]) * int(block[1]))
+    groups = config.get("config_groups")
+    if not isinstance(groups, dict) or not groups:
+        return None
+    per_group = {_weight_args_bits(group.get("weights"), str(config.get("format", "")))
+                 for group in groups.values() if isinstance(group, dict)}
+    return per_group.pop() if len(per_group) == 1 else None
+
+
+def _weight_args_bits(weights: Any, checkpoint_format: str) -> float | None:
+    """element bits + scale (and zero-point) bits per weight for one compressed-tensors QuantizationArgs."""
+    if not isinstance(weights, dict) or not isinstance(weights.get("num_bits"), int):
+        return None
+    element = weights["num_bits"]
+    strategy = str(weights.get("strategy", "tensor"))
+    if strategy in ("group", "tensor_group"):
+        per_scale = int(weights.get("group_size") or 0)
+        default_scale = _FORMAT_SCALE_BITS.get(checkpoint_format, _GROUP_STRATEGY_SCALE_BITS)
+    elif strategy == "block":
+        block = weights.get("block_structure") or [128, 128]
+        per_scale, default_scale = int(block[0]) * int(block[1]), 32
+    elif strategy == "channel":
+        per_scale, default_scale = REFERENCE_ROW, 32
+    else:  # one scale per tensor
+        return float(element)
+    if per_scale <= 0:
+        return None
+    scale_dtype = str(weights.get("scale_dtype") or "").removeprefix("torch.")
+    scale = _DTYPE_BITS.get(scale_dtype, default_scale)
+    zero_point = 0 if weights.get("symmetric", True) else element
+    return element + (scale + zero_point) / per_scale
