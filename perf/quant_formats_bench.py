@@ -36,6 +36,8 @@ def nbytes(*tensors: torch.Tensor) -> int:
 
 
 def build_cases(w: torch.Tensor) -> list[Case]:
+    from lowbit.quant.formats import minifloat_triton as mft
+
     g = nvfp4.shared_global_scale(w)
     q_nv = nvfp4_triton.quantize_triton(w, g)
     q_mx4 = mx_triton.quantize_triton(w, "fp4", "even")
@@ -60,6 +62,13 @@ def build_cases(w: torch.Tensor) -> list[Case]:
         q = q_fp8[gran]
         cases.append(Case(f"fp8 quantize ({gran})", lambda gran=gran: fp8_triton.quantize_triton(w, gran),
                           lambda gran=gran: fp8.quantize_ref(w, gran), w_bytes + nbytes(*q)))
+    tensor_scale = q_fp8["tensor"].weight_scale
+    codes = torch.empty_like(w, dtype=torch.uint8)
+    cases.append(Case("fp8 quantize (tensor, cast pass with the scale given)",
+                      lambda: fp8_triton._rows_kernel[(w.shape[0],)](
+                          w, tensor_scale, codes, w.shape[1], SCALE_GIVEN=True, FAKE_QUANT=False, OUT_IS_BF16=False,
+                          CHUNK=fp8_triton.ROW_CHUNK, NATIVE=mft.native_casts()),
+                      lambda: fp8.quantize_ref(w, "tensor"), w_bytes + nbytes(codes)))
     q = q_fp8["channel"]
     cases.append(Case("fp8 dequantize (channel) -> bf16", lambda: fp8_triton.dequantize_triton(q),
                       lambda: fp8.dequantize_ref(q), nbytes(*q) + w_bytes))
@@ -78,6 +87,13 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float) -> None:
     g = nvfp4.shared_global_scale(w)
     n16, n32 = w.numel() // 16, w.numel() // 32
     packed = torch.empty(w.numel() // 2, dtype=torch.uint8, device=w.device)
+    packed_words = packed.view(torch.int32)  # FP4 quantize kernels store whole int32 words
+    rows, cols = w.shape
+    codes_fp8 = torch.empty_like(w, dtype=torch.uint8)
+    row_scale = torch.empty((rows, 1), dtype=torch.float32, device=w.device)
+    int4_words = torch.empty((rows, cols // 8), dtype=torch.int32, device=w.device)
+    int4_scale = torch.empty((rows, cols // 128), dtype=torch.float32, device=w.device)
+    q_int4 = integer_triton.quantize_int4_triton(w, 128)
     codes8 = torch.empty(w.numel(), dtype=torch.uint8, device=w.device)
     scale16 = torch.empty(n16, dtype=torch.uint8, device=w.device)
     scale32 = torch.empty(n32, dtype=torch.uint8, device=w.device)
@@ -91,12 +107,13 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float) -> None:
         grid16, grid32 = (triton.cdiv(n16, blocks),), (triton.cdiv(n32, blocks),)
         return {
             "nvfp4 quantize": (lambda: nvfp4_triton._quantize_kernel[grid16](
-                w, g, packed, scale16, n16, BLOCKS=blocks, NATIVE=native, num_warps=warps), nbytes(w, packed, scale16)),
+                w, g, packed_words, scale16, n16, BLOCKS=blocks, NATIVE=native, num_warps=warps),
+                nbytes(w, packed, scale16)),
             "nvfp4 dequantize": (lambda: nvfp4_triton._dequantize_kernel[grid16](
                 q_nv.weight_packed, q_nv.weight_scale.view(torch.uint8), g, out, n16, BLOCKS=blocks,
                 OUT_IS_BF16=not native, NATIVE=native, num_warps=warps), nbytes(w, packed, scale16)),
             "mxfp4 quantize": (lambda: mx_triton._quantize_kernel[grid32](
-                w, packed, scale32, n32, BLOCKS=blocks, IS_FP4=True, ELEMENT_EMAX=2, ELEMENT_MAX=6.0,
+                w, packed_words, scale32, n32, BLOCKS=blocks, IS_FP4=True, ELEMENT_EMAX=2, ELEMENT_MAX=6.0,
                 RULE=even, NATIVE=native, num_warps=warps), nbytes(w, packed, scale32)),
             "mxfp8 quantize": (lambda: mx_triton._quantize_kernel[grid32](
                 w, codes8, scale32, n32, BLOCKS=blocks, IS_FP4=False, ELEMENT_EMAX=8, ELEMENT_MAX=448.0,
@@ -104,6 +121,20 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float) -> None:
             "mxfp4 dequantize": (lambda: mx_triton._dequantize_kernel[grid32](
                 q_mx4.data, q_mx4.scale, out, n32, BLOCKS=blocks, IS_FP4=True, OUT_IS_BF16=not native,
                 NATIVE=native, num_warps=warps), nbytes(w, packed, scale32)),
+            # row kernel: CHUNK = 16 * BLOCKS columns per step
+            "fp8 quantize (channel)": (lambda: fp8_triton._rows_kernel[(rows,)](
+                w, row_scale, codes_fp8, cols, SCALE_GIVEN=False, FAKE_QUANT=False, OUT_IS_BF16=False,
+                CHUNK=16 * blocks, NATIVE=native, num_warps=warps), nbytes(w, codes_fp8, row_scale)),
+            # group kernel: BLOCKS / 8 groups of 128 per program
+            "int4 quantize (group 128)": (lambda: integer_triton._group_kernel[(triton.cdiv(w.numel() // 128,
+                                                                                             max(1, blocks // 8)),)](
+                w, int4_words, int4_scale, w.numel() // 128, GROUP=128, BLOCKS=max(1, blocks // 8), HALF_RANGE=7.5,
+                Q_MIN=-8, Q_MAX=7, PACK_INT4=True, num_warps=warps), nbytes(w, int4_words, int4_scale)),
+            # dequantize kernel: CHUNK = 16 * BLOCKS columns per program
+            "int4 dequantize (group 128)": (lambda: integer_triton._dequantize_kernel[(rows, triton.cdiv(
+                cols, 16 * blocks))](
+                q_int4.data, q_int4.weight_scale, out, cols, cols // 128, GROUP=128, IS_INT4=True,
+                OUT_IS_BF16=not native, CHUNK=16 * blocks, num_warps=warps), nbytes(w, int4_words, int4_scale)),
         }
 
     results: dict[str, list[tuple[float, int, int]]] = {}

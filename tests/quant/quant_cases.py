@@ -62,3 +62,21 @@ def assert_bits_equal(a: torch.Tensor, b: torch.Tensor) -> None:
 def assert_values_equal(a: torch.Tensor, b: torch.Tensor) -> None:
     """Exact equality of values, NaN equal to NaN (payload bits may differ between backends)."""
     torch.testing.assert_close(a, b, atol=0, rtol=0, equal_nan=True)
+
+
+def rounding_edge_groups(scale_of_amax, boundaries: torch.Tensor, groups: int, group_size: int, seed: int = 0,
+                         same_amax: bool = False):
+    """fp32 (groups, group_size): element 0 of each group is its amax (one for all with same_amax), which
+    fixes the group's scale; the others lie on and one ulp around boundary * scale, the inputs whose
+    quotient x / scale sits at a rounding boundary of the target grid, where an inexact division would
+    pick another code."""
+    generator = torch.Generator().manual_seed(seed)
+    amax = 0.5 + torch.rand(1 if same_amax else groups, 1, generator=generator).expand(groups, 1)
+    scale = scale_of_amax(amax)
+    centre = boundaries.to(torch.float32)[None, :] * scale
+    edges = torch.stack([centre, torch.nextafter(centre, centre * 2), torch.nextafter(centre, centre * 0)], -1)
+    edges = edges.reshape(groups, -1)
+    pick = torch.randint(0, edges.shape[1], (groups, group_size - 1), generator=generator)
+    chosen = torch.minimum(torch.gather(edges, 1, pick), amax)
+    signs = torch.where(torch.rand(chosen.shape, generator=generator) < 0.5, -1.0, 1.0)
+    return torch.cat([amax, chosen * signs], dim=1).to(DEVICE)

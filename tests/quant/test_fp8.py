@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from quant_cases import FINITE_CASES, assert_bits_equal, assert_values_equal, make_weight, requires_triton, sqnr_db
+from quant_cases import (FINITE_CASES, assert_bits_equal, assert_values_equal, make_weight, requires_triton,
+                         rounding_edge_groups, sqnr_db)
 
 from lowbit.quant.formats import fp8
 from lowbit.quant.formats import minifloat as mf
@@ -82,3 +83,20 @@ def test_triton_rejects_nonfinite_like_the_reference(granularity):
 def test_triton_per_token_matches_reference(dtype):
     x = make_weight("student_t", (6, 72), dtype=dtype).reshape(2, 3, 72)
     assert_values_equal(fp8.fake_quantize_per_token(x, backend="triton"), fp8.fake_quantize_per_token(x))
+
+
+@requires_triton
+@pytest.mark.parametrize("granularity", ["channel", "block"])
+def test_triton_matches_reference_on_every_rounding_edge(granularity):
+    """Quotients on and one ulp around every E4M3 midpoint: the kernel's division must be exact."""
+    from lowbit.quant.formats import minifloat as mf
+
+    grid = mf.round_magnitude(torch.linspace(0, 448, 20000), mf.E4M3_MBITS, mf.E4M3_EMIN, mf.E4M3_MAX).unique()
+    midpoints = (grid[1:] + grid[:-1]) / 2
+    if granularity == "channel":
+        w = rounding_edge_groups(fp8.scale_from_amax, midpoints, groups=64, group_size=256)
+    else:  # one 128x128 tile: its amax fixes one scale for all of it
+        w = rounding_edge_groups(fp8.scale_from_amax, midpoints, groups=128, group_size=128, same_amax=True)
+    ref, out = fp8.quantize(w, granularity), fp8.quantize(w, granularity, backend="triton")
+    assert_bits_equal(out.weight, ref.weight)
+    assert_bits_equal(out.weight_scale, ref.weight_scale)

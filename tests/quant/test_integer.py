@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from quant_cases import FINITE_CASES, assert_bits_equal, assert_values_equal, make_weight, requires_triton, sqnr_db
+from quant_cases import (FINITE_CASES, assert_bits_equal, assert_values_equal, make_weight, requires_triton,
+                         rounding_edge_groups, sqnr_db)
 
 from lowbit.quant.formats import integer
 
@@ -86,3 +87,20 @@ def test_triton_matches_reference(quantize, dequantize, group_size, case):
 def test_triton_rejects_nonfinite_like_the_reference():
     with pytest.raises(ValueError, match="NaN or Inf"):
         integer.quantize_int4(make_weight("nan_inf", (4, 128)), 32, backend="triton")
+
+
+@requires_triton
+@pytest.mark.parametrize("bits, group_size", [(8, None), (8, 32), (4, 32), (4, 128)])
+def test_triton_matches_reference_on_every_rounding_edge(bits, group_size):
+    """Quotients on and one ulp around every half-integer: the kernel's division must be exact."""
+    q_min, q_max = integer.INT8_RANGE if bits == 8 else integer.INT4_RANGE
+    half_integers = torch.arange(q_min, q_max + 1) + 0.5
+    scale_of_amax = lambda amax: torch.clamp(amax / ((q_max - q_min) / 2), min=integer.SCALE_FLOOR)  # noqa: E731
+    columns = 256
+    size = group_size or columns
+    w = rounding_edge_groups(scale_of_amax, half_integers, groups=8 * columns // size, group_size=size)
+    w = w.reshape(8, columns)
+    quantize = integer.quantize_int8 if bits == 8 else integer.quantize_int4
+    ref, out = quantize(w, group_size), quantize(w, group_size, backend="triton")
+    assert_bits_equal(out.data, ref.data)
+    assert_bits_equal(out.weight_scale, ref.weight_scale)

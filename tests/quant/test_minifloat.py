@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from quant_cases import DEVICE, HAS_TRITON, requires_triton
 
 from lowbit.quant.formats import minifloat as mf
 
@@ -94,3 +95,34 @@ def test_fp4_pack_layout_even_element_in_low_nibble():
     expected = torch.tensor([[0x21, 0x0F, 0x87]], dtype=torch.uint8)
     torch.testing.assert_close(mf.pack_fp4(codes), expected, atol=0, rtol=0)
     torch.testing.assert_close(mf.unpack_fp4(expected), codes, atol=0, rtol=0)
+
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    from lowbit.quant.formats import minifloat_triton as mft
+
+    @triton.jit
+    def _encode_e2m1_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        x = tl.load(x_ptr + offsets, mask=offsets < n, other=0.0)
+        tl.store(out_ptr + offsets, mft.encode_e2m1(x), mask=offsets < n)
+
+
+@requires_triton
+def test_triton_e2m1_encoding_matches_midpoint_counting():
+    """encode_e2m1 (grid rounding on the fp32 bits) == quantize_e2m1 (midpoint counting) on every tie, the
+    values a few ulps around each midpoint and grid value, saturation, zeros and subnormals."""
+    anchors = torch.tensor([*mf.E2M1_MIDPOINTS, *mf.E2M1_VALUES, 7.0, 1e30, 2.0**-149, 2.0**-126, 0.1])
+    around = [anchors]
+    up, down = anchors.clone(), anchors.clone()
+    for _ in range(3):
+        up, down = torch.nextafter(up, torch.tensor(float("inf"))), torch.nextafter(down, torch.tensor(0.0))
+        around += [up, down]
+    generator = torch.Generator().manual_seed(0)
+    values = torch.cat([*around, torch.randn(4096, generator=generator) * 3, torch.zeros(1)])
+    values = torch.cat([values, -values]).to(DEVICE)
+    out = torch.empty(values.shape, dtype=torch.int32, device=DEVICE)
+    _encode_e2m1_kernel[(triton.cdiv(values.numel(), 1024),)](values, out, values.numel(), BLOCK=1024)
+    assert torch.equal(out.cpu(), mf.quantize_e2m1(values.cpu()).to(torch.int32))

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from quant_cases import FINITE_CASES, assert_bits_equal, assert_values_equal, make_weight, requires_triton, sqnr_db
+from quant_cases import DEVICE, FINITE_CASES, assert_bits_equal, assert_values_equal, make_weight, requires_triton, sqnr_db
 
 from lowbit.quant.formats import nvfp4
 
@@ -87,3 +87,32 @@ def test_triton_matches_reference(case, shape, shared_scale):
     assert_bits_equal(out.weight_global_scale, ref.weight_global_scale)
     for out_dtype in (torch.bfloat16, torch.float32):
         assert_values_equal(nvfp4.dequantize(out, out_dtype, backend="triton"), nvfp4.dequantize(ref, out_dtype))
+
+
+def _rounding_edge_weight(rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 weight whose elements sit on and one ulp around every x with fl32(x / effective) at or next to an
+    E2M1 midpoint: where a kernel that does not divide exactly would pick a different code."""
+    from lowbit.quant.formats import minifloat as mf
+
+    generator = torch.Generator().manual_seed(seed)
+    global_scale = (2688.0 / (0.5 + torch.rand(1, generator=generator, dtype=torch.float64))).float()
+    block_amax = 0.5 + torch.rand(rows, 1, generator=generator)  # one block per row, element 0 = its amax
+    block_scale = mf.round_magnitude(mf.true_divide(block_amax, mf.E2M1_MAX) * global_scale,
+                                     mf.E4M3_MBITS, mf.E4M3_EMIN, mf.E4M3_MAX)
+    effective = block_scale / global_scale
+    midpoints = torch.tensor(mf.E2M1_MIDPOINTS, dtype=torch.float32)
+    centre = midpoints * effective  # (rows, 7), rounded: the neighbourhood where the quotient crosses
+    candidates = torch.stack([centre, torch.nextafter(centre, centre * 2), torch.nextafter(centre, centre * 0)], -1)
+    edge = candidates.reshape(rows, -1)[:, :15]
+    edge = torch.minimum(edge, block_amax)
+    signs = torch.where(torch.rand(edge.shape, generator=generator) < 0.5, -1.0, 1.0)
+    return torch.cat([block_amax, edge * signs], dim=1).to(DEVICE), global_scale
+
+
+@requires_triton
+def test_triton_matches_reference_on_every_rounding_edge():
+    w, global_scale = _rounding_edge_weight(rows=256, seed=3)
+    ref = nvfp4.quantize(w, global_scale, backend="ref")
+    out = nvfp4.quantize(w, global_scale, backend="triton")
+    assert_bits_equal(out.weight_packed, ref.weight_packed)
+    assert_bits_equal(out.weight_scale, ref.weight_scale)

@@ -16,7 +16,8 @@ from lowbit.quant.formats import fp8
 from lowbit.quant.formats import minifloat_triton as mft
 from lowbit.quant.formats.backend import check_float_tensor, check_out_dtype
 
-ROW_CHUNK = 2048
+# row kernel launch from the CHUNK x num_warps sweep in perf/quant_formats_bench.py (H100, 2026-11-27)
+ROW_CHUNK, ROW_WARPS = 4096, 8
 DEQUANT_CHUNK = 1024
 SCALE_FLOOR = tl.constexpr(fp8.SCALE_FLOOR)
 BLOCK_ROWS = tl.constexpr(fp8.BLOCK_SHAPE[0])
@@ -46,19 +47,20 @@ def _rows_kernel(
     if SCALE_GIVEN:
         scale = tl.load(scale_ptr)
     else:
-        amax = tl.zeros((CHUNK,), tl.float32)
-        bad = tl.zeros((CHUNK,), tl.int32)
+        amax_bits = tl.zeros((CHUNK,), tl.int32)
         for start in range(0, n_cols, CHUNK):
             mask = start + columns < n_cols
             x = tl.load(x_ptr + row_start + start + columns, mask=mask, other=0.0).to(tl.float32)
-            bad = tl.maximum(bad, (~mft.is_finite(x)).to(tl.int32))
-            amax = tl.maximum(amax, tl.where(mft.is_finite(x), tl.abs(x), 0.0))
-        scale = _scale_from_amax(tl.max(amax, axis=0), tl.max(bad, axis=0) != 0)
+            amax_bits = tl.maximum(amax_bits, mft.abs_bits(x))
+        amax_bits = tl.max(amax_bits, axis=0)
+        bad = amax_bits >= mft.F32_INF_BITS  # a NaN or Inf in the row
+        scale = _scale_from_amax(mft.bits_to_float(tl.where(bad, 0, amax_bits)), bad)
         tl.store(scale_ptr + tl.program_id(0), scale)
+    reciprocal = mft.reciprocal64(scale)
     for start in range(0, n_cols, CHUNK):
         mask = start + columns < n_cols
         x = tl.load(x_ptr + row_start + start + columns, mask=mask, other=0.0).to(tl.float32)
-        codes = mft.encode_e4m3(tl.math.div_rn(x, tl.full((CHUNK,), 1.0, tl.float32) * scale), NATIVE)
+        codes = mft.encode_e4m3(mft.divide_exactly(x, reciprocal), NATIVE)
         if FAKE_QUANT:
             values = mft.decode_e4m3(codes, NATIVE) * scale
             mft.store_values(out_ptr, row_start + start + columns, values, mask, OUT_IS_BF16)
@@ -75,11 +77,10 @@ def _block_kernel(
     cols = tile_col.to(tl.int64) * TILE_COLS + tl.arange(0, TILE_COLS)
     offsets = rows[:, None] * n_cols + cols[None, :]  # (TILE_ROWS, TILE_COLS)
     x = tl.load(x_ptr + offsets).to(tl.float32)
-    finite = mft.is_finite(x)
-    bad = tl.max(tl.max((~finite).to(tl.int32), axis=1), axis=0) != 0
-    amax = tl.max(tl.max(tl.where(finite, tl.abs(x), 0.0), axis=1), axis=0)
-    scale = _scale_from_amax(amax, bad)
-    codes = mft.encode_e4m3(tl.math.div_rn(x, tl.full((TILE_ROWS, TILE_COLS), 1.0, tl.float32) * scale), NATIVE)
+    amax_bits = tl.max(tl.max(mft.abs_bits(x), axis=1), axis=0)
+    bad = amax_bits >= mft.F32_INF_BITS  # a NaN or Inf in the tile
+    scale = _scale_from_amax(mft.bits_to_float(tl.where(bad, 0, amax_bits)), bad)
+    codes = mft.encode_e4m3(mft.divide_exactly(x, mft.reciprocal64(scale)), NATIVE)
     tl.store(out_ptr + offsets, codes.to(tl.uint8))
     tl.store(scale_ptr + tile_row * tl.num_programs(1) + tile_col, scale)
 
@@ -117,13 +118,13 @@ def quantize_triton(weight: torch.Tensor, granularity: str = "channel") -> fp8.F
         scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
         _rows_kernel[(rows,)](
             x, scale, codes, cols, SCALE_GIVEN=False, FAKE_QUANT=False, OUT_IS_BF16=False, CHUNK=ROW_CHUNK,
-            NATIVE=mft.native_casts(),
+            NATIVE=mft.native_casts(), num_warps=ROW_WARPS,
         )
     else:
         scale = fp8.scale_from_amax(fp8.group_amax(x, "tensor"))  # NaN/Inf give a NaN scale
         _rows_kernel[(rows,)](
             x, scale, codes, cols, SCALE_GIVEN=True, FAKE_QUANT=False, OUT_IS_BF16=False, CHUNK=ROW_CHUNK,
-            NATIVE=mft.native_casts(),
+            NATIVE=mft.native_casts(), num_warps=ROW_WARPS,
         )
     return fp8.FP8Weight(codes.view(torch.float8_e4m3fn), scale)
 
@@ -154,6 +155,6 @@ def fake_quantize_per_token_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch
     out_arg, out_is_bf16 = mft.output_view(out)
     _rows_kernel[(rows.shape[0],)](
         rows, scale, out_arg, rows.shape[1], SCALE_GIVEN=False, FAKE_QUANT=True, OUT_IS_BF16=out_is_bf16,
-        CHUNK=ROW_CHUNK, NATIVE=mft.native_casts(),
+        CHUNK=ROW_CHUNK, NATIVE=mft.native_casts(), num_warps=ROW_WARPS,
     )
     return out.reshape(x.shape), scale

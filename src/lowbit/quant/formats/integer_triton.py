@@ -29,8 +29,9 @@ def _scale(amax, bad, HALF_RANGE: tl.constexpr):
 
 
 @triton.jit
-def _round_clamp(x, scale, Q_MIN: tl.constexpr, Q_MAX: tl.constexpr):
-    q = tl.math.div_rn(x, scale)
+def _round_clamp(x, reciprocal, Q_MIN: tl.constexpr, Q_MAX: tl.constexpr):
+    """Codes of x / scale (IEEE fp32 quotient, see mft.divide_exactly) rounded half to even and clamped."""
+    q = mft.divide_exactly(x, reciprocal)
     q = (q + mft.ROUND_HALF_EVEN_MAGIC) - mft.ROUND_HALF_EVEN_MAGIC
     return tl.minimum(tl.maximum(q, Q_MIN), Q_MAX).to(tl.int32)
 
@@ -41,22 +42,21 @@ def _group_kernel(
     GROUP: tl.constexpr, BLOCKS: tl.constexpr, HALF_RANGE: tl.constexpr,
     Q_MIN: tl.constexpr, Q_MAX: tl.constexpr, PACK_INT4: tl.constexpr,
 ):
+    """Each group is read as (GROUP / 8, 8): INT4 packs each row of 8 codes into one int32 word."""
     group = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)  # (BLOCKS,)
     in_range = group < n_groups
-    offsets = group[:, None] * GROUP + tl.arange(0, GROUP)[None, :]  # (BLOCKS, GROUP)
-    x = tl.load(x_ptr + offsets, mask=in_range[:, None], other=0.0).to(tl.float32)
-    finite = mft.is_finite(x)
-    bad = tl.max((~finite).to(tl.int32), axis=1) != 0
-    scale = _scale(tl.max(tl.where(finite, tl.abs(x), 0.0), axis=1), bad, HALF_RANGE)
-    q = _round_clamp(x, tl.broadcast_to(scale[:, None], (BLOCKS, GROUP)), Q_MIN, Q_MAX)
+    word = tl.arange(0, GROUP // 8)[None, :, None]
+    offsets = group[:, None, None] * GROUP + word * 8 + tl.arange(0, 8)[None, None, :]  # (BLOCKS, GROUP/8, 8)
+    x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0).to(tl.float32)
+    amax_bits = tl.max(tl.max(mft.abs_bits(x), axis=2), axis=1)  # (BLOCKS,)
+    bad = amax_bits >= mft.F32_INF_BITS  # a NaN or Inf in the group: NaN scale (quantize_* raises)
+    scale = _scale(mft.bits_to_float(tl.where(bad, 0, amax_bits)), bad, HALF_RANGE)
+    q = _round_clamp(x, mft.reciprocal64(scale)[:, None, None], Q_MIN, Q_MAX)
     if PACK_INT4:
-        nibbles = tl.reshape(q + INT4_OFFSET, (BLOCKS, GROUP // 8, 8))
-        shifts = (tl.arange(0, 8) * 4)[None, None, :]
-        words = tl.sum(nibbles << shifts, axis=2)  # disjoint bit fields: the sum is the bitwise or
         word_offsets = group[:, None] * (GROUP // 8) + tl.arange(0, GROUP // 8)[None, :]
-        tl.store(out_ptr + word_offsets, words.to(tl.int32), mask=in_range[:, None])
+        tl.store(out_ptr + word_offsets, mft.pack_nibbles(q + INT4_OFFSET), mask=in_range[:, None])
     else:
-        tl.store(out_ptr + offsets, q.to(tl.int8), mask=in_range[:, None])
+        tl.store(out_ptr + offsets, q.to(tl.int8), mask=in_range[:, None, None])
     tl.store(scale_ptr + group, scale, mask=in_range)
 
 
@@ -64,18 +64,19 @@ def _group_kernel(
 def _channel_kernel(x_ptr, out_ptr, scale_ptr, n_cols: tl.constexpr, HALF_RANGE: tl.constexpr, CHUNK: tl.constexpr):
     row_start = tl.program_id(0).to(tl.int64) * n_cols
     columns = tl.arange(0, CHUNK)
-    amax = tl.zeros((CHUNK,), tl.float32)
-    bad = tl.zeros((CHUNK,), tl.int32)
+    amax_bits = tl.zeros((CHUNK,), tl.int32)
     for start in range(0, n_cols, CHUNK):
         x = tl.load(x_ptr + row_start + start + columns, mask=start + columns < n_cols, other=0.0).to(tl.float32)
-        bad = tl.maximum(bad, (~mft.is_finite(x)).to(tl.int32))
-        amax = tl.maximum(amax, tl.where(mft.is_finite(x), tl.abs(x), 0.0))
-    scale = _scale(tl.max(amax, axis=0), tl.max(bad, axis=0) != 0, HALF_RANGE)
+        amax_bits = tl.maximum(amax_bits, mft.abs_bits(x))
+    amax_bits = tl.max(amax_bits, axis=0)
+    bad = amax_bits >= mft.F32_INF_BITS
+    scale = _scale(mft.bits_to_float(tl.where(bad, 0, amax_bits)), bad, HALF_RANGE)
     tl.store(scale_ptr + tl.program_id(0), scale)
+    reciprocal = mft.reciprocal64(scale)
     for start in range(0, n_cols, CHUNK):
         mask = start + columns < n_cols
         x = tl.load(x_ptr + row_start + start + columns, mask=mask, other=0.0).to(tl.float32)
-        q = _round_clamp(x, tl.full((CHUNK,), 1.0, tl.float32) * scale, -128, 127)
+        q = _round_clamp(x, reciprocal, -128, 127)
         tl.store(out_ptr + row_start + start + columns, q.to(tl.int8), mask=mask)
 
 
@@ -84,12 +85,14 @@ def _dequantize_kernel(
     q_ptr, scale_ptr, out_ptr, n_cols, n_scale_cols,
     GROUP: tl.constexpr, IS_INT4: tl.constexpr, OUT_IS_BF16: tl.constexpr, CHUNK: tl.constexpr,
 ):
+    """Columns are handled as (CHUNK / 8, 8): INT4 loads each int32 word once and unpacks its 8 nibbles."""
     row = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1).to(tl.int64) * CHUNK + tl.arange(0, CHUNK)
+    word = tl.program_id(1).to(tl.int64) * (CHUNK // 8) + tl.arange(0, CHUNK // 8)  # (CHUNK / 8,)
+    cols = word[:, None] * 8 + tl.arange(0, 8)[None, :]  # (CHUNK / 8, 8)
     mask = cols < n_cols
     if IS_INT4:
-        words = tl.load(q_ptr + row * (n_cols // 8) + cols // 8, mask=mask, other=0)
-        q = ((words >> ((cols % 8) * 4).to(tl.int32)) & 0xF) - INT4_OFFSET
+        words = tl.load(q_ptr + row * (n_cols // 8) + word, mask=word < n_cols // 8, other=0)
+        q = ((words[:, None] >> (tl.arange(0, 8) * 4)[None, :]) & 0xF) - INT4_OFFSET
     else:
         q = tl.load(q_ptr + row * n_cols + cols, mask=mask, other=0).to(tl.int32)
     scale = tl.load(scale_ptr + row * n_scale_cols + cols // GROUP, mask=mask, other=1.0)

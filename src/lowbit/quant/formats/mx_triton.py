@@ -30,30 +30,32 @@ def _quantize_kernel(
     RULE: tl.constexpr,
     NATIVE: tl.constexpr,
 ):
+    """Each 32-element block is read as (4, 8): FP4 packs each row of 8 codes into one int32 word
+    (data_ptr is then the uint8 output viewed as int32); FP8 stores one byte per element."""
     block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)  # (BLOCKS,)
     in_range = block < n_blocks
-    offsets = block[:, None] * 32 + tl.arange(0, 32)[None, :]  # (BLOCKS, 32)
-    x = tl.load(x_ptr + offsets, mask=in_range[:, None], other=0.0).to(tl.float32)
+    word = tl.arange(0, 4)[None, :, None]
+    offsets = block[:, None, None] * 32 + word * 8 + tl.arange(0, 8)[None, None, :]  # (BLOCKS, 4, 8)
+    x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0).to(tl.float32)
 
-    finite = mft.is_finite(x)
-    poisoned = tl.max((~finite).to(tl.int32), axis=1) != 0  # (BLOCKS,)
-    x = tl.where(finite, x, 0.0)
-    code = mft.e8m0_code_from_amax(tl.max(tl.abs(x), axis=1), ELEMENT_EMAX, ELEMENT_MAX, RULE)
+    amax_bits = tl.max(tl.max(mft.abs_bits(x), axis=2), axis=1)  # (BLOCKS,)
+    poisoned = amax_bits >= mft.F32_INF_BITS  # a NaN or Inf in the block; its elements are replaced below
+    amax = mft.bits_to_float(tl.where(poisoned, 0, amax_bits))
+    code = mft.e8m0_code_from_amax(amax, ELEMENT_EMAX, ELEMENT_MAX, RULE)
     first, second = mft.inverse_e8m0_factors(code)  # (BLOCKS,) each
-    scaled = (x * first[:, None]) * second[:, None]
+    scaled = (x * first[:, None, None]) * second[:, None, None]
     if IS_FP4:
-        elements = mft.quantize_e2m1(scaled)
+        elements = mft.encode_e2m1(scaled)
     else:
         elements = mft.encode_e4m3(scaled, NATIVE)
-    elements = tl.where(poisoned[:, None], 0, elements)
+    elements = tl.where(poisoned[:, None, None], 0, elements)
     code = tl.where(poisoned, E8M0_NAN, code)
 
     if IS_FP4:
-        even, odd = tl.split(tl.reshape(elements, (BLOCKS, 16, 2)))  # (BLOCKS, 16) each
-        packed_offsets = block[:, None] * 16 + tl.arange(0, 16)[None, :]
-        tl.store(data_ptr + packed_offsets, (even | (odd << 4)).to(tl.uint8), mask=in_range[:, None])
+        word_offsets = block[:, None] * 4 + tl.arange(0, 4)[None, :]
+        tl.store(data_ptr + word_offsets, mft.pack_nibbles(elements), mask=in_range[:, None])
     else:
-        tl.store(data_ptr + offsets, elements.to(tl.uint8), mask=in_range[:, None])
+        tl.store(data_ptr + offsets, elements.to(tl.uint8), mask=in_range[:, None, None])
     tl.store(scale_ptr + block, code.to(tl.uint8), mask=in_range)
 
 
@@ -91,7 +93,7 @@ def quantize_triton(
     scale = torch.empty((*x.shape[:-1], x.shape[-1] // mx.BLOCK_SIZE), dtype=torch.uint8, device=x.device)
     blocks, warps = QUANTIZE_LAUNCH[element]
     _quantize_kernel[(triton.cdiv(n_blocks, blocks),)](
-        x, data, scale, n_blocks,
+        x, data.view(torch.int32) if is_fp4 else data, scale, n_blocks,
         BLOCKS=blocks, IS_FP4=is_fp4, ELEMENT_EMAX=mx.ELEMENT_EMAX[element], ELEMENT_MAX=mx.ELEMENT_MAX[element],
         RULE=mft.RULE_IDS[scale_rule], NATIVE=mft.native_casts(), num_warps=warps,
     )
