@@ -105,13 +105,18 @@ def resolve_eval(overrides: list[str]) -> EvalConfig:
         raise UsageError(f"cannot resolve config: {str(e).splitlines()[0]}") from e
 
     task = make_task(resolved["eval_dataset"], resolved["dataset"])
-    block_name = resolved["eval_dataset_config"] or resolved["eval_dataset"]
+    block_name = resolved["eval_dataset_config"] or task.sampling_config or resolved["eval_dataset"]
     blocks = resolved["model"]["dataset_configs"]
     if block_name not in blocks:
         raise UsageError(f"model {resolved['model']['model_name']} has no sampling config '{block_name}': "
                          f"set eval_dataset_config= to one of {', '.join(blocks)}")
     sampling = Sampling.from_block(blocks[block_name], resolved["sampling"], where=f"eval_dataset_config={block_name}")
-    get_chat_format(sampling.template)
+    chat = get_chat_format(sampling.template)
+    required = task.required_sequence_length()
+    if required is not None and sampling.max_sequence_length < required:
+        raise UsageError(f"{task.name} prompts fill {required} tokens but sampling.max_sequence_length is "
+                         f"{sampling.max_sequence_length}: pass sampling.max_sequence_length={required} (the model "
+                         "must support that context, e.g. with rope scaling)")
 
     model_name = str(resolved["model_name"])
     if model_name.startswith(("/", "./", "../", "~")) and not Path(model_name).expanduser().is_dir():
@@ -123,6 +128,7 @@ def resolve_eval(overrides: list[str]) -> EvalConfig:
     if not resolved["output_dir"]:
         model_tag = Path(str(resolved["model_name"]).rstrip("/")).name
         resolved["output_dir"] = f"outputs/{model_tag}_{resolved['precision']}_{block_name}"
+    task.bind_model(model_name, chat.template_kwargs(sampling))
     resolved["eval_dataset_config"] = block_name
     resolved["sampling"] = sampling.to_json()
     resolved["dataset"] = asdict(task.options)

@@ -118,8 +118,8 @@ class RunDir:
             raise UsageError(f"{self.path} holds a run with a different config ({changes}): use another "
                              "output_dir, or overwrite=true to start over")
 
-    def begin(self, cfg: EvalConfig, *, overwrite: bool) -> None:
-        """Create (or reset) the directory and record the config and environment."""
+    def begin(self, cfg: EvalConfig, *, overwrite: bool, dataset: dict[str, Any] | None = None) -> None:
+        """Create (or reset) the directory and record the config, environment and the dataset's fingerprint."""
         if overwrite:
             for name in RUN_FILES:
                 self.file(name).unlink(missing_ok=True)
@@ -128,7 +128,7 @@ class RunDir:
         info = self.run_info()
         info.update({
             "environment": environment(),
-            "task": {"name": cfg.task.name, "version": cfg.task.version},
+            "task": {"name": cfg.task.name, "version": cfg.task.version, **({"dataset": dataset} if dataset else {})},
             "model": {
                 "model_name": cfg.resolved["model_name"],
                 "precision": cfg.resolved["precision"],
@@ -184,21 +184,27 @@ def evaluate(cfg: EvalConfig) -> RunDir:
     overwrite = bool(resolved["overwrite"])
     if not overwrite:
         run.check_resumable(cfg)
+    chat = get_chat_format(cfg.sampling.template)
     samples = select_samples(cfg.task.load(resolved["data_dir"]), debug=resolved["debug"], limit=resolved["limit"])
     if not samples:
         raise UsageError(f"{cfg.task.name} selected no samples: check dataset options and limit")
+    dataset = cfg.task.dataset_fingerprint()
+    recorded = run.run_info().get("task", {}).get("dataset")
+    if not overwrite and dataset is not None and recorded is not None and recorded != dataset:
+        differing = ", ".join(k for k in sorted(set(recorded) | set(dataset)) if recorded.get(k) != dataset.get(k))
+        raise UsageError(f"{run.path} holds predictions on other {cfg.task.name} data (its dataset fingerprint differs "
+                         f"in {differing}): use another output_dir, or overwrite=true to start over")
     done = set() if overwrite else run.predicted_ids()
     todo = [s for s in samples if s.id not in done]
     log.info("%s: %d samples, %d already predicted, %d to go", cfg.task.name, len(samples), len(samples) - len(todo),
              len(todo))
     if todo or overwrite or run.config() is None:
-        chat = get_chat_format(cfg.sampling.template)
         started, clock = _now(), time.perf_counter()
         predictor = make_predictor(str(resolved["model_name"]), cfg.predictor_options)
         predictor.check_sampling(cfg.sampling)
         load_seconds = time.perf_counter() - clock
         prompts = [predictor.render(s.messages, chat.template_kwargs(cfg.sampling)) for s in todo]
-        run.begin(cfg, overwrite=overwrite)
+        run.begin(cfg, overwrite=overwrite, dataset=dataset)
         with run.prediction_writer() as writer:
             for chunk in predictor.generate(prompts, cfg.sampling, seed=resolved["seed"],
                                             keep_special_tokens=chat.keep_special_tokens):

@@ -24,9 +24,24 @@ class Task(ABC):
     non_prompt_options: ClassVar[frozenset[str]] = frozenset()
     # The metric a one-line summary reports (a key of aggregate()["metrics"] holding an Estimate).
     headline_metric: ClassVar[str] = "accuracy"
+    # The model config's sampling block used when eval_dataset_config is unset (None: the block named like the task).
+    sampling_config: ClassVar[str | None] = None
 
     def __init__(self, options: Any):
         self.options = options
+
+    def bind_model(self, model_name: str, template_kwargs: dict[str, Any]) -> None:
+        """Called before load() with the evaluated model and its chat-template arguments. Tasks whose data depend
+        on the model's tokenizer (prompts fitted to a token length) keep them; the others ignore them."""
+
+    def required_sequence_length(self) -> int | None:
+        """The sampling.max_sequence_length this task's prompts need (RULER: its target length); None: any."""
+        return None
+
+    def dataset_fingerprint(self) -> dict[str, Any] | None:
+        """After load(): what identifies the exact data loaded (e.g. a content hash of generated prompts), recorded
+        in run.json; None when the task version and the source identify the data."""
+        return None
 
     @abstractmethod
     def load(self, data_dir: str | None) -> list[Sample]:

@@ -20,19 +20,33 @@ _TASKS: dict[str, str] = {
     "ifeval": "lowbit.tasks.ifeval:IFEval",
     "livecode_v5": "lowbit.tasks.livecodebench:LiveCodeBench",
 }
+# Families of parameterized names (e.g. ruler-vt-8k): prefix -> "module:function" mapping a full name to its task
+# class (a UsageError for a bad name); the module's LISTED_NAMES are the names `--list` shows.
+_FAMILIES: dict[str, str] = {
+    "ruler-": "lowbit.tasks.ruler.task:task_class",
+}
 
 
 def task_names() -> list[str]:
-    return sorted(_TASKS)
+    listed = [name for target in _FAMILIES.values() for name in importlib.import_module(_module(target)).LISTED_NAMES]
+    return sorted({*_TASKS, *listed})
 
 
 def get_task_class(name: str) -> type[Task]:
-    if name not in _TASKS:
-        close = difflib.get_close_matches(name, _TASKS, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise UsageError(f"unknown eval_dataset '{name}'.{hint} Available: {', '.join(task_names())}")
-    module, _, cls = _TASKS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    if name in _TASKS:
+        module, _, cls = _TASKS[name].partition(":")
+        return getattr(importlib.import_module(module), cls)
+    for prefix, target in _FAMILIES.items():
+        if name.startswith(prefix):
+            module, _, function = target.partition(":")
+            return getattr(importlib.import_module(module), function)(name)
+    close = difflib.get_close_matches(name, task_names(), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise UsageError(f"unknown eval_dataset '{name}'.{hint} Available: {', '.join(task_names())}")
+
+
+def _module(target: str) -> str:
+    return target.partition(":")[0]
 
 
 def make_task(name: str, options: dict[str, Any] | None = None) -> Task:

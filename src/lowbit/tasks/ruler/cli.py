@@ -1,0 +1,129 @@
+"""`lowbit ruler prepare`: generate RULER tasks for one tokenizer and length into a frozen folder.
+
+    lowbit ruler prepare tokenizer=Qwen/Qwen3-4B max_seq_length=32k num_samples=500 seed=42 out=data/ruler-qwen3-32k
+    lowbit ruler prepare tokenizer=../shared/data/tokenizers/qwen3 max_seq_length=4k num_samples=20 out=/tmp/r tasks=vt,cwe
+
+Evaluate from it with `lowbit eval eval_dataset=ruler-niah-32k data_dir=data/ruler-qwen3-32k`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+COMMAND = "ruler"
+OPTIONS = {
+    "tokenizer": "hub id or local directory of the model's tokenizer (required)",
+    "max_seq_length": "4k | 8k | 16k | 32k | 64k | 128k or a token count (required)",
+    "out": "new folder for the task files and manifest.json (required)",
+    "num_samples": "samples per task (default 500)",
+    "seed": "generation seed (default 42)",
+    "tasks": "comma-separated: niah, niah_single_1 ... fwe (default: all eleven)",
+    "haystack_dir": "folder with PaulGrahamEssays.json (default: the cache's copy, downloaded once)",
+    "cache_dir": "cache for the downloaded essays (default ~/.cache/lowbit/ruler)",
+    "enable_thinking": "chat-template argument (default false, as the models' ruler sampling blocks)",
+    "reasoning_effort": "chat-template argument for GPT-OSS templates (low | medium | high; default unset)",
+}
+EPILOG = "options (key=value):\n" + "\n".join(f"  {key:<17}{text}" for key, text in OPTIONS.items())
+
+
+def add_parser(subparsers) -> callable:
+    parser = subparsers.add_parser(COMMAND, help="prepare RULER long-context data for a tokenizer and length")
+    actions = parser.add_subparsers(dest="ruler_action", required=True)
+    prepare = actions.add_parser("prepare", help="generate RULER tasks into a frozen folder", epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    prepare.add_argument("overrides", nargs="*", help="key=value options")
+    return run
+
+
+def run(args: argparse.Namespace) -> int:
+    from lowbit.errors import UsageError
+
+    if args.ruler_action != "prepare":
+        raise UsageError(f"unknown ruler action '{args.ruler_action}': use `lowbit ruler prepare`")
+    return prepare(parse_options(args.overrides))
+
+
+def parse_options(overrides: list[str]) -> dict[str, Any]:
+    """Validated options: tokenizer, max_seq_length (tokens), out (Path), num_samples, seed, tasks, template kwargs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from lowbit.errors import UsageError
+    from lowbit.tasks.ruler.names import parse_length, parse_tasks
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise UsageError(f"cannot parse options: {str(e).splitlines()[0]}") from e
+    values: dict[str, Any] = {}
+    for override, text in zip(parsed, overrides):
+        key = override.key_or_group
+        if key not in OPTIONS:
+            raise UsageError(f"unknown option '{key}' for lowbit ruler prepare; valid: {', '.join(OPTIONS)}")
+        # a comma list (tasks=vt,cwe) is a sweep to Hydra: keep its text
+        values[key] = text.partition("=")[2].strip("[]") if override.is_sweep_override() else override.value()
+    for key, example in (("tokenizer", "tokenizer=Qwen/Qwen3-4B"), ("max_seq_length", "max_seq_length=32k"),
+                         ("out", "out=data/ruler-32k")):
+        if values.get(key) in (None, ""):
+            raise UsageError(f"lowbit ruler prepare needs {key}= (e.g. {example})")
+    try:
+        length = parse_length(values["max_seq_length"])
+    except ValueError as e:
+        raise UsageError(f"max_seq_length: {e}") from e
+    options = {"tokenizer": str(values["tokenizer"]), "max_seq_length": length, "out": Path(str(values["out"])),
+               "tasks": parse_tasks(values.get("tasks")), "haystack_dir": values.get("haystack_dir"),
+               "cache_dir": values.get("cache_dir")}
+    for key, default in (("num_samples", 500), ("seed", 42)):
+        value = values.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or (key == "num_samples" and value < 1):
+            raise UsageError(f"{key} must be a {'positive ' if key == 'num_samples' else ''}integer, got {value!r}")
+        options[key] = value
+    thinking = values.get("enable_thinking", False)
+    if not isinstance(thinking, bool):
+        raise UsageError(f"enable_thinking must be true or false, got {thinking!r}")
+    options["template_kwargs"] = {"enable_thinking": thinking}
+    if values.get("reasoning_effort") is not None:
+        if values["reasoning_effort"] not in ("low", "medium", "high"):
+            raise UsageError(f"reasoning_effort must be low, medium or high, got {values['reasoning_effort']!r}")
+        options["template_kwargs"]["reasoning_effort"] = values["reasoning_effort"]
+    return options
+
+
+def prepare(options: dict[str, Any]) -> int:
+    from lowbit.errors import UsageError
+    from lowbit.tasks.ruler.dataset import needs_essay, write_prepared
+    from lowbit.tasks.ruler.haystacks import default_cache_root, essay_path, load_essay
+    from lowbit.tasks.ruler.tokens import PromptTokens
+
+    out = options["out"]
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} already exists and is not empty: choose a new out= folder")
+    tokens = PromptTokens.load(options["tokenizer"], options["template_kwargs"])
+    essay = None
+    if needs_essay(options["tasks"]):
+        root = Path(options["cache_dir"]).expanduser() if options["cache_dir"] else default_cache_root()
+        essay = load_essay(essay_path(options["haystack_dir"], root))
+    clock = time.perf_counter()
+    manifest = write_prepared(out, options["tasks"], tokens, options["max_seq_length"], options["seed"],
+                              options["num_samples"], essay, progress=_progress(options["num_samples"]))
+    for task, entry in manifest["tasks"].items():
+        lengths = entry["prompt_tokens"]
+        print(f"{task:<16} {entry['samples']} samples, prompt tokens {lengths['min']}-{lengths['max']} "
+              f"(+{entry['tokens_to_generate']} to generate), {entry['seconds']:.1f} s")
+    print(f"prepared {len(manifest['tasks'])} task(s) at {options['max_seq_length']} tokens in "
+          f"{time.perf_counter() - clock:.1f} s; content hash {manifest['content_hash'][:16]}")
+    print(f"data: {out}")
+    return 0
+
+
+def _progress(total: int):
+    def report(task: str, done: int) -> None:
+        if done == total:
+            print(f"\r{task}: {done}/{total}", file=sys.stderr, flush=True)
+        elif sys.stderr.isatty():
+            print(f"\r{task}: {done}/{total}", end="", file=sys.stderr, flush=True)
+    return report
