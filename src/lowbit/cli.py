@@ -31,6 +31,8 @@ The full reference is conf/config.yaml (see README: Configuration).
 # Commands that live beside their subsystem. Each module defines COMMAND (the subcommand's name) and
 # add_parser(subparsers) -> handler(args) -> exit code; it must import nothing heavy at module level.
 COMMAND_MODULES: tuple[str, ...] = (
+    "lowbit.quant.quantize_cli",
+    "lowbit.quant.dequantize_cli",
     "lowbit.tasks.ruler.cli",
 )
 

@@ -1,0 +1,161 @@
+"""Streaming checkpoint quantization of a Qwen3-1.7B-shaped random BF16 checkpoint: wall time and peak memory.
+
+The checkpoint (about 3.4 GB with all 28 layers) is generated on disk tensor by tensor, never whole in memory.
+Each measurement then runs in a fresh process, which reports its wall time and peak RSS (VmHWM):
+    copy       read every tensor with safe_open and write it back in shards of the same size: the time to read
+               and write the same bytes, the floor a streaming quantizer is measured against
+    <scheme>   `lowbit quantize` (method rtn) of the same checkpoint on --device with --backend
+
+    python perf/quantize_checkpoint_bench.py --layers 4 --schemes nvfp4,fp8            # CPU, a few minutes
+    python perf/quantize_checkpoint_bench.py --device cuda --backend triton             # H100: the full model
+    python perf/quantize_checkpoint_bench.py --workdir /scratch/qbench --keep --json results.json
+
+The source stays in --workdir between runs with --keep (it is regenerated only when its shape changes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import shutil
+import time
+from pathlib import Path
+
+QWEN3_1_7B = dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                  num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True,
+                  model_type="qwen3", architectures=["Qwen3ForCausalLM"], torch_dtype="bfloat16",
+                  rms_norm_eps=1e-6, max_position_embeddings=40960, rope_theta=1000000.0)
+
+
+def tensor_shapes(layers: int) -> list[tuple[str, tuple[int, ...]]]:
+    c = QWEN3_1_7B
+    hidden, inter, q, kv = c["hidden_size"], c["intermediate_size"], c["num_attention_heads"] * c["head_dim"], \
+        c["num_key_value_heads"] * c["head_dim"]
+    shapes = [("model.embed_tokens.weight", (c["vocab_size"], hidden)), ("model.norm.weight", (hidden,))]
+    for i in range(layers):
+        p = f"model.layers.{i}"
+        shapes += [(f"{p}.input_layernorm.weight", (hidden,)), (f"{p}.post_attention_layernorm.weight", (hidden,)),
+                   (f"{p}.self_attn.q_proj.weight", (q, hidden)), (f"{p}.self_attn.k_proj.weight", (kv, hidden)),
+                   (f"{p}.self_attn.v_proj.weight", (kv, hidden)), (f"{p}.self_attn.o_proj.weight", (hidden, q)),
+                   (f"{p}.self_attn.q_norm.weight", (c["head_dim"],)),
+                   (f"{p}.self_attn.k_norm.weight", (c["head_dim"],)),
+                   (f"{p}.mlp.gate_proj.weight", (inter, hidden)), (f"{p}.mlp.up_proj.weight", (inter, hidden)),
+                   (f"{p}.mlp.down_proj.weight", (hidden, inter))]
+    return shapes
+
+
+def generate(source: Path, layers: int, shard_bytes: int) -> None:
+    import torch
+
+    from lowbit.quant.safetensors_io import ShardWriter, write_config
+
+    marker = source / "bench_shape.json"
+    if marker.is_file() and json.loads(marker.read_text()) == {"layers": layers}:
+        return
+    shutil.rmtree(source, ignore_errors=True)
+    source.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(0)
+    writer = ShardWriter(source, shard_bytes)
+    for name, shape in tensor_shapes(layers):
+        tensor = torch.ones(shape) if len(shape) == 1 else torch.randn(shape, generator=generator) * 0.02
+        writer.add(name, tensor.to(torch.bfloat16))
+    writer.finish()
+    write_config(source, {**QWEN3_1_7B, "num_hidden_layers": layers})
+    marker.write_text(json.dumps({"layers": layers}))
+
+
+def peak_rss_gib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_copy(source: str, out: str, shard_bytes: int, queue) -> None:
+    from lowbit.quant.safetensors_io import CheckpointReader, ShardWriter
+
+    start = time.perf_counter()
+    reader = CheckpointReader(Path(source))
+    Path(out).mkdir(parents=True)
+    writer = ShardWriter(Path(out), shard_bytes)
+    for name in reader.names():
+        writer.add(name, reader.get(name))
+    writer.finish()
+    queue.put({"seconds": time.perf_counter() - start, "bytes_written": writer.total_bytes,
+               "peak_rss_gib": peak_rss_gib()})
+
+
+def run_quantize(source: str, out: str, scheme: str, device: str, backend: str, shard_bytes: int, queue) -> None:
+    import torch
+
+    from lowbit.quant.checkpoint import QuantizeRequest, quantize_checkpoint
+
+    result = quantize_checkpoint(QuantizeRequest(model=source, out=Path(out), scheme=scheme, device=device,
+                                                 backend=backend, max_shard_bytes=shard_bytes))
+    gpu = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    queue.put({"seconds": result.seconds, "bytes_read": result.bytes_read, "bytes_written": result.bytes_written,
+               "peak_rss_gib": peak_rss_gib(), "gpu_peak_gib": gpu, "shards": len(result.shards)})
+
+
+def in_fresh_process(target, *args) -> dict:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=target, args=(*args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=28, help="decoder layers (28 = the real Qwen3-1.7B)")
+    parser.add_argument("--schemes", default="nvfp4,mxfp4,fp8,int8", help="comma-separated schemes")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="ref", choices=["ref", "triton"])
+    parser.add_argument("--shard-mb", type=int, default=1024, help="output shard size (also the source's)")
+    parser.add_argument("--workdir", default="/tmp/lowbit_quantize_bench")
+    parser.add_argument("--keep", action="store_true", help="keep the generated source checkpoint")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+
+    import torch
+
+    work = Path(args.workdir)
+    source, shard_bytes = work / "source", args.shard_mb * 2**20
+    start = time.perf_counter()
+    generate(source, args.layers, shard_bytes)
+    source_bytes = sum(p.stat().st_size for p in source.glob("*.safetensors"))
+    print(f"source: {args.layers} layers, {source_bytes / 1e9:.2f} GB ({time.perf_counter() - start:.0f} s to "
+          f"generate or reuse); torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}")
+    results = {"layers": args.layers, "source_bytes": source_bytes, "device": args.device, "backend": args.backend,
+               "runs": {}}
+    shutil.rmtree(work / "out", ignore_errors=True)
+    results["runs"]["copy"] = copy = in_fresh_process(run_copy, str(source), str(work / "out"), shard_bytes)
+    shutil.rmtree(work / "out", ignore_errors=True)
+    print(f"{'run':<10} {'seconds':>8} {'x copy':>7} {'GB/s in':>8} {'out GB':>7} {'peak RSS GiB':>13} {'GPU GiB':>8}")
+    print(f"{'copy':<10} {copy['seconds']:8.1f} {1.0:7.2f} {source_bytes / 1e9 / copy['seconds']:8.2f} "
+          f"{copy['bytes_written'] / 1e9:7.2f} {copy['peak_rss_gib']:13.2f} {'-':>8}")
+    for scheme in args.schemes.split(","):
+        run = in_fresh_process(run_quantize, str(source), str(work / "out"), scheme, args.device, args.backend,
+                               shard_bytes)
+        shutil.rmtree(work / "out", ignore_errors=True)
+        results["runs"][scheme] = run
+        gpu = f"{run['gpu_peak_gib']:8.2f}" if run["gpu_peak_gib"] is not None else f"{'-':>8}"
+        print(f"{scheme:<10} {run['seconds']:8.1f} {run['seconds'] / copy['seconds']:7.2f} "
+              f"{source_bytes / 1e9 / run['seconds']:8.2f} {run['bytes_written'] / 1e9:7.2f} "
+              f"{run['peak_rss_gib']:13.2f} {gpu}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,316 @@
+"""The two flows of `lowbit quantize` / `lowbit dequantize` over streamed checkpoints (files: safetensors_io).
+
+`quantize_checkpoint` (round-to-nearest, `method=rtn`) and `dequantize_checkpoint` are the two flows of
+`lowbit quantize` / `lowbit dequantize`; both hold at most one module's tensors plus one output shard.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lowbit.errors import UsageError
+from lowbit.quant import gpt_oss_mxfp4
+from lowbit.quant.safetensors_io import (DEFAULT_MAX_SHARD_BYTES, FLOAT_DTYPES, CheckpointReader, ShardWriter,
+                                         copy_side_files, resolve_model, staged_output, write_config)
+from lowbit.quant.schemes import QUANTIZATION_ONLY_SUFFIXES, decode, fused_group, get_scheme
+
+log = logging.getLogger(__name__)
+
+# Regexes over module names, matched from the start as compressed-tensors and vLLM match "re:" patterns.
+DEFAULT_IGNORE = (r"(.*\.)?lm_head$", r".*embed", r".*norm$", r".*mlp\.gate$", r".*router$",
+                  r".*shared_expert_gate$")
+QUANT_METHOD = "compressed-tensors"
+
+
+# --- quantize --------------------------------------------------------------------------------------------------
+
+@dataclass
+class QuantizeRequest:
+    """Everything `lowbit quantize` was asked to do; each method (rtn, ...) takes one."""
+
+    model: str
+    out: Path
+    scheme: str
+    group_size: int | None = None
+    targets: list[str] | None = None  # regexes over module names; None: every 2-D `.weight` not ignored
+    ignore: list[str] | None = None  # regexes over module names; None: DEFAULT_IGNORE
+    device: str = "cpu"
+    backend: str = "ref"
+    overwrite: bool = False
+    method: str = "rtn"
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+
+
+@dataclass
+class ConversionResult:
+    out: Path
+    quantized: list[str] = field(default_factory=list)  # module names written quantized
+    unquantized: list[str] = field(default_factory=list)  # targeted modules left as they were (shape misfit)
+    shards: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+    bytes_written: int = 0
+    peak_pending_bytes: int = 0
+    largest_tensor_bytes: int = 0
+    seconds: float = 0.0
+
+
+def _compile(patterns: list[str], key: str) -> list[re.Pattern]:
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as e:
+            raise UsageError(f"{key} pattern '{pattern}' is not a valid regex ({e})") from e
+    return compiled
+
+
+def _matches(name: str, patterns: list[re.Pattern]) -> bool:
+    return any(p.match(name) for p in patterns)
+
+
+def _check_device(device: str, backend: str) -> torch.device:
+    from lowbit.quant.formats.backend import check_backend
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise UsageError(f"device must be cpu or cuda[:N], got '{device}'") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device=cuda but no CUDA GPU is visible: use device=cpu")
+    try:
+        check_backend(backend, torch.empty(1, device=dev))
+    except ValueError as e:
+        raise UsageError(f"backend={backend}: {e}") from e
+    return dev
+
+
+def plan_quantization(reader: CheckpointReader, request: QuantizeRequest) -> tuple[dict[str, str], list[str]]:
+    """({module: its .weight tensor} to quantize, [targeted modules left unquantized because of their shape])."""
+    scheme = get_scheme(request.scheme)
+    group_size = scheme.resolve_group_size(request.group_size)
+    targets = _compile(request.targets or [], "targets")
+    ignore = _compile(list(DEFAULT_IGNORE if request.ignore is None else request.ignore), "ignore")
+    selected: dict[str, str] = {}
+    for name in reader.names():
+        if not name.endswith(".weight"):
+            continue
+        module = name.removesuffix(".weight")
+        dtype, shape = reader.info(name)
+        if len(shape) != 2 or _matches(module, ignore) or (targets and not _matches(module, targets)):
+            continue
+        if dtype not in FLOAT_DTYPES:
+            raise UsageError(f"{name} has dtype {dtype}; lowbit quantizes BF16/F16/F32 weights (ignore= this "
+                             "module, or dequantize the checkpoint first)")
+        selected[module] = name
+    if not selected:
+        what = f"targets {request.targets}" if request.targets else "the default targets (2-D Linear weights)"
+        raise UsageError(f"{what} match no weight of {reader.path} that ignore= leaves: check the patterns "
+                         "(regexes matched from the start of module names, e.g. '.*mlp\\.down_proj')")
+    groups: dict[str, list[str]] = {}
+    for module in selected:
+        if (group := fused_group(module)) is not None:
+            groups.setdefault(group, []).append(module)
+    siblings_present = {}
+    for name in reader.names():
+        module = name.removesuffix(".weight")
+        if name.endswith(".weight") and (group := fused_group(module)) in groups:
+            siblings_present.setdefault(group, set()).add(module)
+    for group, members in groups.items():
+        left_out = sorted(siblings_present[group] - set(members))
+        if left_out:
+            raise UsageError(f"targets/ignore select {', '.join(sorted(members))} but not {', '.join(left_out)}: "
+                             "vLLM fuses them into one layer, so quantize all of them or none")
+    misfits = {m for m, name in selected.items() if not scheme.fits(reader.info(name)[1], group_size)}
+    for members in groups.values():  # a fused layer is quantized whole or not at all
+        if misfits & set(members):
+            misfits |= set(members)
+    for module in sorted(misfits):
+        log.warning("leaving %s unquantized: shape %s is not a multiple of the %s block %s", module,
+                    reader.info(selected[module])[1], scheme.name, scheme.block_shape(group_size))
+    return {m: n for m, n in selected.items() if m not in misfits}, sorted(misfits)
+
+
+def _shared_global_scales(reader: CheckpointReader, plan: dict[str, str],
+                          device: torch.device) -> dict[str, torch.Tensor]:
+    """NVFP4: one global scale per vLLM-fused group, from a first pass that reads each member once."""
+    from lowbit.quant.formats import nvfp4
+
+    amax: dict[str, torch.Tensor] = {}
+    for module, name in plan.items():
+        if (group := fused_group(module)) is not None:
+            weight = reader.get(name).to(device)
+            value = torch.linalg.vector_norm(weight, ord=float("inf")).to(torch.float32)
+            if not bool(torch.isfinite(value)):
+                raise UsageError(f"{name} contains NaN or Inf; fix the checkpoint or ignore= this module")
+            amax[group] = torch.maximum(amax[group], value) if group in amax else value
+    # The scale of a one-element tensor holding the group's amax is the scale of the group's tensors together.
+    return {group: nvfp4.shared_global_scale(a.reshape(1)) for group, a in amax.items()}
+
+
+def quantization_config(request: QuantizeRequest, unquantized: list[str], source: str) -> dict[str, Any]:
+    import lowbit
+
+    scheme = get_scheme(request.scheme)
+    group_size = scheme.resolve_group_size(request.group_size)
+    targets = [f"re:{p}" for p in request.targets] if request.targets else ["Linear"]
+    ignore = [f"re:{p}" for p in (DEFAULT_IGNORE if request.ignore is None else request.ignore)] + unquantized
+    return {
+        "quant_method": QUANT_METHOD,
+        "format": scheme.format,
+        "quantization_status": "compressed",
+        "config_groups": {"config_group_0": scheme.config_group(group_size, targets)},
+        "ignore": ignore,
+        "kv_cache_scheme": None,
+        "global_compression_ratio": None,
+        "sparsity_config": {},
+        "transform_config": {},
+        "lowbit": {"version": lowbit.__version__, "scheme": scheme.name, "method": request.method,
+                   "source_model": source, "group_size": group_size, "backend": request.backend,
+                   "unquantized_modules": unquantized},
+    }
+
+
+def quantize_checkpoint(request: QuantizeRequest) -> ConversionResult:
+    """Round-to-nearest quantization of every targeted Linear weight, streamed tensor by tensor."""
+    start = time.perf_counter()
+    scheme = get_scheme(request.scheme)
+    group_size = scheme.resolve_group_size(request.group_size)
+    device = _check_device(request.device, request.backend)
+    src, source = resolve_model(request.model)
+    if Path(request.out).expanduser().absolute() == src.absolute():
+        raise UsageError("out= is the source checkpoint: choose another directory")
+    reader = CheckpointReader(src)
+    source_quant = reader.config.get("quantization_config")
+    native_mxfp4 = gpt_oss_mxfp4.is_native_mxfp4(reader.config)
+    if source_quant and not native_mxfp4:
+        raise UsageError(f"{src} is already quantized (quant_method {source_quant.get('quant_method')}): "
+                         "run lowbit dequantize on it first")
+    plan, unquantized = plan_quantization(reader, request)
+    result = ConversionResult(out=Path(request.out), quantized=sorted(plan), unquantized=unquantized)
+    with staged_output(Path(request.out), request.overwrite) as staging:
+        global_scales = _shared_global_scales(reader, plan, device) if scheme.shared_global_scale else {}
+        writer = ShardWriter(staging, request.max_shard_bytes)
+        quantize_names = {name: module for module, name in plan.items()}
+        for name in reader.names():
+            if native_mxfp4 and (parameter := gpt_oss_mxfp4.expert_parameter(name)) is not None:
+                if name.endswith(gpt_oss_mxfp4.BLOCKS_SUFFIX):
+                    writer.add(parameter, _native_experts(reader, parameter, device, request.backend, result))
+                continue
+            tensor = reader.get(name)
+            result.bytes_read += tensor.nbytes
+            result.largest_tensor_bytes = max(result.largest_tensor_bytes, tensor.nbytes)
+            module = quantize_names.get(name)
+            if module is None:
+                writer.add(name, tensor)
+                continue
+            shared = global_scales.get(fused_group(module) or "")
+            try:
+                encoded = scheme.encode(tensor.to(device), group_size, request.backend,
+                                        None if shared is None else shared.clone())
+            except ValueError as e:
+                raise UsageError(f"{name}: {e}") from e
+            for suffix, value in encoded.items():
+                writer.add(f"{module}.{suffix}", value)
+            del tensor, encoded
+        result.shards = writer.finish()
+        reader.close()
+        config = dict(reader.config)
+        config["quantization_config"] = quantization_config(request, unquantized, source)
+        write_config(staging, config)
+        copy_side_files(src, staging)
+        result.bytes_written, result.peak_pending_bytes = writer.total_bytes, writer.peak_pending_bytes
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _native_experts(reader: CheckpointReader, parameter: str, device: torch.device, backend: str,
+                    result: ConversionResult) -> torch.Tensor:
+    blocks_name, scales_name = parameter + gpt_oss_mxfp4.BLOCKS_SUFFIX, parameter + gpt_oss_mxfp4.SCALES_SUFFIX
+    if scales_name not in reader.file_of:
+        raise UsageError(f"{blocks_name} has no {scales_name}: the GPT-OSS checkpoint is incomplete")
+    blocks, scales = reader.get(blocks_name), reader.get(scales_name)
+    result.bytes_read += blocks.nbytes + scales.nbytes
+    result.largest_tensor_bytes = max(result.largest_tensor_bytes, blocks.nbytes)
+    try:
+        return gpt_oss_mxfp4.dequantize_experts(blocks.to(device), scales.to(device), backend=backend)
+    except ValueError as e:
+        raise UsageError(f"{parameter}: {e}") from e
+
+
+# --- dequantize ------------------------------------------------------------------------------------------------
+
+def _pack_bits(quant_config: dict[str, Any]) -> int | None:
+    bits = {(group.get("weights") or {}).get("num_bits") for group in (quant_config.get("config_groups") or {}).values()
+            if isinstance(group, dict) and (group.get("format") or quant_config.get("format")) == "pack-quantized"}
+    if len(bits) > 1:
+        raise UsageError(f"pack-quantized config groups with different bit widths {sorted(bits)} are not supported")
+    return bits.pop() if bits else None
+
+
+def dequantize_checkpoint(source: str, out: Path, *, overwrite: bool = False, device: str = "cpu",
+                          backend: str = "ref", max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> ConversionResult:
+    """A BF16 checkpoint from a compressed-tensors one (any of lowbit's formats) or GPT-OSS's native MXFP4."""
+    start = time.perf_counter()
+    dev = _check_device(device, backend)
+    src = Path(source).expanduser()
+    reader = CheckpointReader(src)
+    quant_config = reader.config.get("quantization_config") or {}
+    method = quant_config.get("quant_method")
+    if method not in (QUANT_METHOD, gpt_oss_mxfp4.QUANT_METHOD):
+        what = "has no quantization_config" if not method else f"uses quant_method {method}"
+        raise UsageError(f"{src} {what}; lowbit dequantize reads compressed-tensors and GPT-OSS MXFP4 checkpoints")
+    if method == QUANT_METHOD and quant_config.get("quantization_status", "compressed") != "compressed":
+        raise UsageError(f"{src} is not stored compressed (quantization_status "
+                         f"{quant_config.get('quantization_status')}): its weights are already dense")
+    pack_bits = _pack_bits(quant_config) if method == QUANT_METHOD else None
+    result = ConversionResult(out=Path(out))
+    modules: dict[str, dict[str, str]] = {}
+    for name in reader.names():
+        module, _, suffix = name.rpartition(".")
+        modules.setdefault(module, {})[suffix] = name
+    with staged_output(Path(out), overwrite) as staging:
+        writer = ShardWriter(staging, max_shard_bytes)
+        for name in reader.names():
+            module, _, suffix = name.rpartition(".")
+            members = modules[module]
+            if method == gpt_oss_mxfp4.QUANT_METHOD:
+                if (parameter := gpt_oss_mxfp4.expert_parameter(name)) is not None:
+                    if name.endswith(gpt_oss_mxfp4.BLOCKS_SUFFIX):
+                        writer.add(parameter, _native_experts(reader, parameter, dev, backend, result))
+                        result.quantized.append(parameter)
+                    continue
+            elif "weight_packed" in members or ("weight" in members and "weight_scale" in members):
+                if suffix in QUANTIZATION_ONLY_SUFFIXES or suffix in ("weight_scale", "weight_global_scale",
+                                                                      "weight_shape", "weight_zero_point",
+                                                                      "weight_g_idx"):
+                    continue
+                if suffix in ("weight", "weight_packed"):
+                    tensors = {s: reader.get(n).to(dev) for s, n in members.items()
+                               if s.startswith("weight")}
+                    result.bytes_read += sum(t.nbytes for t in tensors.values())
+                    try:
+                        writer.add(f"{module}.weight", decode(module, tensors, pack_bits, backend=backend))
+                    except ValueError as e:
+                        raise UsageError(f"{module}: {e}") from e
+                    result.quantized.append(module)
+                    continue
+            if suffix in QUANTIZATION_ONLY_SUFFIXES:
+                continue
+            tensor = reader.get(name)
+            result.bytes_read += tensor.nbytes
+            writer.add(name, tensor)
+        result.shards = writer.finish()
+        reader.close()
+        config = {k: v for k, v in reader.config.items() if k != "quantization_config"}
+        write_config(staging, config)
+        copy_side_files(src, staging)
+        result.bytes_written, result.peak_pending_bytes = writer.total_bytes, writer.peak_pending_bytes
+    result.seconds = time.perf_counter() - start
+    return result

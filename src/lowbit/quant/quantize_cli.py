@@ -1,0 +1,80 @@
+"""`lowbit quantize`: a Hugging Face checkpoint -> a compressed-tensors checkpoint (vLLM, transformers).
+
+    lowbit quantize model=Qwen/Qwen3-1.7B scheme=nvfp4 out=ckpts/qwen3-1.7b-nvfp4 [device=cuda backend=triton]
+
+Each method takes a `QuantizeRequest` and returns a `ConversionResult`; `METHODS` maps method= names to
+"module:function" so that a method's dependencies are imported only when it is chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+from lowbit.errors import UsageError
+
+COMMAND = "quantize"
+METHODS = {
+    "rtn": "lowbit.quant.checkpoint:quantize_checkpoint",  # round to nearest, no calibration data
+}
+OPTIONS = ("model", "scheme", "out", "group_size", "targets", "ignore", "device", "backend", "method",
+           "overwrite", "max_shard_size")
+EPILOG = """\
+options (key=value):
+  model=<dir or hub id>   scheme=nvfp4|mxfp4|mxfp8|fp8|fp8-block|int8|w4a16   out=<dir>
+  group_size=N            int8: per-channel (default) or 32|64|128; w4a16: 128 (default) or 32
+  targets=[regex,...]     modules to quantize (default: every 2-D Linear weight)
+  ignore=[regex,...]      modules to keep (default: lm_head, embeddings, norms, MoE routers/gates)
+  device=cpu|cuda  backend=ref|triton  method=rtn  overwrite=true  max_shard_size=2GB
+Regexes match module names from their start, as compressed-tensors and vLLM match "re:" patterns.
+See docs/quantization.md for the layouts and which backends load each scheme.
+"""
+
+
+def add_parser(subparsers) -> callable:
+    parser = subparsers.add_parser(COMMAND, help="quantize a checkpoint into a compressed-tensors checkpoint",
+                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="key=value options")
+    return run
+
+
+def method_function(name: str):
+    if name not in METHODS:
+        raise UsageError(f"unknown method '{name}': choose one of {', '.join(METHODS)}")
+    module_name, _, function = METHODS[name].partition(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def build_request(overrides: list[str]):
+    from lowbit.quant.checkpoint import QuantizeRequest
+    from lowbit.quant.safetensors_io import DEFAULT_MAX_SHARD_BYTES, parse_size
+    from lowbit.quant.cli_overrides import as_bool, as_list, parse_overrides, require
+    from lowbit.quant.schemes import get_scheme
+
+    values = parse_overrides(overrides, OPTIONS, COMMAND)
+    model = require(values, "model", "model=Qwen/Qwen3-1.7B or model=/path/to/checkpoint")
+    scheme = get_scheme(require(values, "scheme", "scheme=nvfp4")).name
+    out = require(values, "out", "out=ckpts/qwen3-1.7b-nvfp4")
+    group_size = values.get("group_size")
+    if group_size is not None and (not isinstance(group_size, int) or isinstance(group_size, bool)):
+        raise UsageError(f"group_size must be an integer, got {group_size!r}")
+    return QuantizeRequest(
+        model=model, out=Path(out), scheme=scheme, group_size=group_size,
+        targets=as_list(values.get("targets"), "targets"), ignore=as_list(values.get("ignore"), "ignore"),
+        device=str(values.get("device", "cpu")), backend=str(values.get("backend", "ref")),
+        overwrite=as_bool(values.get("overwrite", False), "overwrite"), method=str(values.get("method", "rtn")),
+        max_shard_bytes=parse_size(values.get("max_shard_size", DEFAULT_MAX_SHARD_BYTES)),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    request = build_request(args.overrides)
+    result = method_function(request.method)(request)
+    print(f"quantized {len(result.quantized)} modules to {request.scheme} ({request.method}) in "
+          f"{result.seconds:.1f} s: {result.bytes_read / 1e9:.3f} GB read, {result.bytes_written / 1e9:.3f} GB "
+          f"written in {len(result.shards)} shard(s)")
+    if result.unquantized:
+        print(f"left unquantized (shape not a multiple of the block): {', '.join(result.unquantized)}")
+    print(f"checkpoint: {result.out}")
+    return 0
