@@ -4,6 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 REQS   ?= requirements/cpu.txt
 STAMP  := $(VENV)/.installed
+# GPTQ / SmoothQuant: tested beside torch 2.13, transformers 5.19 and compressed-tensors 0.17, below its own pins
+LLMCOMPRESSOR ?= llmcompressor==0.12.0.2
 
 .PHONY: setup demo test test-fast gpu-test bench clean
 
@@ -14,6 +16,7 @@ $(STAMP): pyproject.toml $(REQS)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r $(REQS)
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(PY) -m pip install -q --no-deps $(LLMCOMPRESSOR)
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -223,7 +223,7 @@ def leaves_nothing(tmp_path: Path, out: Path) -> bool:
     ("inf_nvfp4", "contains NaN or Inf"),
     ("int_weight", "has dtype I32"),
     ("no_match", "match no weight"),
-    ("bad_regex", "not a valid regex"),
+    ("bad_regex", "not a valid regular expression"),
     ("split_fused", "vLLM fuses them"),
     ("bad_group", "takes group_size"),
     ("unknown_scheme", "unknown scheme"),

@@ -13,6 +13,8 @@
   "length" when the budget ran out; token counts include the stop token, the text does not.
 - Sampling is seeded per batch from the run seed and the batch's prompts (transformers draws all rows from one
   generator), so a rerun with the same batching reproduces the same completions.
+- `act_quant` / `weight_quant` emulate low-precision activations / weights on the selected Linear layers
+  (lowbit.quant.fake_quant); describe() records exactly which layers, formats and kernels were used.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class TransformersPredictor(LocalTokenizerPredictor):
         show_progress: bool = True,
         prompt_overflow: str = "skip",
         overflow_reserve_tokens: int = 1024,
+        act_quant: str = "none",
+        weight_quant: str = "none",
+        quant_targets: list[str] | None = None,
+        quant_ignore: list[str] | None = None,
     ):
         super().__init__()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -60,6 +66,7 @@ class TransformersPredictor(LocalTokenizerPredictor):
         self.prompt_overflow = prompt_overflow
         self.overflow_reserve_tokens = overflow_reserve_tokens
         self.device_map = _resolve_device_map(device_map)
+        quant_options = _check_quant_options(act_quant, weight_quant, quant_targets, quant_ignore)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=trust_remote_code)
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -73,6 +80,7 @@ class TransformersPredictor(LocalTokenizerPredictor):
             raise UsageError(f"cannot load model '{model_name}': {str(e).splitlines()[0]} "
                              "(give a local directory, or check the hub id and your network)") from e
         self.model.eval()
+        self.emulation = _apply_emulation(self.model, quant_options)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -95,6 +103,7 @@ class TransformersPredictor(LocalTokenizerPredictor):
             "device": str(self.device),
             "batch_size": self.batch_size,
             "stop_token_ids": sorted(self.stop_ids),
+            "emulation": self.emulation.describe(),
         }
 
     def generate(
@@ -167,9 +176,39 @@ class TransformersPredictor(LocalTokenizerPredictor):
         return config
 
     def close(self) -> None:
+        self.emulation.remove()
         del self.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _check_quant_options(act_quant: str, weight_quant: str, targets: list[str] | None,
+                         ignore: list[str] | None) -> dict[str, Any]:
+    """The fake-quant options, validated before the model is loaded (UsageError naming the key and the fix)."""
+    from lowbit.quant import fake_quant
+    from lowbit.quant.module_patterns import compile_patterns
+
+    options = {"act_quant": act_quant, "weight_quant": weight_quant,
+               "targets": list(fake_quant.DEFAULT_TARGETS if targets is None else targets),
+               "ignore": list(fake_quant.DEFAULT_IGNORE if ignore is None else ignore)}
+    try:
+        fake_quant.check_formats(act_quant, weight_quant)
+        compile_patterns(options["targets"], "quant_targets")
+        compile_patterns(options["ignore"], "quant_ignore")
+    except ValueError as e:
+        raise UsageError(f"predictor_conf.{e}") from e
+    return options
+
+
+def _apply_emulation(model: Any, options: dict[str, Any]):
+    from lowbit.quant import fake_quant
+    from lowbit.quant.module_patterns import compile_patterns
+
+    try:
+        return fake_quant.apply_fake_quant(model, **options)
+    except ValueError as e:
+        raise UsageError(f"cannot emulate act_quant={options['act_quant']} weight_quant={options['weight_quant']}: "
+                         f"{e}") from e
 
 
 def _resolve_device_map(device_map: str) -> str:

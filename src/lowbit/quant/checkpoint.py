@@ -17,9 +17,23 @@ import torch
 
 from lowbit.errors import UsageError
 from lowbit.quant import gpt_oss_mxfp4
-from lowbit.quant.safetensors_io import (DEFAULT_MAX_SHARD_BYTES, FLOAT_DTYPES, CheckpointReader, ShardWriter,
-                                         copy_side_files, resolve_model, staged_output, write_config)
-from lowbit.quant.schemes import QUANTIZATION_ONLY_SUFFIXES, decode, fused_group, get_scheme
+from lowbit.quant.module_patterns import compile_patterns
+from lowbit.quant.safetensors_io import (
+    DEFAULT_MAX_SHARD_BYTES,
+    FLOAT_DTYPES,
+    CheckpointReader,
+    ShardWriter,
+    copy_side_files,
+    resolve_model,
+    staged_output,
+    write_config,
+)
+from lowbit.quant.schemes import (
+    QUANTIZATION_ONLY_SUFFIXES,
+    decode,
+    fused_group,
+    get_scheme,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +60,12 @@ class QuantizeRequest:
     overwrite: bool = False
     method: str = "rtn"
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+    # calibrated methods (lowbit.quant.gptq): SmoothQuant first, the calibration set (None: the default hub set)
+    smoothquant: bool = False
+    calibration: str | None = None
+    num_calibration_samples: int = 512
+    calibration_max_length: int = 2048
+    seed: int = 42
 
 
 @dataclass
@@ -62,13 +82,10 @@ class ConversionResult:
 
 
 def _compile(patterns: list[str], key: str) -> list[re.Pattern]:
-    compiled = []
-    for pattern in patterns:
-        try:
-            compiled.append(re.compile(pattern))
-        except re.error as e:
-            raise UsageError(f"{key} pattern '{pattern}' is not a valid regex ({e})") from e
-    return compiled
+    try:
+        return compile_patterns(patterns, key)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
 
 
 def _matches(name: str, patterns: list[re.Pattern]) -> bool:

@@ -22,8 +22,8 @@ def add_parser(subparsers) -> callable:
 
 def run(args: argparse.Namespace) -> int:
     from lowbit.quant.checkpoint import dequantize_checkpoint
-    from lowbit.quant.safetensors_io import DEFAULT_MAX_SHARD_BYTES, parse_size
     from lowbit.quant.cli_overrides import as_bool, parse_overrides, require
+    from lowbit.quant.safetensors_io import DEFAULT_MAX_SHARD_BYTES, parse_size
 
     values = parse_overrides(args.overrides, OPTIONS, COMMAND)
     source = require(values, "in", "in=ckpts/qwen3-1.7b-nvfp4")

@@ -1,0 +1,155 @@
+"""Prefill and decode time of a Qwen3-1.7B-shaped model under each activation fake-quant format vs BF16.
+
+The model is built from a config with random bf16 weights (no download) and run with transformers in eager
+mode, as the transformers predictor runs it. For every act_quant format and backend, in one process:
+    prefill  one forward pass over --prefill-batch x --prefill-tokens tokens (no cache), median of --reps
+    decode   --decode-steps single-token steps at each --decode-batches size after a --context-token prefill,
+             time per step, median of --reps
+and the ratio to BF16 measured in the same process. The "ref" backend is the torch reference on the GPU, shown
+to motivate the fused Triton kernels ("triton", what the predictor uses on CUDA). At the end, the one-time cost
+of fake-quantizing every decoder weight to NVFP4 at load is timed.
+
+    python perf/act_quant_bench.py                       # about 2 minutes on an H100
+    python perf/act_quant_bench.py --backends triton --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from lowbit.quant import fake_quant
+
+QWEN3_1_7B_SHAPE = dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                        num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=40960,
+                        tie_word_embeddings=True, rope_theta=1000000.0)
+
+
+def build_model(device: str, layers: int):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(**{**QWEN3_1_7B_SHAPE, "num_hidden_layers": layers}, dtype="bfloat16")
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Qwen3ForCausalLM(config).to(torch.bfloat16).eval()
+    return model
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_prefill(model, ids: torch.Tensor, reps: int, device: str) -> float:
+    times = []
+    for _ in range(reps + 1):  # the first call warms up (Triton compiles, cuBLAS picks kernels)
+        synchronize(device)
+        began = time.perf_counter()
+        model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        synchronize(device)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times[1:])
+
+
+def time_decode(model, batch: int, context: int, steps: int, reps: int, device: str) -> float:
+    from transformers import DynamicCache
+
+    generator = torch.Generator(device="cpu").manual_seed(1)
+    prompt = torch.randint(0, 150000, (batch, context), generator=generator).to(device)
+    tokens = torch.randint(0, 150000, (steps, batch, 1), generator=generator).to(device)
+    per_step = []
+    for rep in range(reps + 1):
+        cache = DynamicCache(config=model.config)
+        model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        synchronize(device)
+        began = time.perf_counter()
+        for step in range(steps):
+            model(input_ids=tokens[step], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        synchronize(device)
+        if rep:
+            per_step.append((time.perf_counter() - began) / steps)
+    return statistics.median(per_step)
+
+
+def environment(device: str) -> dict:
+    import transformers
+
+    info = {"torch": torch.__version__, "transformers": transformers.__version__, "device": device}
+    if device == "cuda":
+        import triton
+
+        info.update(gpu=torch.cuda.get_device_name(), triton=triton.__version__)
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--formats", default=",".join(fake_quant.ACT_FORMATS[1:]))
+    parser.add_argument("--backends", default="triton,ref", help="triton (fused kernels) and/or ref (torch)")
+    parser.add_argument("--prefill-batch", type=int, default=4)
+    parser.add_argument("--prefill-tokens", type=int, default=1024)
+    parser.add_argument("--decode-batches", default="1,16")
+    parser.add_argument("--context-tokens", type=int, default=512)
+    parser.add_argument("--decode-steps", type=int, default=32)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--layers", type=int, default=QWEN3_1_7B_SHAPE["num_hidden_layers"],
+                        help="fewer decoder layers for a quick smoke run")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    formats = args.formats.split(",")
+    backends = args.backends.split(",")
+    decode_batches = [int(b) for b in args.decode_batches.split(",")]
+    print(json.dumps(environment(device)))
+    model = build_model(device, args.layers)
+    prefill_ids = torch.randint(0, 150000, (args.prefill_batch, args.prefill_tokens),
+                                generator=torch.Generator().manual_seed(0)).to(device)
+
+    def measure() -> dict:
+        with torch.inference_mode():
+            row = {"prefill_s": time_prefill(model, prefill_ids, args.reps, device)}
+            for batch in decode_batches:
+                row[f"decode_b{batch}_s"] = time_decode(model, batch, args.context_tokens, args.decode_steps,
+                                                        args.reps, device)
+        return row
+
+    results = [{"act_quant": "bf16", "backend": "-", **measure()}]
+    print("measured bf16", flush=True)
+    for backend in backends:
+        for fmt in formats:
+            emulation = fake_quant.apply_fake_quant(model, act_quant=fmt, backend=backend)
+            results.append({"act_quant": fmt, "backend": backend, "wrapped": len(emulation.wrapped), **measure()})
+            emulation.remove()
+            print(f"measured {fmt} ({backend})", flush=True)
+
+    baseline = results[0]
+    timed = [k for k in baseline if k.endswith("_s")]
+    header = f"{'act_quant':<10}{'backend':<8}" + "".join(f"{k.removesuffix('_s') + ' ms':>16}{'x bf16':>8}"
+                                                          for k in timed)
+    print(header)
+    for row in results:
+        for key in timed:
+            row[key.removesuffix("_s") + "_ratio"] = row[key] / baseline[key]
+        print(f"{row['act_quant']:<10}{row['backend']:<8}" + "".join(
+            f"{row[k] * 1e3:>16.2f}{row[k.removesuffix('_s') + '_ratio']:>8.2f}" for k in timed))
+
+    synchronize(device)
+    began = time.perf_counter()
+    emulation = fake_quant.apply_fake_quant(model, weight_quant="nvfp4")
+    synchronize(device)
+    weight_seconds = time.perf_counter() - began
+    print(f"weight_quant=nvfp4 at load: {weight_seconds:.2f} s for {len(emulation.wrapped)} layers "
+          f"({emulation.backend})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": environment(device), "args": vars(args), "results": results,
+                       "weight_quant_nvfp4_load_s": weight_seconds}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

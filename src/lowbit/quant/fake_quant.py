@@ -1,0 +1,341 @@
+"""Fake quantization of a transformers model's nn.Linear layers: quantize -> dequantize of their inputs at every
+call (activation emulation) and, optionally, of their weights once at load (weight emulation), so a W4A4 /
+W4A8 / W8A8 model can be evaluated on hardware, or from a BF16 checkpoint, that cannot run it natively.
+
+Activation conventions (all dynamic: computed from each input tensor at every call, nothing calibrated):
+    int8   per token: scale = amax_row / 127, q = round_half_even(x * (127 / amax_row)) saturated to [-128, 127],
+           value = q * scale (vLLM's dynamic per-token INT8 kernel: reciprocal multiply, cvt.rni.sat.s8)
+    fp8    per token E4M3: scale = amax_row / 448 (fp8.fake_quantize_per_token's arithmetic)
+    mxfp8  E4M3 elements, mxfp4 E2M1 elements: 32-element blocks along the input dim, E8M0 scales with
+           mx.CHECKPOINT_SCALE_RULE ("even", what vLLM and compressed-tensors quantize MX activations with)
+    nvfp4  E2M1 elements in 16-blocks with E4M3 block scales under a per-tensor global scale 2688 / amax(x),
+           the nvfp4 module's weight arithmetic applied to x. compressed-tensors' NVFP4 W4A4 preset marks the
+           activations `dynamic="local"`: block scales are dynamic, the global scale `input_global_scale` is
+           static, calibrated by llm-compressor (same 448 * 6 / amax formula over calibration data) and used as
+           is by vLLM's `scaled_fp4_quant`. Without calibration lowbit takes the amax of the current input, an
+           upper bound of what a calibrated scale allows; it only positions the block scales inside E4M3's
+           range, so the two differ only for blocks far (> 2**-6) below the tensor's maximum. Because the
+           global scale spans the whole input tensor, rows of one batch (padding included) influence each other.
+A group (row, or block, or for nvfp4 the whole tensor) holding NaN/Inf comes out as NaN, never an error: the
+forward pass makes no synchronizing checks. Dequantized activations are rounded to the input's dtype before
+the matmul, where real low-precision GEMMs multiply the codes exactly and scale in fp32.
+
+Weights (`weight_quant`) are quantized once with the formats' weight layouts (per-channel INT8 / FP8, INT4
+groups of 32 or 128, MX, NVFP4 with one global scale shared by q/k/v and by gate/up as vLLM fuses them) and
+replaced by their dequantized values. Torch references run on CPU; on CUDA the fused kernels of
+fake_quant_triton.py (bit-identical to the references here) quantize activations in one launch per layer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from lowbit.quant.formats import fp8, integer, mx, nvfp4
+from lowbit.quant.formats import minifloat as mf
+from lowbit.quant.formats.backend import BACKENDS, check_backend, triton_available
+from lowbit.quant.module_patterns import compile_patterns
+
+ACT_FORMATS = ("none", "int8", "fp8", "mxfp8", "mxfp4", "nvfp4")
+WEIGHT_FORMATS = ("none", "int8", "int4_g32", "int4_g128", "fp8", "mxfp8", "mxfp4", "nvfp4")
+ACT_SCHEMES = {
+    "int8": "INT8 symmetric, dynamic per token, scale amax/127",
+    "fp8": "FP8 E4M3, dynamic per token, scale amax/448",
+    "mxfp8": f"MXFP8 E4M3, dynamic 32-blocks along the input dim, E8M0 scales ({mx.CHECKPOINT_SCALE_RULE} rule)",
+    "mxfp4": f"MXFP4 E2M1, dynamic 32-blocks along the input dim, E8M0 scales ({mx.CHECKPOINT_SCALE_RULE} rule)",
+    "nvfp4": "NVFP4 E2M1, dynamic 16-blocks with E4M3 scales, dynamic per-tensor global scale 2688/amax",
+}
+WEIGHT_SCHEMES = {
+    "int8": "INT8 symmetric per output channel",
+    "int4_g32": "INT4 symmetric, groups of 32",
+    "int4_g128": "INT4 symmetric, groups of 128",
+    "fp8": "FP8 E4M3 per output channel",
+    "mxfp8": f"MXFP8 32-blocks, E8M0 scales ({mx.CHECKPOINT_SCALE_RULE} rule)",
+    "mxfp4": f"MXFP4 32-blocks, E8M0 scales ({mx.CHECKPOINT_SCALE_RULE} rule)",
+    "nvfp4": "NVFP4 16-blocks, E4M3 scales, global scale shared by q/k/v and by gate/up",
+}
+BLOCK_SIZES = {"mxfp8": mx.BLOCK_SIZE, "mxfp4": mx.BLOCK_SIZE, "nvfp4": nvfp4.BLOCK_SIZE,
+               "int4_g32": 32, "int4_g128": 128}
+DEFAULT_TARGETS = (r"(^|\.)layers\.\d+\.",)  # every Linear inside a decoder layer
+DEFAULT_IGNORE = (r"(^|\.)lm_head$", r"\.mlp\.gate$", r"shared_expert_gate$", r"router$")  # MoE routers stay exact
+FUSED_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+INT8_MAX = 127.0
+
+
+# -- activation references ---------------------------------------------------------------------------------
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(-1, x.shape[-1]).to(torch.float32)
+
+
+def _nan_where(bad: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return torch.where(bad, torch.full_like(values, float("nan")), values)
+
+
+def int8_per_token_ref(x: torch.Tensor) -> torch.Tensor:
+    rows = _rows(x)
+    amax = rows.abs().amax(dim=1, keepdim=True)
+    bad = ~torch.isfinite(amax)
+    amax = torch.where(bad, torch.zeros_like(amax), amax)
+    inverse = torch.where(amax > 0, torch.full_like(amax, INT8_MAX) / amax, torch.zeros_like(amax))
+    q = torch.clamp(torch.round(rows * inverse), -INT8_MAX - 1, INT8_MAX)  # torch.round: half to even
+    values = _nan_where(bad, q * mf.true_divide(amax, INT8_MAX))
+    return values.reshape(x.shape).to(x.dtype)
+
+
+def fp8_per_token_ref(x: torch.Tensor) -> torch.Tensor:
+    rows = _rows(x)
+    bad = ~torch.isfinite(rows).all(dim=1, keepdim=True)
+    rows = torch.where(torch.isfinite(rows), rows, torch.zeros_like(rows))
+    scale = fp8.scale_from_amax(rows.abs().amax(dim=1, keepdim=True))
+    codes = mf.quantize_e4m3(rows / scale)
+    values = _nan_where(bad, codes.view(torch.float8_e4m3fn).to(torch.float32) * scale)
+    return values.reshape(x.shape).to(x.dtype)
+
+
+def mx_blocks_ref(x: torch.Tensor, element: str) -> torch.Tensor:
+    return mx.dequantize_ref(mx.quantize_ref(x, element, mx.CHECKPOINT_SCALE_RULE), element, x.dtype)
+
+
+def nvfp4_global_scale(amax: torch.Tensor) -> torch.Tensor:
+    """float32 (1,) global scale 2688 / amax with the nvfp4 module's floor; NaN/Inf amax give a NaN/0 scale."""
+    amax = torch.clamp(amax.to(torch.float32).reshape(1), min=nvfp4.AMAX_FLOOR)
+    return torch.full_like(amax, nvfp4.GLOBAL_SCALE_NUMERATOR) / amax
+
+
+def nvfp4_blocks_ref(x: torch.Tensor) -> torch.Tensor:
+    amax = torch.linalg.vector_norm(x, ord=float("inf"))
+    if not bool(torch.isfinite(amax)):
+        return torch.full_like(x, float("nan"))
+    q = nvfp4.quantize_ref(x, nvfp4_global_scale(amax))
+    return nvfp4.dequantize_ref(q, x.dtype)
+
+
+_ACT_REFERENCES = {
+    "int8": int8_per_token_ref,
+    "fp8": fp8_per_token_ref,
+    "mxfp8": lambda x: mx_blocks_ref(x, "fp8"),
+    "mxfp4": lambda x: mx_blocks_ref(x, "fp4"),
+    "nvfp4": nvfp4_blocks_ref,
+}
+
+
+def fake_quantize_activation(x: torch.Tensor, fmt: str, *, backend: str = "ref") -> torch.Tensor:
+    """x (..., K) quantized and dequantized per `fmt` (see the module docstring), in x's dtype."""
+    if fmt not in _ACT_REFERENCES:
+        raise ValueError(f"activation format must be one of {', '.join(_ACT_REFERENCES)}, got {fmt!r}")
+    check_backend(backend, x)
+    if backend == "triton":
+        from lowbit.quant import fake_quant_triton
+
+        return fake_quant_triton.fake_quantize(x, fmt)
+    return _ACT_REFERENCES[fmt](x)
+
+
+# -- weights -----------------------------------------------------------------------------------------------
+
+
+def fake_quantize_weight(
+    weight: torch.Tensor, fmt: str, *, backend: str = "ref", global_scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The dequantized values of `weight` (N, K) stored in `fmt`, in weight's dtype."""
+    dtype = weight.dtype
+    if fmt == "int8":
+        q = integer.quantize_int8(weight, None, backend=backend)
+        return integer.dequantize_int8(q, dtype, backend=backend)
+    if fmt in ("int4_g32", "int4_g128"):
+        q = integer.quantize_int4(weight, BLOCK_SIZES[fmt], backend=backend)
+        return integer.dequantize_int4(q, dtype, backend=backend)
+    if fmt == "fp8":
+        return fp8.dequantize(fp8.quantize(weight, "channel", backend=backend), dtype, backend=backend)
+    if fmt in ("mxfp8", "mxfp4"):
+        element = "fp8" if fmt == "mxfp8" else "fp4"
+        return mx.dequantize(mx.quantize(weight, element, backend=backend), element, dtype, backend=backend)
+    if fmt == "nvfp4":
+        return nvfp4.dequantize(nvfp4.quantize(weight, global_scale, backend=backend), dtype, backend=backend)
+    raise ValueError(f"weight format must be one of {', '.join(WEIGHT_FORMATS[1:])}, got {fmt!r}")
+
+
+# -- applying to a model -----------------------------------------------------------------------------------
+
+
+class ActivationFakeQuant:
+    """A forward pre-hook replacing a Linear's input by its fake-quantized copy.
+
+    Sibling projections (q/k/v, gate/up) are called one after the other with the same tensor object; the hook
+    shared by all layers keeps the last (input, output) pair and reuses it for an identical input object.
+    """
+
+    def __init__(self, fmt: str, backend: str):
+        self.fmt = fmt
+        self.backend = backend
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(self, module: nn.Module, args: tuple) -> tuple | None:
+        if not args:
+            return None
+        x = args[0]
+        if self._last is not None and self._last[0] is x:
+            return (self._last[1], *args[1:])
+        out = fake_quantize_activation(x, self.fmt, backend=self.backend)
+        self._last = (x, out)
+        return (out, *args[1:])
+
+    def clear(self) -> None:
+        self._last = None
+
+
+@dataclass
+class Emulation:
+    """What was applied to a model; `describe()` is what run.json records."""
+
+    act_quant: str
+    weight_quant: str
+    backend: str
+    targets: tuple[str, ...]
+    ignore: tuple[str, ...]
+    wrapped: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # Linear layers left in the model's precision
+    unreached: list[str] = field(default_factory=list)  # targeted non-Linear modules with fused 3-D weights
+    hook: ActivationFakeQuant | None = None
+    handles: list[Any] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "act_quant": self.act_quant,
+            "act_scheme": ACT_SCHEMES.get(self.act_quant),
+            "weight_quant": self.weight_quant,
+            "weight_scheme": WEIGHT_SCHEMES.get(self.weight_quant),
+            "backend": self.backend,
+            "quant_targets": list(self.targets),
+            "quant_ignore": list(self.ignore),
+            "wrapped_count": len(self.wrapped),
+            "wrapped": layer_patterns(self.wrapped),
+            "kept_linear": layer_patterns(self.kept),
+            "unreached_fused_experts": layer_patterns(self.unreached),
+        }
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        if self.hook is not None:
+            self.hook.clear()
+
+
+def layer_patterns(names: Iterable[str]) -> dict[str, int]:
+    """{"model.layers.*.mlp.down_proj": 28, ...}: module names with every index replaced by *, counted."""
+    return dict(sorted(Counter(re.sub(r"\.\d+(?=\.|$)", ".*", n) for n in names).items()))
+
+
+def select_linears(
+    model: nn.Module, targets: Sequence[str], ignore: Sequence[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """(selected Linear names, other Linear names, targeted non-Linear modules holding 3-D weights).
+
+    A module is selected when some `targets` regex matches its name (re.search) and no `ignore` regex does.
+    """
+    wanted, unwanted = compile_patterns(targets, "quant_targets"), compile_patterns(ignore, "quant_ignore")
+
+    def chosen(name: str) -> bool:
+        return any(p.search(name) for p in wanted) and not any(p.search(name) for p in unwanted)
+
+    selected, kept, unreached = [], [], []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            (selected if chosen(name) else kept).append(name)
+        elif chosen(name) and any(p.ndim >= 3 for p in module.parameters(recurse=False)):
+            unreached.append(name)
+    return selected, kept, unreached
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """"auto": the Triton kernels on CUDA, the torch references elsewhere."""
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and triton_available() else "ref"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be auto or one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def check_formats(act_quant: str, weight_quant: str) -> None:
+    if act_quant not in ACT_FORMATS:
+        raise ValueError(f"act_quant '{act_quant}' is unknown: choose one of {', '.join(ACT_FORMATS)}")
+    if weight_quant not in WEIGHT_FORMATS:
+        raise ValueError(f"weight_quant '{weight_quant}' is unknown: choose one of {', '.join(WEIGHT_FORMATS)}")
+
+
+def apply_fake_quant(
+    model: nn.Module,
+    *,
+    act_quant: str = "none",
+    weight_quant: str = "none",
+    targets: Sequence[str] = DEFAULT_TARGETS,
+    ignore: Sequence[str] = DEFAULT_IGNORE,
+    backend: str = "auto",
+) -> Emulation:
+    """Fake-quantize the selected Linear layers' weights now (in place) and their inputs at every call.
+
+    Raises ValueError (naming the layer and the fix) before changing anything when a format cannot apply.
+    """
+    check_formats(act_quant, weight_quant)
+    selected, kept, unreached = select_linears(model, targets, ignore)
+    emulation = Emulation(act_quant, weight_quant, "none", tuple(targets), tuple(ignore), kept=kept,
+                          unreached=unreached)
+    if act_quant == "none" and weight_quant == "none":
+        return emulation
+    if not selected:
+        raise ValueError(f"quant_targets {list(targets)} (minus quant_ignore) match no nn.Linear layer; "
+                         "check the module names (model.named_modules())")
+    modules = dict(model.named_modules())
+    for name in selected:
+        _check_block_fit(name, modules[name], act_quant, "act_quant")
+        _check_block_fit(name, modules[name], weight_quant, "weight_quant")
+    emulation.backend = resolve_backend(backend, next(iter(modules[selected[0]].parameters())).device)
+    emulation.wrapped = selected
+    if weight_quant != "none":
+        _fake_quantize_weights(modules, selected, weight_quant, emulation.backend)
+    if act_quant != "none":
+        emulation.hook = ActivationFakeQuant(act_quant, emulation.backend)
+        emulation.handles = [modules[n].register_forward_pre_hook(emulation.hook) for n in selected]
+    return emulation
+
+
+def _check_block_fit(name: str, module: nn.Linear, fmt: str, key: str) -> None:
+    block = BLOCK_SIZES.get(fmt)
+    if block and module.in_features % block:
+        raise ValueError(f"{key}={fmt} needs in_features divisible by {block}, but {name} has "
+                         f"{module.in_features}; add it to quant_ignore")
+
+
+@torch.no_grad()
+def _fake_quantize_weights(modules: dict[str, nn.Module], selected: list[str], fmt: str, backend: str) -> None:
+    global_scales: dict[str, torch.Tensor] = {}
+    if fmt == "nvfp4":
+        for group in _sibling_groups(selected):
+            shared = nvfp4.shared_global_scale(*(modules[n].weight for n in group))
+            global_scales.update({n: shared for n in group})
+    for name in selected:
+        weight = modules[name].weight
+        weight.copy_(fake_quantize_weight(weight.data, fmt, backend=backend, global_scale=global_scales.get(name)))
+
+
+def _sibling_groups(names: list[str]) -> list[list[str]]:
+    """Groups of selected layers that vLLM fuses into one matrix (q/k/v, gate/up of one parent)."""
+    present = set(names)
+    groups = []
+    for name in names:
+        parent, _, leaf = name.rpartition(".")
+        for family in FUSED_SIBLINGS:
+            if leaf == family[0]:
+                group = [f"{parent}.{member}" for member in family]
+                if all(member in present for member in group):
+                    groups.append(group)
+    return groups
