@@ -1,11 +1,12 @@
 """Prefill and decode time of a Qwen3-1.7B-shaped model under each activation fake-quant format vs BF16.
 
 The model is built from a config with random bf16 weights (no download) and run with transformers in eager
-mode, as the transformers predictor runs it. For every act_quant format and backend, in one process:
-    prefill  one forward pass over --prefill-batch x --prefill-tokens tokens (no cache), median of --reps
+mode, as the transformers predictor runs it. For BF16 and every act_quant format and backend, in one process:
+    prefill  one forward pass over --prefill-batch x --prefill-tokens tokens (no cache)
     decode   --decode-steps single-token steps at each --decode-batches size after a --context-token prefill,
-             time per step, median of --reps
-and the ratio to BF16 measured in the same process. The "ref" backend is the torch reference on the GPU, shown
+             time per step
+in --reps rounds that interleave the configurations; the ratio to BF16 is taken within each round (the same
+minutes of the shared host), and the medians are reported. The "ref" backend is the torch reference on the GPU, shown
 to motivate the fused Triton kernels ("triton", what the predictor uses on CUDA). At the end, the one-time cost
 of fake-quantizing every decoder weight to NVFP4 at load is timed.
 
@@ -16,6 +17,7 @@ of fake-quantizing every decoder weight to NVFP4 at load is timed.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import time
@@ -95,7 +97,7 @@ def main() -> None:
     parser.add_argument("--decode-batches", default="1,16")
     parser.add_argument("--context-tokens", type=int, default=512)
     parser.add_argument("--decode-steps", type=int, default=32)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=7, help="rounds over all configurations")
     parser.add_argument("--layers", type=int, default=QWEN3_1_7B_SHAPE["num_hidden_layers"],
                         help="fewer decoder layers for a quick smoke run")
     parser.add_argument("--json", help="also write the results here")
@@ -111,30 +113,46 @@ def main() -> None:
                                 generator=torch.Generator().manual_seed(0)).to(device)
 
     def measure() -> dict:
-        with torch.inference_mode():
-            row = {"prefill_s": time_prefill(model, prefill_ids, args.reps, device)}
-            for batch in decode_batches:
-                row[f"decode_b{batch}_s"] = time_decode(model, batch, args.context_tokens, args.decode_steps,
-                                                        args.reps, device)
-        return row
+        """One round of every timing for the model as it is now (each timing warms up once first)."""
+        gc.collect()  # a collection inside a timed step would be charged to whichever format ran then
+        gc.disable()
+        try:
+            with torch.inference_mode():
+                row = {"prefill_s": time_prefill(model, prefill_ids, 1, device)}
+                for batch in decode_batches:
+                    row[f"decode_b{batch}_s"] = time_decode(model, batch, args.context_tokens, args.decode_steps,
+                                                            1, device)
+            return row
+        finally:
+            gc.enable()
 
-    results = [{"act_quant": "bf16", "backend": "-", **measure()}]
-    print("measured bf16", flush=True)
-    for backend in backends:
-        for fmt in formats:
-            emulation = fake_quant.apply_fake_quant(model, act_quant=fmt, backend=backend)
-            results.append({"act_quant": fmt, "backend": backend, "wrapped": len(emulation.wrapped), **measure()})
-            emulation.remove()
-            print(f"measured {fmt} ({backend})", flush=True)
+    # Rounds interleave the configurations (bf16, then each format), so that drift of the shared host (decode
+    # is bound by its CPU) hits all of them alike; ratios are taken within a round, then the median.
+    configs = [("bf16", "-")] + [(fmt, backend) for backend in backends for fmt in formats]
+    rounds: dict[tuple[str, str], list[dict]] = {config: [] for config in configs}
+    wrapped: dict[tuple[str, str], int] = {}
+    for round_index in range(args.reps):
+        for fmt, backend in configs:
+            emulation = fake_quant.apply_fake_quant(model, act_quant=fmt, backend=backend) if fmt != "bf16" else None
+            rounds[(fmt, backend)].append(measure())
+            if emulation is not None:
+                wrapped[(fmt, backend)] = len(emulation.wrapped)
+                emulation.remove()
+        print(f"round {round_index + 1}/{args.reps} done", flush=True)
 
-    baseline = results[0]
-    timed = [k for k in baseline if k.endswith("_s")]
+    timed = list(rounds[configs[0]][0])
+    results = []
+    for config in configs:
+        row = {"act_quant": config[0], "backend": config[1], "wrapped": wrapped.get(config, 0)}
+        for key in timed:
+            row[key] = statistics.median(r[key] for r in rounds[config])
+            row[key.removesuffix("_s") + "_ratio"] = statistics.median(
+                r[key] / base[key] for r, base in zip(rounds[config], rounds[configs[0]]))
+        results.append(row)
     header = f"{'act_quant':<10}{'backend':<8}" + "".join(f"{k.removesuffix('_s') + ' ms':>16}{'x bf16':>8}"
                                                           for k in timed)
     print(header)
     for row in results:
-        for key in timed:
-            row[key.removesuffix("_s") + "_ratio"] = row[key] / baseline[key]
         print(f"{row['act_quant']:<10}{row['backend']:<8}" + "".join(
             f"{row[k] * 1e3:>16.2f}{row[k.removesuffix('_s') + '_ratio']:>8.2f}" for k in timed))
 

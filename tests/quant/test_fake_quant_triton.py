@@ -16,13 +16,13 @@ FORMATS = fq.ACT_FORMATS[1:]
 def test_kernel_matches_reference(fmt, case, dtype):
     if dtype == torch.float16 and case in ("tiny", "huge", "mixed_blocks"):
         pytest.skip("outside float16's range")
-    x = make_weight(case, (6, 96), dtype=dtype, device="cpu", seed=3)
+    x = make_weight(case, (6, 96), dtype=dtype, seed=3)
     assert_values_equal(fq.fake_quantize_activation(x, fmt, backend="triton"), fq.fake_quantize_activation(x, fmt))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_kernel_handles_rows_longer_than_a_chunk_and_3d_inputs(fmt):
-    x = make_weight("student_t", (2, 3 * 2048 + 64), device="cpu").reshape(2, 1, -1)
+    x = make_weight("student_t", (2, 3 * 2048 + 64)).reshape(2, 1, -1)
     out = fq.fake_quantize_activation(x, fmt, backend="triton")
     assert out.shape == x.shape
     assert_values_equal(out, fq.fake_quantize_activation(x, fmt))
@@ -30,7 +30,7 @@ def test_kernel_handles_rows_longer_than_a_chunk_and_3d_inputs(fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_kernel_marks_nonfinite_groups_as_the_reference_does(fmt):
-    x = make_weight("nan_inf", (4, 64), dtype=torch.float32, device="cpu")
+    x = make_weight("nan_inf", (4, 64), dtype=torch.float32)
     out = fq.fake_quantize_activation(x, fmt, backend="triton")
     assert_values_equal(out, fq.fake_quantize_activation(x, fmt))
     assert torch.isnan(out[0, 3]) and torch.isnan(out[1, 40])

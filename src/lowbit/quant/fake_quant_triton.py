@@ -128,8 +128,8 @@ def fake_quantize(x: torch.Tensor, fmt: str) -> torch.Tensor:
     check_float_tensor(x, "activation")
     source = x.contiguous()
     out = torch.empty_like(source)
-    out_arg, out_is_bf16 = mft.output_view(out)
     native = mft.native_casts()
+    out_arg, out_is_bf16 = mft.output_view(out, native)
     if fmt in ("int8", "fp8"):
         n_cols = source.shape[-1]
         chunk = min(ROW_CHUNK, triton.next_power_of_2(n_cols))

@@ -3,6 +3,7 @@
 Every public `quantize`/`dequantize` takes `backend="ref"|"triton"`; the `*_ref` functions never dispatch.
 """
 
+import functools
 import importlib.util
 import os
 
@@ -12,7 +13,10 @@ BACKENDS = ("ref", "triton")
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
+@functools.cache
 def triton_available() -> bool:
+    """Whether triton is installed (looked up once: find_spec costs tens of microseconds, and the fake-quant
+    hooks check the backend on every Linear call)."""
     return importlib.util.find_spec("triton") is not None
 
 

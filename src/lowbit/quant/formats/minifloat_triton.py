@@ -247,11 +247,11 @@ def native_casts() -> bool:
     return os.environ.get("TRITON_INTERPRET") != "1" and os.environ.get("LOWBIT_TRITON_BIT_CASTS") != "1"
 
 
-def output_view(out: torch.Tensor) -> tuple:
+def output_view(out: torch.Tensor, native: bool | None = None) -> tuple:
     """(tensor to pass to a kernel, OUT_IS_BF16) for an output allocated in its final dtype: bfloat16
-    outputs go through the int16 bit path unless the native cast is used."""
-    import torch
-
-    if out.dtype == torch.bfloat16 and not native_casts():
+    outputs go through the int16 bit path unless the native cast is used (`native`: native_casts())."""
+    if native is None:
+        native = native_casts()
+    if out.dtype == torch.bfloat16 and not native:
         return out.view(torch.int16), True
     return out, False
