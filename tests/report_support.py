@@ -38,11 +38,13 @@ def resolved_config(eval_dataset: str, overrides: tuple[str, ...]) -> EvalConfig
 def write_run(path: Path, precision: str, correct: np.ndarray, *, overrides: tuple[str, ...] = (),
               eval_dataset: str = "mmlu-redux", truncated_share: float = 0.0, reasoning_tokens: int | np.ndarray = 0,
               tokens_per_second: float = 1000.0, drop_ids: int = 0, question_suffix: str = "",
-              system_line: str = "", quantization: dict[str, Any] | None = None) -> Path:
+              system_line: str = "", quantization: dict[str, Any] | None = None,
+              emulation: dict[str, Any] | None = None) -> Path:
     """A scored run directory in which sample i is answered right where `correct[i]` (one row per completion).
 
     `reasoning_tokens`: per completion, one count for all samples or one per sample; `quantization`: the
-    checkpoint quantization_config recorded in run.json (as for a local quantized checkpoint)."""
+    checkpoint quantization_config recorded in run.json (as for a local quantized checkpoint); `emulation`: the
+    transformers predictor's fake-quant record of the session."""
     base_cfg = resolved_config(eval_dataset, overrides)
     cfg = replace(base_cfg, resolved={**base_cfg.resolved, "precision": precision, "output_dir": str(path)})
     run = RunDir(path)
@@ -80,7 +82,8 @@ def write_run(path: Path, precision: str, correct: np.ndarray, *, overrides: tup
     completion_tokens = sum(c["completion_tokens"] for p in predictions for c in p["completions"])
     run.record_session({"predicted": len(predictions), "prompt_tokens": 50 * len(predictions),
                         "completion_tokens": completion_tokens,
-                        "generate_seconds": completion_tokens / tokens_per_second})
+                        "generate_seconds": completion_tokens / tokens_per_second,
+                        **({"predictor": {"name": "transformers", "emulation": emulation}} if emulation else {})})
     score_run(run, cfg.task)
     return path
 

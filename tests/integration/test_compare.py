@@ -217,3 +217,18 @@ def test_terminal_table_is_rich_and_plain_when_piped(runs):
     assert header.split() == ["precision", "run", "score", "[95%", "CI]", "recovery", "diff", "pts", "[95%", "CI]", "p",
                               "(test)", "flips", "-/+", "verdict", "trunc", "chg", "reasoning", "chg", "tok/s"]
     assert "\x1b[" in terminal.getvalue()  # colour on a terminal (the verdict)
+
+
+def test_an_emulated_precision_says_what_was_fake_quantized(tmp_path):
+    base, candidate = planted(base_correct=300, right_to_wrong=10, wrong_to_right=5, n=400)
+    emulation = {"act_quant": "nvfp4", "weight_quant": "nvfp4", "wrapped_count": 196,
+                 "kept_linear": {"lm_head": 1}, "backend": "triton"}
+    write_run(tmp_path / "bf16", "bf16", base)
+    write_run(tmp_path / "w4a4", "nvfp4-w4a4-emulated", candidate, emulation=emulation)
+    comparison = compare_runs([str(tmp_path / "bf16"), str(tmp_path / "w4a4")])
+    baseline_row, row = comparison.groups[0].rows
+    assert baseline_row.emulation == "" and not baseline_row.notes
+    assert row.emulation.startswith("weights nvfp4, activations nvfp4 emulated (fake-quant) on 196 Linear layers")
+    assert "lm_head" in row.emulation and row.emulation in row.notes
+    compare_main([str(tmp_path / "bf16"), str(tmp_path / "w4a4")], None, None, str(tmp_path / "report"), ["markdown"])
+    assert "activations nvfp4 emulated" in (tmp_path / "report" / "comparison.md").read_text()

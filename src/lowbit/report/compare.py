@@ -62,6 +62,7 @@ class ComparisonRow:
     throughput_ratio: float | None = None
     bits_per_weight: float | None = None  # None: unknown precision (see bits.py)
     bits_source: str = ""
+    emulation: str = ""  # e.g. "weights nvfp4, activations nvfp4 emulated on 196 Linear layers"; "" for none
     verdict: str = ""
     notes: list[str] = field(default_factory=list)
     breakdowns: dict[str, list[GroupDelta]] = field(default_factory=dict)  # grouping -> per-group differences
@@ -267,6 +268,9 @@ def _fill_generation(row: ComparisonRow, run: RunSummary, base: RunSummary | Non
     row.tokens_per_second = run.throughput
     bits = bits_per_weight(run.precision, run.quantization)
     row.bits_per_weight, row.bits_source = bits.bits, bits.source
+    if run.emulation:
+        row.emulation = describe_emulation(run.emulation)
+        row.notes.append(row.emulation)
     if base is None:
         return
     row.truncation_change_points = _points_change(row.truncation_share, base_generation.get("finish_length_share"))
@@ -279,6 +283,14 @@ def _fill_generation(row: ComparisonRow, run: RunSummary, base: RunSummary | Non
                                                         (base_generation.get("completion_tokens") or {}).get("mean"))
     if row.tokens_per_second and base.throughput:
         row.throughput_ratio = row.tokens_per_second / base.throughput
+
+
+def describe_emulation(emulation: dict[str, Any]) -> str:
+    """One line for a run whose transformers predictor fake-quantized weights and/or activations."""
+    parts = [f"{what} {emulation.get(key)}" for what, key in (("weights", "weight_quant"), ("activations", "act_quant"))
+             if emulation.get(key, "none") != "none"]
+    return (f"{', '.join(parts)} emulated (fake-quant) on {emulation.get('wrapped_count', '?')} Linear layers; "
+            "kept in the model's dtype: " + (", ".join(emulation.get("kept_linear") or {}) or "none"))
 
 
 def _points_change(share: float | None, base_share: float | None) -> float | None:

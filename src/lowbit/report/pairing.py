@@ -61,6 +61,7 @@ class RunSummary:
     message_digests: dict[str, str] = field(repr=False)
     prompt_digests: dict[str, str] = field(repr=False)
     quantization: dict[str, Any] | None = None  # the checkpoint's quantization_config (run.json)
+    emulation: dict[str, Any] | None = None  # what the transformers predictor fake-quantized (run.json), if anything
     groupings: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)  # grouping -> id -> value
     reasoning_tokens: list[int] = field(default_factory=list, repr=False)  # per completion that counted them
 
@@ -142,7 +143,7 @@ def load_run(path: Path, label: str) -> RunSummary:
         throughput=(info.get("totals") or {}).get("completion_tokens_per_second"),
         device=(info.get("environment") or {}).get("device"),
         message_digests=messages, prompt_digests=prompts,
-        quantization=_quantization(info), groupings=_groupings(rows, metrics.get("groups") or {}),
+        quantization=_quantization(info), emulation=_emulation(info), groupings=_groupings(rows, metrics.get("groups") or {}),
         reasoning_tokens=reasoning_tokens,
     )
 
@@ -183,6 +184,16 @@ def _groupings(rows: list[dict[str, Any]], reported: dict[str, Any]) -> dict[str
         if values and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values.values()):
             groupings[key] = {sample_id: str(value) for sample_id, value in values.items()}
     return groupings
+
+
+def _emulation(info: dict[str, Any]) -> dict[str, Any] | None:
+    """The latest session's fake-quant record (lowbit.quant.fake_quant.Emulation.describe); None when the
+    predictor emulated nothing."""
+    sessions = info.get("sessions") or []
+    described = ((sessions[-1].get("predictor") or {}).get("emulation") if sessions else None) or {}
+    if described.get("act_quant", "none") == "none" and described.get("weight_quant", "none") == "none":
+        return None
+    return described
 
 
 def _quantization(info: dict[str, Any]) -> dict[str, Any] | None:
