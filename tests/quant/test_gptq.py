@@ -182,3 +182,22 @@ def test_lowbit_quantize_refuses_bad_calibrated_requests_in_one_line(tiny_model,
     result = run_lowbit("quantize", f"model={tiny_model}", f"out={tmp_path / 'q'}", *args)
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "q").exists()
+
+
+def test_qwen3_moe_gptq_calibrates_every_expert_and_keeps_the_routers(calibration_file, tmp_path):
+    from safetensors import safe_open
+
+    from lowbit.testing.tiny_moe import build_tiny_qwen3_moe
+
+    model = build_tiny_qwen3_moe(tmp_path / "moe", num_experts=4, num_hidden_layers=2)
+    record = gptq.quantize_calibrated(model, tmp_path / "out", scheme=SCHEME, method="gptq",
+                                      calibration=str(calibration_file), num_samples=16, max_length=64, seed=0)
+    assert record["moe"]["routers"] == 2 and record["moe"]["moe_calibrate_all_experts"]
+    names = []
+    for shard in (tmp_path / "out").glob("*.safetensors"):
+        with safe_open(shard, "pt") as f:
+            names += list(f.keys())
+    # transformers keeps the experts fused; llm-compressor unfuses them, and every one is written quantized
+    packed = {n for n in names if ".mlp.experts." in n and n.endswith(".weight_packed")}
+    assert len(packed) == 2 * 4 * 3
+    assert sorted(n for n in names if ".mlp.gate." in n) == [f"model.layers.{i}.mlp.gate.weight" for i in range(2)]
