@@ -10,6 +10,13 @@ pytestmark = requires_triton
 FORMATS = fq.ACT_FORMATS[1:]
 
 
+@pytest.fixture(scope="module")
+def fqt():
+    from lowbit.quant import fake_quant_triton
+
+    return fake_quant_triton
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", FINITE_CASES)
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -34,6 +41,27 @@ def test_kernel_marks_nonfinite_groups_as_the_reference_does(fmt):
     out = fq.fake_quantize_activation(x, fmt, backend="triton")
     assert_values_equal(out, fq.fake_quantize_activation(x, fmt))
     assert torch.isnan(out[0, 3]) and torch.isnan(out[1, 40])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_one_quantizer_serves_every_input_signature(fmt, fqt):
+    """Compiled launches are kept per signature: widths, dtypes, row counts and misaligned pointers each get the
+    kernel compiled for them, in any order, and repeat calls reuse it."""
+    quantizer = fqt.ActivationQuantizer(fmt)
+    flat = make_weight("student_t", (1, 8 * 512 + 1), dtype=torch.float32, seed=5).flatten()
+    inputs = [flat[: 4 * 256].view(4, 256), flat[1 : 1 + 3 * 256].view(3, 256),  # the second starts 4 bytes off
+              flat[: 2 * 512].view(2, 512), flat[: 256].view(1, 256).to(torch.bfloat16),
+              flat[2 : 2 + 5 * 256].view(5, 256).to(torch.float16), flat[: 6 * 512].view(6, 512)[:, :256]]
+    for x in inputs + inputs[::-1]:
+        assert_values_equal(quantizer(x), fq.fake_quantize_activation(x, fmt))
+
+
+@pytest.mark.parametrize("one_program_blocks", [0, 1 << 20], ids=["many_programs", "one_program"])
+@pytest.mark.parametrize("case", ["student_t", "mixed_blocks", "nan_inf"])
+def test_nvfp4_amax_in_the_launch_or_before_it_gives_the_reference(case, one_program_blocks, fqt, monkeypatch):
+    monkeypatch.setattr(fqt, "NVFP4_ONE_PROGRAM_BLOCKS", one_program_blocks)
+    x = make_weight(case, (4, 1024), dtype=torch.float32)  # 256 blocks: two rounds of the one-program loop
+    assert_values_equal(fqt.ActivationQuantizer("nvfp4")(x), fq.fake_quantize_activation(x, "nvfp4"))
 
 
 @pytest.mark.gpu

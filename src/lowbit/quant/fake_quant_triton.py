@@ -1,26 +1,36 @@
-"""Fused quantize -> dequantize Triton kernels for activations, one launch per call (NVFP4: one amax
-reduction first); bit-identical to the references in fake_quant.py (see there for each convention).
+"""Fused quantize -> dequantize Triton kernels for activations, one launch per call; bit-identical to the
+references in fake_quant.py (see there for each convention).
 
 - int8 / fp8 per token: one program per row, two passes over the row (amax, then quantize-dequantize; the
   second pass reads the row back from L2); the row length is a compile-time constant.
 - mxfp8 / mxfp4 / nvfp4: each program handles BLOCKS consecutive blocks of the flattened input, which keeps
   the block structure of the weight kernels (mx_triton.py, nvfp4_triton.py) but writes values, not codes.
+- nvfp4 needs the tensor's amax first. Up to NVFP4_ONE_PROGRAM_BLOCKS blocks (decode-sized inputs) one
+  program reads the tensor twice, amax then values, in the same launch; larger inputs take the amax from a
+  torch reduction and spread the blocks over many programs.
 No synchronizing checks: a row / block (NVFP4: tensor) holding NaN or Inf is written as NaN.
 Format arithmetic (E2M1 / E4M3 / E8M0 rounding, exact division) comes from minifloat_triton, as in the
 weight kernels.
+
+`ActivationQuantizer` is the per-call entry point: it keeps one compiled launch per input dtype, width,
+device and pointer alignment (triton_launch.Launch), so a call costs an output allocation and a kernel
+launch, which is what keeps emulated decode close to BF16 speed.
 """
+
+from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
 
-from lowbit.quant.formats import fp8, mx, nvfp4
+from lowbit.quant.formats import fp8, mx, nvfp4, triton_launch
 from lowbit.quant.formats import minifloat_triton as mft
 from lowbit.quant.formats.backend import check_float_tensor, check_last_dim_divisible
 
 ROW_CHUNK = 2048
 MX_BLOCKS, MX_WARPS = 64, 4
 NVFP4_BLOCKS, NVFP4_WARPS = 128, 4
+NVFP4_ONE_PROGRAM_BLOCKS = 8192  # up to 131072 elements (e.g. 16 decode rows of 6144): amax in the same launch
 INT8_MAX = tl.constexpr(127.0)
 FP8_SCALE_FLOOR = tl.constexpr(fp8.SCALE_FLOOR)
 NVFP4_AMAX_FLOOR = tl.constexpr(nvfp4.AMAX_FLOOR)
@@ -74,7 +84,7 @@ def _per_token_kernel(
         mft.store_values(out_ptr, row_start + start + columns, values, mask, OUT_IS_BF16)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_blocks"])
 def _mx_kernel(
     x_ptr, out_ptr, n_blocks,
     BLOCKS: tl.constexpr, IS_FP4: tl.constexpr, ELEMENT_EMAX: tl.constexpr, ELEMENT_MAX: tl.constexpr,
@@ -100,15 +110,14 @@ def _mx_kernel(
 
 
 @triton.jit
-def _nvfp4_kernel(
-    x_ptr, amax_ptr, out_ptr, n_blocks, BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr
+def _nvfp4_blocks(
+    x_ptr, out_ptr, block, n_blocks, tensor_amax, tensor_bad,
+    BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr,
 ):
-    block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)  # (BLOCKS,)
+    """Fake-quantize the 16-blocks `block` (BLOCKS,) of a tensor whose amax is `tensor_amax`."""
     in_range = block < n_blocks
     offsets = block[:, None] * 16 + tl.arange(0, 16)[None, :]  # (BLOCKS, 16)
     x = tl.load(x_ptr + offsets, mask=in_range[:, None], other=0.0).to(tl.float32)
-    tensor_amax = tl.load(amax_ptr).to(tl.float32)
-    tensor_bad = ~mft.is_finite(tensor_amax)
     ones = tl.full((BLOCKS,), 1.0, tl.float32)
     global_scale = tl.math.div_rn(NVFP4_GLOBAL_NUMERATOR * ones, ones * tl.maximum(tensor_amax, NVFP4_AMAX_FLOOR))
 
@@ -123,38 +132,128 @@ def _nvfp4_kernel(
     mft.store_values(out_ptr, offsets, values, in_range[:, None], OUT_IS_BF16)
 
 
+@triton.jit(do_not_specialize=["n_blocks"])
+def _nvfp4_kernel(
+    x_ptr, amax_ptr, out_ptr, n_blocks, BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr
+):
+    block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
+    tensor_amax = tl.load(amax_ptr).to(tl.float32)
+    _nvfp4_blocks(x_ptr, out_ptr, block, n_blocks, tensor_amax, ~mft.is_finite(tensor_amax), BLOCKS, OUT_IS_BF16,
+                  NATIVE)
+
+
+@triton.jit(do_not_specialize=["n_blocks"])
+def _nvfp4_one_program_kernel(
+    x_ptr, out_ptr, n_blocks, BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr
+):
+    """The whole tensor in one program: its amax (and whether it holds NaN/Inf), then every block."""
+    blocks = tl.arange(0, BLOCKS)
+    amax = tl.zeros((BLOCKS, 16), tl.float32)
+    bad = tl.zeros((BLOCKS, 16), tl.int32)
+    for start in range(0, n_blocks, BLOCKS):
+        block = start + blocks
+        offsets = block[:, None] * 16 + tl.arange(0, 16)[None, :]
+        x = tl.load(x_ptr + offsets, mask=(block < n_blocks)[:, None], other=0.0).to(tl.float32)
+        finite = mft.is_finite(x)
+        bad = tl.maximum(bad, (~finite).to(tl.int32))
+        amax = tl.maximum(amax, tl.where(finite, tl.abs(x), 0.0))
+    tensor_amax = tl.max(tl.max(amax, axis=1), axis=0)
+    tensor_bad = tl.max(tl.max(bad, axis=1), axis=0) != 0
+    for start in range(0, n_blocks, BLOCKS):
+        _nvfp4_blocks(x_ptr, out_ptr, start + blocks, n_blocks, tensor_amax, tensor_bad, BLOCKS, OUT_IS_BF16,
+                      NATIVE)
+
+
+FORMATS = ("int8", "fp8", "mxfp8", "mxfp4", "nvfp4")
+INT32_ELEMENTS, ONE_PROGRAM, MANY_PROGRAMS = "int32", "one program", "many programs"
+
+
+class ActivationQuantizer:
+    """x (..., K) -> its quantized-dequantized copy in one format, in x's dtype (CUDA, or the interpreter).
+
+    Validation and kernel compilation happen once per input signature (width, dtype, device, pointer
+    alignment, size class); later calls only allocate the output and launch (see triton_launch).
+    direct_launch=False keeps Triton's per-call dispatch (`kernel[grid](...)`), for comparison.
+    """
+
+    def __init__(self, fmt: str, *, direct_launch: bool = True):
+        if fmt not in FORMATS:
+            raise ValueError(f"activation format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        self.fmt = fmt
+        self.direct_launch = direct_launch
+        self.native = mft.native_casts()  # read once: the environment lookup would cost a microsecond per call
+        self._plans: dict[tuple, Callable[[torch.Tensor, torch.Tensor, int], None]] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        source = x.contiguous()
+        out = torch.empty_like(source)
+        numel = source.numel()
+        if numel == 0:
+            return out
+        out_arg = out.view(torch.int16) if out.dtype == torch.bfloat16 and not self.native else out
+        key = (source.shape[-1], source.dtype, source.get_device(), source.data_ptr() % triton_launch.ALIGNMENT == 0,
+               self._size_class(numel))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(source, out_arg, self.native, key[-1])
+        plan(source, out_arg, numel)
+        return out
+
+    def _size_class(self, numel: int) -> str:
+        if numel > triton_launch.INT32_MAX:
+            return INT32_ELEMENTS  # integer arguments would need int64: Triton's regular launch path
+        if self.fmt == "nvfp4" and numel <= NVFP4_ONE_PROGRAM_BLOCKS * nvfp4.BLOCK_SIZE:
+            return ONE_PROGRAM
+        return MANY_PROGRAMS
+
+    def _plan(self, source: torch.Tensor, out_arg: torch.Tensor, native: bool, size_class: str) -> Callable:
+        check_float_tensor(source, "activation")
+        direct = self.direct_launch and size_class != INT32_ELEMENTS
+        out_is_bf16 = out_arg.dtype == torch.int16
+        if self.fmt in ("int8", "fp8"):
+            n_cols = source.shape[-1]
+            launch = triton_launch.Launch(
+                _per_token_kernel, (source, out_arg), dict(
+                    n_cols=n_cols, IS_INT8=self.fmt == "int8", OUT_IS_BF16=out_is_bf16,
+                    CHUNK=min(ROW_CHUNK, triton.next_power_of_2(n_cols)), NATIVE=native),
+                direct=direct,
+                enable_fp_fusion=False,  # x * inverse must round before the round-half-even add, as in the reference
+            )
+            return lambda x, out, numel: launch(numel // n_cols, x, out)
+        block = nvfp4.BLOCK_SIZE if self.fmt == "nvfp4" else mx.BLOCK_SIZE
+        check_last_dim_divisible(source, block, "activation")
+        example = (source, out_arg, source.numel() // block)
+        if self.fmt in ("mxfp8", "mxfp4"):
+            element = "fp4" if self.fmt == "mxfp4" else "fp8"
+            launch = triton_launch.Launch(_mx_kernel, example, dict(
+                BLOCKS=MX_BLOCKS, IS_FP4=element == "fp4", ELEMENT_EMAX=mx.ELEMENT_EMAX[element],
+                ELEMENT_MAX=mx.ELEMENT_MAX[element], RULE=mft.RULE_IDS[mx.CHECKPOINT_SCALE_RULE],
+                OUT_IS_BF16=out_is_bf16, NATIVE=native), direct=direct, num_warps=MX_WARPS)
+            return lambda x, out, numel: launch(triton.cdiv(numel // block, MX_BLOCKS), x, out, numel // block)
+        constexprs = dict(BLOCKS=NVFP4_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=native)
+        if size_class == ONE_PROGRAM:
+            launch = triton_launch.Launch(_nvfp4_one_program_kernel, example, constexprs, direct=direct,
+                                          num_warps=NVFP4_WARPS)
+            return lambda x, out, numel: launch(1, x, out, numel // block)
+        amax = torch.linalg.vector_norm(source, ord=float("inf")).reshape(1)
+        launch = triton_launch.Launch(_nvfp4_kernel, (source, amax, out_arg, example[2]), constexprs, direct=direct,
+                                      num_warps=NVFP4_WARPS)
+
+        def many_programs(x: torch.Tensor, out: torch.Tensor, numel: int) -> None:
+            tensor_amax = torch.linalg.vector_norm(x, ord=float("inf")).reshape(1)  # NaN/Inf propagate
+            launch(triton.cdiv(numel // block, NVFP4_BLOCKS), x, tensor_amax, out, numel // block)
+
+        return many_programs
+
+
+_QUANTIZERS: dict[tuple[str, bool], ActivationQuantizer] = {}
+
+
 def fake_quantize(x: torch.Tensor, fmt: str) -> torch.Tensor:
     """x (..., K) fake-quantized per `fmt` ("int8", "fp8", "mxfp8", "mxfp4", "nvfp4"), in x's dtype."""
     check_float_tensor(x, "activation")
-    source = x.contiguous()
-    out = torch.empty_like(source)
-    native = mft.native_casts()
-    out_arg, out_is_bf16 = mft.output_view(out, native)
-    if fmt in ("int8", "fp8"):
-        n_cols = source.shape[-1]
-        chunk = min(ROW_CHUNK, triton.next_power_of_2(n_cols))
-        _per_token_kernel[(source.numel() // n_cols,)](
-            source, out_arg, n_cols, IS_INT8=fmt == "int8", OUT_IS_BF16=out_is_bf16, CHUNK=chunk, NATIVE=native,
-            enable_fp_fusion=False,  # x * inverse must round before the round-half-even add, as in the reference
-        )
-    elif fmt in ("mxfp8", "mxfp4"):
-        check_last_dim_divisible(source, mx.BLOCK_SIZE, "activation")
-        element = "fp4" if fmt == "mxfp4" else "fp8"
-        n_blocks = source.numel() // mx.BLOCK_SIZE
-        _mx_kernel[(triton.cdiv(n_blocks, MX_BLOCKS),)](
-            source, out_arg, n_blocks,
-            BLOCKS=MX_BLOCKS, IS_FP4=element == "fp4", ELEMENT_EMAX=mx.ELEMENT_EMAX[element],
-            ELEMENT_MAX=mx.ELEMENT_MAX[element], RULE=mft.RULE_IDS[mx.CHECKPOINT_SCALE_RULE],
-            OUT_IS_BF16=out_is_bf16, NATIVE=native, num_warps=MX_WARPS,
-        )
-    elif fmt == "nvfp4":
-        check_last_dim_divisible(source, nvfp4.BLOCK_SIZE, "activation")
-        amax = torch.linalg.vector_norm(source, ord=float("inf")).reshape(1)  # NaN/Inf propagate
-        n_blocks = source.numel() // nvfp4.BLOCK_SIZE
-        _nvfp4_kernel[(triton.cdiv(n_blocks, NVFP4_BLOCKS),)](
-            source, amax, out_arg, n_blocks, BLOCKS=NVFP4_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=native,
-            num_warps=NVFP4_WARPS,
-        )
-    else:
-        raise ValueError(f"activation format must be one of int8, fp8, mxfp8, mxfp4, nvfp4, got {fmt!r}")
-    return out.reshape(x.shape)
+    key = (fmt, mft.native_casts())
+    quantizer = _QUANTIZERS.get(key)
+    if quantizer is None:
+        quantizer = _QUANTIZERS[key] = ActivationQuantizer(fmt)
+    return quantizer(x)
