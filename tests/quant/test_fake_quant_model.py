@@ -52,11 +52,18 @@ def test_sibling_projections_share_one_fake_quantized_input(model, token_ids, mo
     calls = []
     original = fq.fake_quantize_activation
 
-    def counting(x, fmt, *, backend="ref"):
-        calls.append(tuple(x.shape))
-        return original(x, fmt, backend=backend)
+    make_quantizer = fq.activation_quantizer
 
-    monkeypatch.setattr(fq, "fake_quantize_activation", counting)
+    def counting_quantizer(fmt, backend):
+        quantize = make_quantizer(fmt, backend)
+
+        def counting(x):
+            calls.append(tuple(x.shape))
+            return quantize(x)
+
+        return counting
+
+    monkeypatch.setattr(fq, "activation_quantizer", counting_quantizer)
     emulation = fq.apply_fake_quant(model, act_quant="fp8")
     shared = logits(model, token_ids)
     assert len(calls) == 4 * model.config.num_hidden_layers  # q/k/v and gate/up quantize their input once
@@ -129,7 +136,7 @@ def test_block_formats_refuse_layers_whose_width_does_not_fit():
     assert fq.apply_fake_quant(model, act_quant="fp8").wrapped == ["layers.0.proj"]
 
 
-def test_fused_expert_modules_are_reported_as_unreached():
+def test_fused_3d_modules_that_are_not_transformers_experts_are_reported_as_unreached():
     model = torch.nn.Module()
     model.layers = torch.nn.ModuleList([torch.nn.Module()])
     model.layers[0].experts = torch.nn.Module()
@@ -137,4 +144,7 @@ def test_fused_expert_modules_are_reported_as_unreached():
     model.layers[0].proj = torch.nn.Linear(32, 8)
     described = fq.apply_fake_quant(model, act_quant="fp8").describe()
     assert described["unreached_fused_experts"] == {"layers.*.experts": 1}
+    assert described["unreached_reasons"] == {
+        "layers.*.experts": "not a transformers experts module (no use_experts_implementation layout)"}
+    assert described["wrapped_experts_count"] == 0
     assert fq.layer_patterns(["model.layers.10.mlp.experts.3.up_proj"]) == {"model.layers.*.mlp.experts.*.up_proj": 1}

@@ -22,21 +22,24 @@ the matmul, where real low-precision GEMMs multiply the codes exactly and scale 
 
 Weights (`weight_quant`) are quantized once with the formats' weight layouts (per-channel INT8 / FP8, INT4
 groups of 32 or 128, MX, NVFP4 with one global scale shared by q/k/v and by gate/up as vLLM fuses them) and
-replaced by their dequantized values. Torch references run on CPU; on CUDA the fused kernels of
-fake_quant_triton.py (bit-identical to the references here) quantize activations in one launch per layer.
+replaced by their dequantized values. MoE experts held as fused 3-D parameters (transformers' Qwen3-MoE and
+GPT-OSS experts modules) get the same treatment per expert through fake_quant_experts.py. Torch references run
+on CPU; on CUDA the fused kernels of fake_quant_triton.py (bit-identical to the references here) quantize
+activations in one launch per layer.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
+from lowbit.quant import fake_quant_experts
 from lowbit.quant.formats import fp8, integer, mx, nvfp4
 from lowbit.quant.formats import minifloat as mf
 from lowbit.quant.formats.backend import BACKENDS, check_backend, triton_available
@@ -62,7 +65,7 @@ WEIGHT_SCHEMES = {
 }
 BLOCK_SIZES = {"mxfp8": mx.BLOCK_SIZE, "mxfp4": mx.BLOCK_SIZE, "nvfp4": nvfp4.BLOCK_SIZE,
                "int4_g32": 32, "int4_g128": 128}
-DEFAULT_TARGETS = (r"(^|\.)layers\.\d+\.",)  # every Linear inside a decoder layer
+DEFAULT_TARGETS = (r"(^|\.)layers\.\d+\.",)  # every Linear and experts module inside a decoder layer
 DEFAULT_IGNORE = (r"(^|\.)lm_head$", r"\.mlp\.gate$", r"shared_expert_gate$", r"router$")  # MoE routers stay exact
 FUSED_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 INT8_MAX = 127.0
@@ -127,6 +130,17 @@ _ACT_REFERENCES = {
 }
 
 
+def activation_quantizer(fmt: str, backend: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function x -> fake-quantized x for `fmt` on `backend` (checked by the caller), resolved once."""
+    if fmt not in _ACT_REFERENCES:
+        raise ValueError(f"activation format must be one of {', '.join(_ACT_REFERENCES)}, got {fmt!r}")
+    if backend == "triton":
+        from lowbit.quant import fake_quant_triton
+
+        return fake_quant_triton.ActivationQuantizer(fmt)
+    return _ACT_REFERENCES[fmt]
+
+
 def fake_quantize_activation(x: torch.Tensor, fmt: str, *, backend: str = "ref") -> torch.Tensor:
     """x (..., K) quantized and dequantized per `fmt` (see the module docstring), in x's dtype."""
     if fmt not in _ACT_REFERENCES:
@@ -171,20 +185,24 @@ class ActivationFakeQuant:
 
     Sibling projections (q/k/v, gate/up) are called one after the other with the same tensor object; the hook
     shared by all layers keeps the last (input, output) pair and reuses it for an identical input object.
+    It runs at every Linear call, so everything that can be resolved ahead (format, backend, compiled kernel
+    launches) is resolved in `activation_quantizer`.
     """
 
     def __init__(self, fmt: str, backend: str):
         self.fmt = fmt
         self.backend = backend
+        self._quantize = activation_quantizer(fmt, backend)
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, module: nn.Module, args: tuple) -> tuple | None:
         if not args:
             return None
         x = args[0]
-        if self._last is not None and self._last[0] is x:
-            return (self._last[1], *args[1:])
-        out = fake_quantize_activation(x, self.fmt, backend=self.backend)
+        last = self._last
+        if last is not None and last[0] is x:
+            return (last[1], *args[1:])
+        out = self._quantize(x)
         self._last = (x, out)
         return (out, *args[1:])
 
@@ -203,7 +221,10 @@ class Emulation:
     ignore: tuple[str, ...]
     wrapped: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # Linear layers left in the model's precision
-    unreached: list[str] = field(default_factory=list)  # targeted non-Linear modules with fused 3-D weights
+    unreached: list[str] = field(default_factory=list)  # targeted modules with 3-D weights that cannot be emulated
+    unreached_reasons: dict[str, str] = field(default_factory=dict)  # name -> why
+    wrapped_experts: list[str] = field(default_factory=list)  # fused MoE experts modules emulated per expert
+    kept_experts: list[str] = field(default_factory=list)  # experts modules left in the model's precision
     hook: ActivationFakeQuant | None = None
     handles: list[Any] = field(default_factory=list)
 
@@ -220,6 +241,12 @@ class Emulation:
             "wrapped": layer_patterns(self.wrapped),
             "kept_linear": layer_patterns(self.kept),
             "unreached_fused_experts": layer_patterns(self.unreached),
+            "unreached_reasons": {re.sub(r"\.\d+(?=\.|$)", ".*", name): reason
+                                  for name, reason in self.unreached_reasons.items()},
+            "wrapped_experts_count": len(self.wrapped_experts),
+            "wrapped_experts": layer_patterns(self.wrapped_experts),
+            "kept_experts": layer_patterns(self.kept_experts),
+            "experts_scheme": fake_quant_experts.EXPERTS_SCHEME if self.wrapped_experts else None,
         }
 
     def remove(self) -> None:
@@ -235,25 +262,40 @@ def layer_patterns(names: Iterable[str]) -> dict[str, int]:
     return dict(sorted(Counter(re.sub(r"\.\d+(?=\.|$)", ".*", n) for n in names).items()))
 
 
-def select_linears(
-    model: nn.Module, targets: Sequence[str], ignore: Sequence[str]
-) -> tuple[list[str], list[str], list[str]]:
-    """(selected Linear names, other Linear names, targeted non-Linear modules holding 3-D weights).
+class Selection(NamedTuple):
+    linears: list[str]  # selected nn.Linear layers
+    kept: list[str]  # other nn.Linear layers
+    experts: list[str]  # selected fused MoE experts modules that fake_quant_experts can run
+    kept_experts: list[str]  # experts modules not selected
+    unreached: dict[str, str]  # selected modules holding 3-D weights that cannot be emulated -> why
+
+
+def select_linears(model: nn.Module, targets: Sequence[str], ignore: Sequence[str]) -> Selection:
+    """The Linear layers and fused experts modules to emulate, and those left alone.
 
     A module is selected when some `targets` regex matches its name (re.search) and no `ignore` regex does.
+    A non-Linear module with a parameter of 3 or more dims is an experts module; one that is selected but not
+    a transformers experts module in float weights is reported as unreached, with the reason.
     """
     wanted, unwanted = compile_patterns(targets, "quant_targets"), compile_patterns(ignore, "quant_ignore")
 
     def chosen(name: str) -> bool:
         return any(p.search(name) for p in wanted) and not any(p.search(name) for p in unwanted)
 
-    selected, kept, unreached = [], [], []
+    selection = Selection([], [], [], [], {})
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
-            (selected if chosen(name) else kept).append(name)
-        elif chosen(name) and any(p.ndim >= 3 for p in module.parameters(recurse=False)):
-            unreached.append(name)
-    return selected, kept, unreached
+            (selection.linears if chosen(name) else selection.kept).append(name)
+        elif any(p.ndim >= 3 for p in module.parameters(recurse=False)):
+            if not chosen(name):
+                selection.kept_experts.append(name)
+                continue
+            try:
+                fake_quant_experts.experts_layout(module)
+                selection.experts.append(name)
+            except fake_quant_experts.UnsupportedExperts as why:
+                selection.unreached[name] = str(why)
+    return selection
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -262,7 +304,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         return "triton" if device.type == "cuda" and triton_available() else "ref"
     if backend not in BACKENDS:
         raise ValueError(f"backend must be auto or one of {BACKENDS}, got {backend!r}")
-    return backend
+    return check_backend(backend, torch.empty(0, device=device))  # the hooks do not check at every call
 
 
 def check_formats(act_quant: str, weight_quant: str) -> None:
@@ -281,30 +323,40 @@ def apply_fake_quant(
     ignore: Sequence[str] = DEFAULT_IGNORE,
     backend: str = "auto",
 ) -> Emulation:
-    """Fake-quantize the selected Linear layers' weights now (in place) and their inputs at every call.
+    """Fake-quantize the selected Linear layers' and fused MoE experts' weights now (in place) and their inputs
+    at every call.
 
     Raises ValueError (naming the layer and the fix) before changing anything when a format cannot apply.
     """
     check_formats(act_quant, weight_quant)
-    selected, kept, unreached = select_linears(model, targets, ignore)
-    emulation = Emulation(act_quant, weight_quant, "none", tuple(targets), tuple(ignore), kept=kept,
-                          unreached=unreached)
+    selection = select_linears(model, targets, ignore)
+    selected, experts = selection.linears, selection.experts
+    emulation = Emulation(act_quant, weight_quant, "none", tuple(targets), tuple(ignore), kept=selection.kept,
+                          unreached=list(selection.unreached), unreached_reasons=selection.unreached,
+                          kept_experts=selection.kept_experts)
     if act_quant == "none" and weight_quant == "none":
         return emulation
-    if not selected:
-        raise ValueError(f"quant_targets {list(targets)} (minus quant_ignore) match no nn.Linear layer; "
-                         "check the module names (model.named_modules())")
+    if not selected and not experts:
+        raise ValueError(f"quant_targets {list(targets)} (minus quant_ignore) match no nn.Linear layer or MoE "
+                         "experts module; check the module names (model.named_modules())")
     modules = dict(model.named_modules())
     for name in selected:
         _check_block_fit(name, modules[name], act_quant, "act_quant")
         _check_block_fit(name, modules[name], weight_quant, "weight_quant")
-    emulation.backend = resolve_backend(backend, next(iter(modules[selected[0]].parameters())).device)
-    emulation.wrapped = selected
+    for name in experts:
+        fake_quant_experts.check_block_fit(name, modules[name], act_quant, "act_quant")
+        fake_quant_experts.check_block_fit(name, modules[name], weight_quant, "weight_quant")
+    first = modules[selected[0] if selected else experts[0]]
+    emulation.backend = resolve_backend(backend, next(iter(first.parameters())).device)
+    emulation.wrapped, emulation.wrapped_experts = selected, experts
     if weight_quant != "none":
         _fake_quantize_weights(modules, selected, weight_quant, emulation.backend)
+        for name in experts:
+            fake_quant_experts.fake_quantize_weights(modules[name], weight_quant, emulation.backend)
     if act_quant != "none":
         emulation.hook = ActivationFakeQuant(act_quant, emulation.backend)
         emulation.handles = [modules[n].register_forward_pre_hook(emulation.hook) for n in selected]
+        emulation.handles += [fake_quant_experts.install(modules[n], act_quant, emulation.backend) for n in experts]
     return emulation
 
 

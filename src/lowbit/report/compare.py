@@ -286,11 +286,24 @@ def _fill_generation(row: ComparisonRow, run: RunSummary, base: RunSummary | Non
 
 
 def describe_emulation(emulation: dict[str, Any]) -> str:
-    """One line for a run whose transformers predictor fake-quantized weights and/or activations."""
+    """One line for a run whose transformers predictor fake-quantized weights and/or activations: which layers,
+    which MoE experts modules (fused 3-D expert weights), what stayed in the model's dtype and what was not
+    reached at all."""
     parts = [f"{what} {emulation.get(key)}" for what, key in (("weights", "weight_quant"), ("activations", "act_quant"))
              if emulation.get(key, "none") != "none"]
-    return (f"{', '.join(parts)} emulated (fake-quant) on {emulation.get('wrapped_count', '?')} Linear layers; "
-            "kept in the model's dtype: " + (", ".join(emulation.get("kept_linear") or {}) or "none"))
+    experts = emulation.get("wrapped_experts_count") or 0
+    reached = f"{emulation.get('wrapped_count', '?')} Linear layers"
+    if experts:
+        reached += f" and {experts} MoE experts module{'s' if experts != 1 else ''} (every expert)"
+    kept = [*(emulation.get("kept_linear") or {}), *(emulation.get("kept_experts") or {})]
+    line = (f"{', '.join(parts)} emulated (fake-quant) on {reached}; "
+            f"kept in the model's dtype: {', '.join(kept) or 'none'}")
+    unreached = emulation.get("unreached_fused_experts") or {}
+    if unreached:
+        reasons = emulation.get("unreached_reasons") or {}
+        line += "; NOT emulated (fused experts): " + ", ".join(
+            f"{name} ({reasons[name]})" if name in reasons else name for name in unreached)
+    return line
 
 
 def _points_change(share: float | None, base_share: float | None) -> float | None:
