@@ -192,7 +192,9 @@ def test_qwen3_moe_gptq_calibrates_every_expert_and_keeps_the_routers(calibratio
     model = build_tiny_qwen3_moe(tmp_path / "moe", num_experts=4, num_hidden_layers=2)
     record = gptq.quantize_calibrated(model, tmp_path / "out", scheme=SCHEME, method="gptq",
                                       calibration=str(calibration_file), num_samples=16, max_length=64, seed=0)
-    assert record["moe"]["routers"] == 2 and record["moe"]["moe_calibrate_all_experts"]
+    assert record["moe"]["routers"] == ["model.layers.0.mlp.gate", "model.layers.1.mlp.gate"]
+    assert record["moe"]["moe_calibrate_all_experts"] and record["moe"]["experts_not_quantized"] == []
+    assert record["moe"]["experts_per_block"] == [4] and record["moe"]["unfused_expert_blocks"] == 2
     names = []
     for shard in (tmp_path / "out").glob("*.safetensors"):
         with safe_open(shard, "pt") as f:

@@ -5,7 +5,10 @@ scheme name, and saves a compressed-tensors checkpoint (the format lowbit's RTN 
 Its quantization_config carries a "lowbit" entry: scheme, method, recipe, calibration set (name, sha256 of
 the token ids, count), library versions, and for MoE models the experts that the model's own routing sent no
 calibration token (oneshot runs with `moe_calibrate_all_experts=True`, which sends every token through every
-expert of the MoE blocks llm-compressor knows how to unfuse).
+expert of the MoE blocks llm-compressor knows how to unfuse) and any fused experts module left as it was.
+GPT-OSS experts are unfused by `lowbit.quant.gpt_oss_experts` (per-expert gate/up/down Linear modules, gate and
+up de-interleaved); the checkpoint then names each expert's projections. A source that is already quantized
+(GPT-OSS's native MXFP4 included) is refused: `lowbit dequantize` it first.
 
 Schemes (weights symmetric; activations dynamic per token, nothing static):
     w4a16_g32 / w4a16_g128   INT4 weights in groups of 32 / 128
@@ -158,6 +161,31 @@ def uncalibrated_experts(routed: dict[str, list[int]]) -> dict[str, list[int]]:
     return {name: [i for i, n in enumerate(hits) if n == 0] for name, hits in routed.items() if 0 in hits}
 
 
+def moe_record(model: torch.nn.Module, routed: dict[str, list[int]]) -> dict[str, Any]:
+    """What calibration reached in an MoE model after oneshot: routers (kept unquantized), the per-expert
+    modules each experts block was unfused into, experts the model's own routing sent no token, and fused
+    experts blocks llm-compressor could not unfuse (their experts are neither calibrated nor quantized)."""
+    from llmcompressor.modeling.moe.linear_experts import LinearExperts2D
+
+    unfused = {name: module.num_experts for name, module in model.named_modules()
+               if isinstance(module, LinearExperts2D)}
+    fused = sorted(name for name, module in model.named_modules()
+                   if isinstance(getattr(module, "down_proj", None), torch.nn.Parameter)
+                   and module.down_proj.dim() == 3)
+    return {"routers": sorted(routed), "experts_without_routed_tokens": uncalibrated_experts(routed),
+            "moe_calibrate_all_experts": True, "experts_per_block": sorted(set(unfused.values())),
+            "unfused_expert_blocks": len(unfused), "experts_not_quantized": fused}
+
+
+def _refuse_quantized_source(model_dir, config) -> None:
+    quantization = getattr(config, "quantization_config", None)
+    if quantization:
+        method = quantization.get("quant_method") if isinstance(quantization, dict) else \
+            getattr(quantization, "quant_method", "?")
+        raise UsageError(f"model '{model_dir}' is already quantized (quant_method={method}): run "
+                         f"`lowbit dequantize in={model_dir} out=<dir>` and calibrate the BF16 checkpoint in <dir>")
+
+
 def _versions() -> dict[str, str]:
     import compressed_tensors
     import transformers
@@ -189,10 +217,14 @@ def quantize_calibrated(
     recipe = build_recipe(scheme, method, smoothquant, targets, ignore)  # validates before loading anything
 
     from llmcompressor import oneshot
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from lowbit.quant import gpt_oss_experts
+
+    gpt_oss_experts.register()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     try:
+        _refuse_quantized_source(model_dir, AutoConfig.from_pretrained(model_dir))
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto", device_map=device)
     except (OSError, ValueError) as e:
@@ -207,8 +239,7 @@ def quantize_calibrated(
     record = {"scheme": scheme, "method": method, "smoothquant": smoothquant, "source_model": str(model_dir),
               "targets": targets, "ignore": ignore, "recipe": [repr(m) for m in recipe],
               "calibration": calibration_set.info, "versions": _versions(),
-              "moe": {"routers": len(routed), "experts_without_routed_tokens": uncalibrated_experts(routed),
-                      "moe_calibrate_all_experts": True} if routed else None}
+              "moe": moe_record(model, routed) if routed else None}
     staging = out_dir.with_name(out_dir.name + ".partial")
     try:
         model.save_pretrained(staging, save_compressed=True)
