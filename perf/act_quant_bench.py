@@ -1,16 +1,19 @@
 """Prefill and decode time of a Qwen3-1.7B-shaped model under each activation fake-quant format vs BF16.
 
 The model is built from a config with random bf16 weights (no download) and run with transformers in eager
-mode, as the transformers predictor runs it. For BF16 and every act_quant format and backend, in one process:
-    prefill  one forward pass over --prefill-batch x --prefill-tokens tokens (no cache)
-    decode   --decode-steps single-token steps at each --decode-batches size after a --context-token prefill,
-             time per step
-in --reps rounds that interleave the configurations; the ratio to BF16 is taken within each round (the same
-minutes of the shared host), and the medians are reported. The "ref" backend is the torch reference on the GPU, shown
-to motivate the fused Triton kernels ("triton", what the predictor uses on CUDA). At the end, the one-time cost
-of fake-quantizing every decoder weight to NVFP4 at load is timed.
+mode, as the transformers predictor runs it. In one process, for BF16 and every act_quant format and backend:
+    prefill  one forward pass over --prefill-batch x --prefill-tokens tokens (no cache), in --reps rounds that
+             interleave the configurations; ratio to BF16 within each round, medians reported
+    decode   --decode-steps single-token steps at each --decode-batches size after a --context-tokens prefill.
+             Decode is bound by the host's CPU, which is shared and drifts from second to second, so the
+             configurations take turns step by step on one growing KV cache (the order rotating every step),
+             each step is timed on its own, and a format's ratio is the median over steps of its step time
+             over the BF16 step next to it.
+The "ref" backend is the torch reference on the GPU, shown to motivate the fused Triton kernels ("triton", what
+the predictor uses on CUDA). At the end, the one-time cost of fake-quantizing every decoder weight to NVFP4 at
+load is timed.
 
-    python perf/act_quant_bench.py                       # about 2 minutes on an H100
+    python perf/act_quant_bench.py                       # a few minutes on an H100
     python perf/act_quant_bench.py --backends triton --json results.json
 """
 
@@ -57,24 +60,33 @@ def time_prefill(model, ids: torch.Tensor, reps: int, device: str) -> float:
     return statistics.median(times[1:])
 
 
-def time_decode(model, batch: int, context: int, steps: int, reps: int, device: str) -> float:
+def time_decode(model, hooks: dict, linears: list, batch: int, context: int, steps: int, device: str) -> dict:
+    """Seconds of every decode step per configuration (hooks: name -> ActivationFakeQuant, None for BF16)."""
     from transformers import DynamicCache
 
     generator = torch.Generator(device="cpu").manual_seed(1)
     prompt = torch.randint(0, 150000, (batch, context), generator=generator).to(device)
-    tokens = torch.randint(0, 150000, (steps, batch, 1), generator=generator).to(device)
-    per_step = []
-    for rep in range(reps + 1):
-        cache = DynamicCache(config=model.config)
-        model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        synchronize(device)
-        began = time.perf_counter()
-        for step in range(steps):
+    tokens = torch.randint(0, 150000, (steps + 1, batch, 1), generator=generator).to(device)
+    cache = DynamicCache(config=model.config)
+    model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    names = list(hooks)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for step in range(steps + 1):  # step 0 warms every configuration up (Triton compiles, launches are planned)
+        turn = step % len(names)
+        for name in names[turn:] + names[:turn]:
+            hook = hooks[name]
+            handles = [m.register_forward_pre_hook(hook) for m in linears] if hook is not None else []
+            synchronize(device)
+            began = time.perf_counter()
             model(input_ids=tokens[step], past_key_values=cache, use_cache=True, logits_to_keep=1)
-        synchronize(device)
-        if rep:
-            per_step.append((time.perf_counter() - began) / steps)
-    return statistics.median(per_step)
+            synchronize(device)
+            if step:
+                seconds[name].append(time.perf_counter() - began)
+            for handle in handles:
+                handle.remove()
+            if hook is not None:
+                hook.clear()
+    return seconds
 
 
 def environment(device: str) -> dict:
@@ -96,8 +108,8 @@ def main() -> None:
     parser.add_argument("--prefill-tokens", type=int, default=1024)
     parser.add_argument("--decode-batches", default="1,16")
     parser.add_argument("--context-tokens", type=int, default=512)
-    parser.add_argument("--decode-steps", type=int, default=32)
-    parser.add_argument("--reps", type=int, default=7, help="rounds over all configurations")
+    parser.add_argument("--decode-steps", type=int, default=64, help="timed steps per configuration")
+    parser.add_argument("--reps", type=int, default=5, help="prefill rounds over all configurations")
     parser.add_argument("--layers", type=int, default=QWEN3_1_7B_SHAPE["num_hidden_layers"],
                         help="fewer decoder layers for a quick smoke run")
     parser.add_argument("--json", help="also write the results here")
@@ -112,43 +124,41 @@ def main() -> None:
     prefill_ids = torch.randint(0, 150000, (args.prefill_batch, args.prefill_tokens),
                                 generator=torch.Generator().manual_seed(0)).to(device)
 
-    def measure() -> dict:
-        """One round of every timing for the model as it is now (each timing warms up once first)."""
-        gc.collect()  # a collection inside a timed step would be charged to whichever format ran then
-        gc.disable()
-        try:
-            with torch.inference_mode():
-                row = {"prefill_s": time_prefill(model, prefill_ids, 1, device)}
-                for batch in decode_batches:
-                    row[f"decode_b{batch}_s"] = time_decode(model, batch, args.context_tokens, args.decode_steps,
-                                                            1, device)
-            return row
-        finally:
-            gc.enable()
-
-    # Rounds interleave the configurations (bf16, then each format), so that drift of the shared host (decode
-    # is bound by its CPU) hits all of them alike; ratios are taken within a round, then the median.
     configs = [("bf16", "-")] + [(fmt, backend) for backend in backends for fmt in formats]
-    rounds: dict[tuple[str, str], list[dict]] = {config: [] for config in configs}
-    wrapped: dict[tuple[str, str], int] = {}
-    for round_index in range(args.reps):
-        for fmt, backend in configs:
-            emulation = fake_quant.apply_fake_quant(model, act_quant=fmt, backend=backend) if fmt != "bf16" else None
-            rounds[(fmt, backend)].append(measure())
-            if emulation is not None:
-                wrapped[(fmt, backend)] = len(emulation.wrapped)
-                emulation.remove()
-        print(f"round {round_index + 1}/{args.reps} done", flush=True)
+    prefill: dict[tuple[str, str], list[float]] = {config: [] for config in configs}
+    gc.collect()  # a collection inside a timed step would be charged to whichever format ran then
+    gc.disable()
+    try:
+        with torch.inference_mode():
+            for round_index in range(args.reps):
+                for fmt, backend in configs:
+                    emulation = fake_quant.apply_fake_quant(model, act_quant=fmt, backend=backend) \
+                        if fmt != "bf16" else None
+                    prefill[(fmt, backend)].append(time_prefill(model, prefill_ids, 1, device))
+                    if emulation is not None:
+                        emulation.remove()
+                print(f"prefill round {round_index + 1}/{args.reps} done", flush=True)
+            names = fake_quant.select_linears(model, fake_quant.DEFAULT_TARGETS, fake_quant.DEFAULT_IGNORE)[0]
+            modules = dict(model.named_modules())
+            linears = [modules[name] for name in names]
+            hooks = {config: fake_quant.ActivationFakeQuant(*config) if config[0] != "bf16" else None
+                     for config in configs}
+            decode = {batch: time_decode(model, hooks, linears, batch, args.context_tokens, args.decode_steps,
+                                         device) for batch in decode_batches}
+    finally:
+        gc.enable()
 
-    timed = list(rounds[configs[0]][0])
     results = []
+    base = configs[0]
     for config in configs:
-        row = {"act_quant": config[0], "backend": config[1], "wrapped": wrapped.get(config, 0)}
-        for key in timed:
-            row[key] = statistics.median(r[key] for r in rounds[config])
-            row[key.removesuffix("_s") + "_ratio"] = statistics.median(
-                r[key] / base[key] for r, base in zip(rounds[config], rounds[configs[0]]))
+        row = {"act_quant": config[0], "backend": config[1], "wrapped": len(linears) if config != base else 0,
+               "prefill_s": statistics.median(prefill[config]),
+               "prefill_ratio": statistics.median(t / b for t, b in zip(prefill[config], prefill[base]))}
+        for batch, seconds in decode.items():
+            row[f"decode_b{batch}_s"] = statistics.median(seconds[config])
+            row[f"decode_b{batch}_ratio"] = statistics.median(t / b for t, b in zip(seconds[config], seconds[base]))
         results.append(row)
+    timed = ["prefill_s"] + [f"decode_b{batch}_s" for batch in decode_batches]
     header = f"{'act_quant':<10}{'backend':<8}" + "".join(f"{k.removesuffix('_s') + ' ms':>16}{'x bf16':>8}"
                                                           for k in timed)
     print(header)

@@ -10,7 +10,6 @@ from transformers import GptOssConfig, GptOssForCausalLM, Qwen3MoeConfig, Qwen3M
 
 from lowbit.quant import fake_quant as fq
 from lowbit.quant import fake_quant_experts as fqe
-from lowbit.report.compare import describe_emulation
 
 HIDDEN, INTERMEDIATE, EXPERTS, LAYERS = 64, 64, 4, 2
 ACT_REFERENCES = {
@@ -294,6 +293,8 @@ def test_tiny_moe_generates_with_emulated_experts(tmp_path):
 
 
 def test_the_comparison_note_names_the_experts_and_what_was_not_reached():
+    from lowbit.report.compare import describe_emulation  # imports the run/config stack (hydra)
+
     model = build_gpt_oss()
     packed = experts_of(model)[1]
     packed.down_proj = torch.nn.Parameter(packed.down_proj.detach().to(torch.float8_e4m3fn), requires_grad=False)
