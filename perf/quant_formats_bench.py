@@ -92,7 +92,7 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float) -> None:
     codes_fp8 = torch.empty_like(w, dtype=torch.uint8)
     row_scale = torch.empty((rows, 1), dtype=torch.float32, device=w.device)
     int4_words = torch.empty((rows, cols // 8), dtype=torch.int32, device=w.device)
-    int4_scale = torch.empty((rows, cols // 128), dtype=torch.float32, device=w.device)
+    int4_scale = torch.empty((rows, cols // 128), dtype=torch.bfloat16, device=w.device)  # the weight's dtype
     q_int4 = integer_triton.quantize_int4_triton(w, 128)
     codes8 = torch.empty(w.numel(), dtype=torch.uint8, device=w.device)
     scale16 = torch.empty(n16, dtype=torch.uint8, device=w.device)
@@ -129,7 +129,9 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float) -> None:
             "int4 quantize (group 128)": (lambda: integer_triton._group_kernel[(triton.cdiv(w.numel() // 128,
                                                                                              max(1, blocks // 8)),)](
                 w, int4_words, int4_scale, w.numel() // 128, GROUP=128, BLOCKS=max(1, blocks // 8), HALF_RANGE=7.5,
-                Q_MIN=-8, Q_MAX=7, PACK_INT4=True, num_warps=warps), nbytes(w, int4_words, int4_scale)),
+                Q_MIN=-8, Q_MAX=7, PACK_INT4=True, FLOOR=integer.scale_floor(torch.bfloat16),
+                DROP=integer_triton.SIGNIFICAND_BITS_DROPPED[torch.bfloat16], num_warps=warps),
+                nbytes(w, int4_words, int4_scale)),
             # dequantize kernel: CHUNK = 16 * BLOCKS columns per program
             "int4 dequantize (group 128)": (lambda: integer_triton._dequantize_kernel[(rows, triton.cdiv(
                 cols, 16 * blocks))](

@@ -57,3 +57,26 @@ def test_unknown_precisions_are_not_guessed():
         "b": {"weights": {"num_bits": 8, "strategy": "channel"}}}}
     assert bits_per_weight("w3-experimental", mixed).bits is None  # mixed schemes: no single number
     assert bits_per_weight("nvfp4", {"quant_method": "something-new"}).bits == 4.5  # falls back to the label
+
+
+@pytest.mark.parametrize(("scheme", "group_size", "scale_dtypes", "bits"), [
+    ("w4a16", None, {"bfloat16"}, 4.125),  # g128, scales in the model's bfloat16
+    ("w4a16", 32, {"float16"}, 4.5),
+    ("w4a16", None, {"float32"}, 4.25),  # a float32 source model keeps float32 scales
+    ("int8", 128, {"bfloat16"}, 8.125),
+    ("int8", None, {"float32"}, 8 + 32 / 4096),  # per-channel scales stay float32
+    ("nvfp4", None, {"float8_e4m3fn"}, 4.5),
+    ("w4a16", None, {"bfloat16", "float32"}, None),  # scales of two widths: no single number
+])
+def test_lowbit_checkpoint_metadata_counts_the_scales_as_written(scheme, group_size, scale_dtypes, bits):
+    import torch
+
+    from lowbit.quant.checkpoint import QuantizeRequest, quantization_config
+
+    request = QuantizeRequest(model="source", out="out", scheme=scheme, group_size=group_size)
+    config = quantization_config(request, [], "source", {getattr(torch, d) for d in scale_dtypes})
+    result = bits_per_weight(f"{scheme}-rtn", config)
+    if bits is None:  # the metadata gives no number (and this label is not in the table)
+        assert result.bits is None and result.source != "quantization_config"
+    else:
+        assert result.bits == pytest.approx(bits, abs=1e-4) and result.source == "quantization_config"

@@ -83,6 +83,50 @@ def test_transformers_decompression_gives_our_dequantized_weights(dense_qwen3, t
         assert torch.equal(state[name].to(torch.bfloat16), ours[name]), name
 
 
+@pytest.mark.parametrize("scheme, group_size, bits", [("w4a16", None, 4.125), ("w4a16", 32, 4.5), ("int8", 128, 8.125)])
+def test_group_scales_are_stored_in_the_model_dtype_and_decompress_to_q_times_the_stored_scale(
+        dense_qwen3, tmp_path, scheme, group_size, bits):
+    from compressed_tensors.entrypoints.convert import convert_checkpoint
+    from compressed_tensors.entrypoints.convert.converters import CompressedTensorsDequantizer
+
+    from lowbit.quant.formats import integer
+    from lowbit.report.bits import bits_per_weight
+
+    quantize(dense_qwen3, tmp_path / "q", scheme, group_size=group_size)
+    config = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
+    assert config["config_groups"]["config_group_0"]["weights"]["scale_dtype"] is None  # as llm-compressor writes it
+    assert config["lowbit"]["weight_scale_dtype"] == "torch.bfloat16"
+    assert bits_per_weight(f"{scheme}-rtn", config).bits == bits  # 16-bit scales, as stored
+    stored = read_dir(tmp_path / "q")
+    convert_checkpoint(tmp_path / "q", tmp_path / "theirs", CompressedTensorsDequantizer(tmp_path / "q"))
+    theirs = read_dir(tmp_path / "theirs")
+    modules = [name.removesuffix(".weight_scale") for name in stored if name.endswith(".weight_scale")]
+    assert len(modules) == 7
+    for module in modules:
+        scale = stored[f"{module}.weight_scale"]
+        assert scale.dtype == torch.bfloat16, module
+        q = integer.unpack_int4(stored[f"{module}.weight_packed"]) if scheme == "w4a16" else stored[f"{module}.weight"]
+        assert scale.shape == (q.shape[0], q.shape[1] // (group_size or 128))
+        runtime = q.to(torch.bfloat16).reshape(*scale.shape, -1) * scale[..., None]  # q * scale in bfloat16
+        assert torch.equal(theirs[f"{module}.weight"], runtime.reshape(q.shape)), module
+
+
+def test_transformers_in_bfloat16_decompresses_w4a16_to_exactly_our_dequantized_weights(dense_qwen3, tmp_path):
+    """The model's own dtype: transformers converts stored scales to it, which leaves bfloat16 scales as they are."""
+    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
+
+    quantize(dense_qwen3, tmp_path / "q", "w4a16")
+    dequantize_checkpoint(str(tmp_path / "q"), tmp_path / "ours")
+    ours = read_dir(tmp_path / "ours")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "q", dtype=torch.bfloat16,
+                                                 quantization_config=CompressedTensorsConfig(run_compressed=False))
+    state = model.state_dict()
+    linear = [name for name in ours if name.endswith("_proj.weight")]
+    assert len(linear) == 7
+    for name in linear:
+        assert state[name].dtype == torch.bfloat16 and torch.equal(state[name], ours[name]), name
+
+
 def test_transformers_generates_with_a_quantized_tiny_qwen3_as_with_its_dequantized_copy(tiny_model, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -11,9 +11,13 @@ weight (N, K) becomes the tensors stored under its module name:
     mxfp8      mxfp8-quantized        MXFP8        weight e4m3 (N,K), weight_scale u8 E8M0 (N,K/32)
     fp8        float-quantized        FP8_DYNAMIC  weight e4m3 (N,K), weight_scale f32 (N,1)
     fp8-block  float-quantized        FP8_BLOCK    weight e4m3 (N,K), weight_scale f32 (N/128,K/128)
-    int8       int-quantized          INT8 (W8A8)  weight i8 (N,K), weight_scale f32 (N,1) or (N,K/G)
-    w4a16      pack-quantized         W4A16        weight_packed i32 (N,K/8), weight_scale f32 (N,K/G),
+    int8       int-quantized          INT8 (W8A8)  weight i8 (N,K), weight_scale f32 (N,1) or 16-bit (N,K/G)
+    w4a16      pack-quantized         W4A16        weight_packed i32 (N,K/8), weight_scale 16-bit (N,K/G),
                                                    weight_shape i64 (2,)
+
+"16-bit": group-wise integer scales are stored in the source weight's dtype (bf16 or fp16; f32 for an f32
+weight), as compressed-tensors stores them and vLLM's WNA16 kernels and transformers use them; the weights
+args leave `scale_dtype` null, as compressed-tensors' presets (and so llm-compressor's checkpoints) do.
 
 Activations: NVFP4 W4A4 needs a calibrated input_global_scale, so round-to-nearest `nvfp4` is weight-only
 (vLLM runs it as NVFP4A16); the other schemes with activation quantization use dynamic scales, which need

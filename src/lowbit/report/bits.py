@@ -20,6 +20,10 @@ the bits come from it; otherwise from the precision label through this table:
     *  a per-channel scale is shared by one row of in_features weights; the table assumes rows of 4096.
     ** plus one fp32 global scale per tensor, negligible.
 
+A scale's bits come from the quantization args' `scale_dtype`, else from the dtype lowbit records for the
+`weight_scale` tensors it wrote (`lowbit.weight_scale_dtype`), else from the format: 8 for NVFP4/MX scales,
+16 for group-wise integer scales (compressed-tensors stores them in the model's 16-bit dtype), 32 otherwise.
+
 Only linear-layer weights are counted: embeddings, norms and layers a checkpoint leaves unquantized (its
 `ignore` list) are not, so this is the cost of the quantized weights, not of the whole checkpoint. Labels
 are matched case-insensitively with `-` and `_` ignored (`NVFP4`, `int4-g128`: see `_LABEL_ALIASES`). A label
@@ -94,13 +98,16 @@ def _from_quantization_config(config: dict[str, Any]) -> float | None:
     groups = config.get("config_groups")
     if not isinstance(groups, dict) or not groups:
         return None
-    per_group = {_weight_args_bits(group.get("weights"), str(config.get("format", "")))
+    lowbit_record = config.get("lowbit")
+    written_scale_dtype = lowbit_record.get("weight_scale_dtype") if isinstance(lowbit_record, dict) else None
+    per_group = {_weight_args_bits(group.get("weights"), str(config.get("format", "")), written_scale_dtype)
                  for group in groups.values() if isinstance(group, dict)}
     return per_group.pop() if len(per_group) == 1 else None
 
 
-def _weight_args_bits(weights: Any, checkpoint_format: str) -> float | None:
-    """element bits + scale (and zero-point) bits per weight for one compressed-tensors QuantizationArgs."""
+def _weight_args_bits(weights: Any, checkpoint_format: str, written_scale_dtype: Any = None) -> float | None:
+    """element bits + scale (and zero-point) bits per weight for one compressed-tensors QuantizationArgs;
+    written_scale_dtype: the dtype lowbit wrote the scales in (a list when they differ: no single number)."""
     if not isinstance(weights, dict) or not isinstance(weights.get("num_bits"), int):
         return None
     element = weights["num_bits"]
@@ -117,7 +124,9 @@ def _weight_args_bits(weights: Any, checkpoint_format: str) -> float | None:
         return float(element)
     if per_scale <= 0:
         return None
-    scale_dtype = str(weights.get("scale_dtype") or "").removeprefix("torch.")
-    scale = _DTYPE_BITS.get(scale_dtype, default_scale)
+    scale_dtype = weights.get("scale_dtype") or written_scale_dtype
+    if isinstance(scale_dtype, list):
+        return None
+    scale = _DTYPE_BITS.get(str(scale_dtype or "").removeprefix("torch."), default_scale)
     zero_point = 0 if weights.get("symmetric", True) else element
     return element + (scale + zero_point) / per_scale

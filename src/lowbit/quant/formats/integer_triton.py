@@ -3,7 +3,9 @@
 - per-group (INT8 or INT4, power-of-two group): one program per BLOCKS consecutive groups, one pass;
 - per-channel INT8: one program per row, two passes (amax, then cast); row length is a compile-time constant;
 - dequantize: one program per (row, chunk of columns).
-Rounding: x / scale with IEEE division, then half to even with the 1.5 * 2**23 trick (|q| <= 128 here).
+Rounding: the fp32 scale is floored and rounded to the scale dtype in the kernel (integer arithmetic on its
+bits, see `_round_significand`), so storing it in that dtype is exact whatever the cast's rounding; codes are
+x / scale with IEEE division, then half to even with the 1.5 * 2**23 trick (|q| <= 128 here).
 A group holding NaN/Inf gets a NaN scale, which integer.quantize_* turns into the reference's ValueError.
 """
 
@@ -18,13 +20,27 @@ from lowbit.quant.formats.backend import check_matrix, check_out_dtype, check_pa
 GROUP_ELEMENTS_PER_PROGRAM = 2048
 ROW_CHUNK = 2048
 DEQUANT_CHUNK = 1024
-SCALE_FLOOR = tl.constexpr(integer.SCALE_FLOOR)
 INT4_OFFSET = tl.constexpr(integer.INT4_OFFSET)
+# fp32 significand bits a scale dtype lacks (fp32 23 mantissa bits, bf16 7, fp16 10)
+SIGNIFICAND_BITS_DROPPED = {torch.float32: 0, torch.bfloat16: 16, torch.float16: 13}
 
 
 @triton.jit
-def _scale(amax, bad, HALF_RANGE: tl.constexpr):
-    scale = tl.maximum(tl.math.div_rn(amax, tl.full(amax.shape, HALF_RANGE, tl.float32)), SCALE_FLOOR)
+def _round_significand(x, DROP: tl.constexpr):
+    """Positive normal fp32 x rounded half to even to 23 - DROP mantissa bits, in integer arithmetic (Triton's
+    interpreter truncates a bf16 cast). A carry into the exponent is the correct result; no overflow here."""
+    bits = mft.float_bits(x)
+    bits = (bits + ((1 << (DROP - 1)) - 1) + ((bits >> DROP) & 1)) >> DROP
+    return mft.bits_to_float(bits << DROP)
+
+
+@triton.jit
+def _scale(amax, bad, HALF_RANGE: tl.constexpr, FLOOR: tl.constexpr, DROP: tl.constexpr):
+    """amax / HALF_RANGE in fp32, floored at the scale dtype's smallest normal, rounded to that dtype (floor
+    first is the same: the floor is a value of the dtype). NaN where the group held NaN/Inf."""
+    scale = tl.maximum(tl.math.div_rn(amax, tl.full(amax.shape, HALF_RANGE, tl.float32)), FLOOR)
+    if DROP > 0:
+        scale = _round_significand(scale, DROP)
     return tl.where(bad, mft.bits_to_float(tl.full(amax.shape, mft.F32_QUIET_NAN_BITS, tl.int32)), scale)
 
 
@@ -40,9 +56,10 @@ def _round_clamp(x, reciprocal, Q_MIN: tl.constexpr, Q_MAX: tl.constexpr):
 def _group_kernel(
     x_ptr, out_ptr, scale_ptr, n_groups,
     GROUP: tl.constexpr, BLOCKS: tl.constexpr, HALF_RANGE: tl.constexpr,
-    Q_MIN: tl.constexpr, Q_MAX: tl.constexpr, PACK_INT4: tl.constexpr,
+    Q_MIN: tl.constexpr, Q_MAX: tl.constexpr, PACK_INT4: tl.constexpr, FLOOR: tl.constexpr, DROP: tl.constexpr,
 ):
-    """Each group is read as (GROUP / 8, 8): INT4 packs each row of 8 codes into one int32 word."""
+    """Each group is read as (GROUP / 8, 8): INT4 packs each row of 8 codes into one int32 word. The scale is
+    a value of scale_ptr's dtype (FLOOR, DROP: see _scale), stored exactly."""
     group = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)  # (BLOCKS,)
     in_range = group < n_groups
     word = tl.arange(0, GROUP // 8)[None, :, None]
@@ -50,18 +67,20 @@ def _group_kernel(
     x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0).to(tl.float32)
     amax_bits = tl.max(tl.max(mft.abs_bits(x), axis=2), axis=1)  # (BLOCKS,)
     bad = amax_bits >= mft.F32_INF_BITS  # a NaN or Inf in the group: NaN scale (quantize_* raises)
-    scale = _scale(mft.bits_to_float(tl.where(bad, 0, amax_bits)), bad, HALF_RANGE)
+    scale = _scale(mft.bits_to_float(tl.where(bad, 0, amax_bits)), bad, HALF_RANGE, FLOOR, DROP)
     q = _round_clamp(x, mft.reciprocal64(scale)[:, None, None], Q_MIN, Q_MAX)
     if PACK_INT4:
         word_offsets = group[:, None] * (GROUP // 8) + tl.arange(0, GROUP // 8)[None, :]
         tl.store(out_ptr + word_offsets, mft.pack_nibbles(q + INT4_OFFSET), mask=in_range[:, None])
     else:
         tl.store(out_ptr + offsets, q.to(tl.int8), mask=in_range[:, None, None])
-    tl.store(scale_ptr + group, scale, mask=in_range)
+    tl.store(scale_ptr + group, scale.to(scale_ptr.dtype.element_ty), mask=in_range)
 
 
 @triton.jit
-def _channel_kernel(x_ptr, out_ptr, scale_ptr, n_cols: tl.constexpr, HALF_RANGE: tl.constexpr, CHUNK: tl.constexpr):
+def _channel_kernel(x_ptr, out_ptr, scale_ptr, n_cols: tl.constexpr, HALF_RANGE: tl.constexpr, CHUNK: tl.constexpr,
+                    FLOOR: tl.constexpr):
+    """fp32 scale per row (the per-channel scale dtype)."""
     row_start = tl.program_id(0).to(tl.int64) * n_cols
     columns = tl.arange(0, CHUNK)
     amax_bits = tl.zeros((CHUNK,), tl.int32)
@@ -70,7 +89,7 @@ def _channel_kernel(x_ptr, out_ptr, scale_ptr, n_cols: tl.constexpr, HALF_RANGE:
         amax_bits = tl.maximum(amax_bits, mft.abs_bits(x))
     amax_bits = tl.max(amax_bits, axis=0)
     bad = amax_bits >= mft.F32_INF_BITS
-    scale = _scale(mft.bits_to_float(tl.where(bad, 0, amax_bits)), bad, HALF_RANGE)
+    scale = _scale(mft.bits_to_float(tl.where(bad, 0, amax_bits)), bad, HALF_RANGE, FLOOR, 0)
     tl.store(scale_ptr + tl.program_id(0), scale)
     reciprocal = mft.reciprocal64(scale)
     for start in range(0, n_cols, CHUNK):
@@ -95,7 +114,7 @@ def _dequantize_kernel(
         q = ((words[:, None] >> (tl.arange(0, 8) * 4)[None, :]) & 0xF) - INT4_OFFSET
     else:
         q = tl.load(q_ptr + row * n_cols + cols, mask=mask, other=0).to(tl.int32)
-    scale = tl.load(scale_ptr + row * n_scale_cols + cols // GROUP, mask=mask, other=1.0)
+    scale = tl.load(scale_ptr + row * n_scale_cols + cols // GROUP, mask=mask, other=1.0).to(tl.float32)
     mft.store_values(out_ptr, row * n_cols + cols, q.to(tl.float32) * scale, mask, OUT_IS_BF16)
 
 
@@ -110,12 +129,13 @@ def quantize_int8_triton(weight: torch.Tensor, group_size: int | None = None) ->
     x = weight.contiguous()
     rows, cols = x.shape
     q = torch.empty((rows, cols), dtype=torch.int8, device=x.device)
-    scale = torch.empty((rows, cols // group), dtype=torch.float32, device=x.device)
     if group_size is None:
-        _channel_kernel[(rows,)](x, q, scale, cols, HALF_RANGE=127.5, CHUNK=ROW_CHUNK)
+        scale = torch.empty((rows, 1), dtype=integer.CHANNEL_SCALE_DTYPE, device=x.device)
+        _channel_kernel[(rows,)](x, q, scale, cols, HALF_RANGE=127.5, CHUNK=ROW_CHUNK,
+                                 FLOOR=integer.scale_floor(integer.CHANNEL_SCALE_DTYPE))
     else:
         _check_group_for_kernel(group)
-        _launch_groups(x, q, scale, group, integer.INT8_RANGE, pack_int4=False)
+        scale = _launch_groups(x, q, group, integer.INT8_RANGE, pack_int4=False)
     return integer.IntWeight(q, scale)
 
 
@@ -127,19 +147,23 @@ def quantize_int4_triton(weight: torch.Tensor, group_size: int = 128) -> integer
     x = weight.contiguous()
     rows, cols = x.shape
     words = torch.empty((rows, cols // integer.INT4_PER_INT32), dtype=torch.int32, device=x.device)
-    scale = torch.empty((rows, cols // group), dtype=torch.float32, device=x.device)
-    _launch_groups(x, words, scale, group, integer.INT4_RANGE, pack_int4=True)
+    scale = _launch_groups(x, words, group, integer.INT4_RANGE, pack_int4=True)
     return integer.IntWeight(words, scale)
 
 
-def _launch_groups(x, out, scale, group: int, q_range: tuple[int, int], pack_int4: bool) -> None:
+def _launch_groups(x, out, group: int, q_range: tuple[int, int], pack_int4: bool) -> torch.Tensor:
+    """Quantize x's groups into out; returns the (N, K/G) scales in integer.group_scale_dtype(x.dtype)."""
+    scale_dtype = integer.group_scale_dtype(x.dtype)
+    scale = torch.empty((x.shape[0], x.shape[1] // group), dtype=scale_dtype, device=x.device)
     n_groups = x.numel() // group
     blocks = max(1, GROUP_ELEMENTS_PER_PROGRAM // group)
     _group_kernel[(triton.cdiv(n_groups, blocks),)](
         x, out, scale, n_groups,
         GROUP=group, BLOCKS=blocks, HALF_RANGE=(q_range[1] - q_range[0]) / 2,
         Q_MIN=q_range[0], Q_MAX=q_range[1], PACK_INT4=pack_int4,
+        FLOOR=integer.scale_floor(scale_dtype), DROP=SIGNIFICAND_BITS_DROPPED[scale_dtype],
     )
+    return scale
 
 
 def dequantize_triton(q: integer.IntWeight, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
@@ -147,14 +171,10 @@ def dequantize_triton(q: integer.IntWeight, out_dtype: torch.dtype = torch.bfloa
     check_out_dtype(out_dtype)
     is_int4 = q.data.dtype == torch.int32
     check_packed(q.data, torch.int32 if is_int4 else torch.int8, "data")
-    check_packed(q.weight_scale, torch.float32, "weight_scale")
     rows = q.data.shape[0]
     cols = q.data.shape[1] * (integer.INT4_PER_INT32 if is_int4 else 1)
+    integer.check_scale(q.weight_scale, rows, cols)
     scale = q.weight_scale.contiguous()
-    if scale.ndim != 2 or scale.shape[0] != rows or cols % scale.shape[1] != 0:
-        raise ValueError(
-            f"weight_scale {tuple(scale.shape)} does not fit weight {(rows, cols)}; pass one quantize() result"
-        )
     out = torch.empty((rows, cols), dtype=out_dtype, device=q.data.device)
     out_arg, out_is_bf16 = mft.output_view(out)
     _dequantize_kernel[(rows, triton.cdiv(cols, DEQUANT_CHUNK))](
