@@ -7,6 +7,7 @@ in well under a second; tests/quant/test_checkpoint_interop.py checks the result
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,75 @@ def test_eval_run_metadata_records_the_lowbit_block(source, tmp_path):
     recorded = quantization_metadata(str(tmp_path / "q"))
     assert recorded["format"] == "mxfp4-pack-quantized"
     assert recorded["lowbit"]["scheme"] == "mxfp4" and recorded["lowbit"]["method"] == "rtn"
+
+
+# --- GPT-OSS experts stored per expert (GPTQ's layout) come back fused ------------------------------------------
+
+GPT_OSS_EXPERTS, GPT_OSS_INTERMEDIATE = 4, 64
+GPT_OSS_CONFIG = {"architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": HIDDEN,
+                  "intermediate_size": GPT_OSS_INTERMEDIATE, "num_local_experts": GPT_OSS_EXPERTS}
+
+
+def per_expert_gpt_oss(path: Path) -> Path:
+    """A GPT-OSS-shaped checkpoint with per-expert gate/up/down Linear weights and biases, over 3 shards."""
+    generator = torch.Generator().manual_seed(3)
+    tensors = {"model.norm.weight": torch.ones(HIDDEN, dtype=torch.bfloat16)}
+    shapes = {"gate_proj": (GPT_OSS_INTERMEDIATE, HIDDEN), "up_proj": (GPT_OSS_INTERMEDIATE, HIDDEN),
+              "down_proj": (HIDDEN, GPT_OSS_INTERMEDIATE)}
+    for layer in range(2):
+        prefix = f"model.layers.{layer}"
+        tensors[f"{prefix}.self_attn.o_proj.weight"] = torch.randn(HIDDEN, HIDDEN, generator=generator).bfloat16()
+        tensors[f"{prefix}.mlp.router.weight"] = torch.randn(GPT_OSS_EXPERTS, HIDDEN, generator=generator).bfloat16()
+        for expert in range(GPT_OSS_EXPERTS):
+            for projection, shape in shapes.items():
+                module = f"{prefix}.mlp.experts.{expert}.{projection}"
+                tensors[f"{module}.weight"] = (torch.randn(shape, generator=generator) * 0.02).bfloat16()
+                tensors[f"{module}.bias"] = torch.randn(shape[0], generator=generator).bfloat16()
+    return write_checkpoint(path, tensors, shards=3, config=GPT_OSS_CONFIG)
+
+
+def test_gpt_oss_per_expert_checkpoint_dequantizes_to_the_fused_interleaved_layout(tmp_path):
+    quantize(per_expert_gpt_oss(tmp_path / "src"), tmp_path / "q", "w4a16")
+    assert "model.layers.1.mlp.experts.3.up_proj.weight_packed" in read_dir(tmp_path / "q")
+    result = dequantize_checkpoint(str(tmp_path / "q"), tmp_path / "fused", max_shard_bytes=200_000)
+    fused = read_dir(tmp_path / "fused")
+    assert result.fused_experts == ["model.layers.0.mlp.experts", "model.layers.1.mlp.experts"]
+    assert len(result.shards) > 1 and not [n for n in fused if re.search(r"experts\.\d+\.", n)]
+    assert "quantization_config" not in json.loads((tmp_path / "fused" / ckpt_files.CONFIG).read_text())
+    # the same checkpoint read as a model without GPT-OSS's fused experts: its per-expert BF16 weights
+    (tmp_path / "q" / ckpt_files.CONFIG).write_text(json.dumps(
+        {**json.loads((tmp_path / "q" / ckpt_files.CONFIG).read_text()), "model_type": "qwen3_moe"}))
+    dequantize_checkpoint(str(tmp_path / "q"), tmp_path / "per_expert")
+    per_expert = read_dir(tmp_path / "per_expert")
+    for layer in range(2):
+        block = f"model.layers.{layer}.mlp.experts"
+        assert fused[f"{block}.gate_up_proj"].shape == (GPT_OSS_EXPERTS, HIDDEN, 2 * GPT_OSS_INTERMEDIATE)
+        assert fused[f"{block}.gate_up_proj"].dtype == torch.bfloat16
+        assert fused[f"{block}.down_proj"].shape == (GPT_OSS_EXPERTS, GPT_OSS_INTERMEDIATE, HIDDEN)
+        for expert in range(GPT_OSS_EXPERTS):
+            gate, up, down = (f"{block}.{expert}.{projection}" for projection in ("gate_proj", "up_proj", "down_proj"))
+            assert torch.equal(fused[f"{block}.gate_up_proj"][expert], torch.stack(  # gate even, up odd columns
+                [per_expert[f"{gate}.weight"].T, per_expert[f"{up}.weight"].T], dim=-1).flatten(-2))
+            assert torch.equal(fused[f"{block}.gate_up_proj_bias"][expert], torch.stack(
+                [per_expert[f"{gate}.bias"], per_expert[f"{up}.bias"]], dim=-1).flatten())
+            assert torch.equal(fused[f"{block}.down_proj"][expert], per_expert[f"{down}.weight"].T)
+            assert torch.equal(fused[f"{block}.down_proj_bias"][expert], per_expert[f"{down}.bias"])
+        assert torch.equal(fused[f"model.layers.{layer}.self_attn.o_proj.weight"],
+                           per_expert[f"model.layers.{layer}.self_attn.o_proj.weight"])
+
+
+@pytest.mark.parametrize("drop, message", [
+    ("model.layers.1.mlp.experts.2.up_proj.bias", r"experts\.2\.up_proj has no bias"),
+    ("model.layers.0.mlp.experts.3.", r"layers\.0\.mlp\.experts lacks experts \[3\]"),
+], ids=["bias", "expert"])
+def test_gpt_oss_experts_missing_from_the_checkpoint_are_one_usage_error_and_leave_no_output(tmp_path, drop,
+                                                                                            message):
+    quantize(per_expert_gpt_oss(tmp_path / "src"), tmp_path / "q", "w4a16")
+    tensors = {n: t for n, t in read_dir(tmp_path / "q").items() if not n.startswith(drop)}
+    config = json.loads((tmp_path / "q" / ckpt_files.CONFIG).read_text())
+    broken = write_checkpoint(tmp_path / "broken", tensors, config=config)
+    out = tmp_path / "out"
+    with pytest.raises(UsageError, match=message) as error:
+        dequantize_checkpoint(str(broken), out)
+    assert "\n" not in str(error.value) and "incomplete" in str(error.value)
+    assert leaves_nothing(tmp_path, out)

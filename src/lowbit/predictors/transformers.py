@@ -15,11 +15,14 @@
   generator), so a rerun with the same batching reproduces the same completions.
 - `act_quant` / `weight_quant` emulate low-precision activations / weights on the selected Linear layers
   (lowbit.quant.fake_quant); describe() records exactly which layers, formats and kernels were used.
+- A GPT-OSS checkpoint with per-expert experts (GPTQ's layout) loads with one Linear module per expert
+  projection (lowbit.quant.gpt_oss_experts), which emulation then treats as any other Linear layer.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,7 +58,7 @@ class TransformersPredictor(LocalTokenizerPredictor):
         quant_ignore: list[str] | None = None,
     ):
         super().__init__()
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         if batch_size < 1:
             raise UsageError(f"predictor_conf.batch_size must be >= 1, got {batch_size}")
@@ -69,7 +72,7 @@ class TransformersPredictor(LocalTokenizerPredictor):
         quant_options = _check_quant_options(act_quant, weight_quant, quant_targets, quant_ignore)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(
+            self.model = _load_model(
                 model_name,
                 dtype=DTYPES.get(dtype, "auto"),
                 device_map=self.device_map,
@@ -180,6 +183,29 @@ class TransformersPredictor(LocalTokenizerPredictor):
         del self.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _load_model(model_name: str, **kwargs: Any):
+    """`AutoModelForCausalLM.from_pretrained`. A GPT-OSS checkpoint whose experts are stored per expert (what
+    `lowbit quantize method=gptq` writes) has no fused `gate_up_proj`/`down_proj` for transformers' GPT-OSS to
+    load: it is built with per-expert Linear experts (lowbit.quant.gpt_oss_experts) and, when compressed,
+    decompressed at load rather than at the first forward pass, so weight emulation finds dense weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lowbit.quant import gpt_oss_experts
+
+    if not gpt_oss_experts.stores_experts_per_expert(model_name):
+        return AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
+    config = AutoConfig.from_pretrained(model_name, trust_remote_code=kwargs.get("trust_remote_code", False))
+    quantization = getattr(config, "quantization_config", None) or {}
+    with gpt_oss_experts.linearized_gpt_oss_experts(), warnings.catch_warnings():
+        if quantization.get("quant_method") == "compressed-tensors":
+            from transformers import CompressedTensorsConfig
+
+            # overrides only the loading attribute `dequantize`; transformers warns that it merges the two
+            warnings.filterwarnings("ignore", message="You passed `quantization_config`")
+            kwargs["quantization_config"] = CompressedTensorsConfig(dequantize=True)
+        return AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
 
 
 def _check_quant_options(act_quant: str, weight_quant: str, targets: list[str] | None,

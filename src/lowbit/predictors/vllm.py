@@ -78,6 +78,12 @@ class VLLMPredictor(LocalTokenizerPredictor):
             trust_remote_code=trust_remote_code,
         )
         self.engine_args = {k: v for k, v in engine_args.items() if v is not None}
+        from lowbit.quant import gpt_oss_experts
+
+        if gpt_oss_experts.stores_experts_per_expert(model_name):
+            raise UsageError(f"'{model_name}' is a GPT-OSS checkpoint with per-expert experts (lowbit's GPTQ layout), "
+                             f"which vLLM's GPT-OSS loader cannot map: run `lowbit dequantize in={model_name} "
+                             "out=<dir>` and evaluate <dir>, or use predictor=transformers")
         try:
             self.llm = LLM(model=model_name, **self.engine_args)
         except (OSError, ValueError) as e:

@@ -1,11 +1,13 @@
 """The two flows of `lowbit quantize` / `lowbit dequantize` over streamed checkpoints (files: safetensors_io).
 
 `quantize_checkpoint` (round-to-nearest, `method=rtn`) and `dequantize_checkpoint` are the two flows of
-`lowbit quantize` / `lowbit dequantize`; both hold at most one module's tensors plus one output shard.
+`lowbit quantize` / `lowbit dequantize`; both hold at most one module's tensors plus one output shard (a GPT-OSS
+experts block counts as one module: its experts are fused into, or dequantized from, one tensor per projection).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -16,7 +18,7 @@ from typing import Any
 import torch
 
 from lowbit.errors import UsageError
-from lowbit.quant import gpt_oss_mxfp4
+from lowbit.quant import gpt_oss_experts, gpt_oss_mxfp4
 from lowbit.quant.module_patterns import compile_patterns
 from lowbit.quant.safetensors_io import (
     DEFAULT_MAX_SHARD_BYTES,
@@ -79,6 +81,7 @@ class ConversionResult:
     peak_pending_bytes: int = 0
     largest_tensor_bytes: int = 0
     seconds: float = 0.0
+    fused_experts: list[str] = field(default_factory=list)  # GPT-OSS experts blocks written fused (dequantize)
 
 
 def _compile(patterns: list[str], key: str) -> list[re.Pattern]:
@@ -171,8 +174,14 @@ def _shared_global_scales(reader: CheckpointReader, plan: dict[str, str],
     return {group: nvfp4.shared_global_scale(a.reshape(1)) for group, a in amax.items()}
 
 
-def quantization_config(request: QuantizeRequest, unquantized: list[str], source: str) -> dict[str, Any]:
+def quantization_config(request: QuantizeRequest, unquantized: list[str], source: str,
+                        weight_scale_dtypes: set[torch.dtype] | None = None) -> dict[str, Any]:
+    """The compressed-tensors quantization_config, plus lowbit's record of how it was made. The record's
+    `weight_scale_dtype` is the dtype the `weight_scale` tensors were written in (a sorted list if they differ),
+    which the weights args leave null where compressed-tensors' presets do (group-wise integer scales)."""
     import lowbit
+
+    scale_dtypes = sorted(str(d) for d in weight_scale_dtypes or ())
 
     scheme = get_scheme(request.scheme)
     group_size = scheme.resolve_group_size(request.group_size)
@@ -190,7 +199,8 @@ def quantization_config(request: QuantizeRequest, unquantized: list[str], source
         "transform_config": {},
         "lowbit": {"version": lowbit.__version__, "scheme": scheme.name, "method": request.method,
                    "source_model": source, "group_size": group_size, "backend": request.backend,
-                   "unquantized_modules": unquantized},
+                   "unquantized_modules": unquantized,
+                   "weight_scale_dtype": scale_dtypes[0] if len(scale_dtypes) == 1 else scale_dtypes or None},
     }
 
 
@@ -215,6 +225,7 @@ def quantize_checkpoint(request: QuantizeRequest) -> ConversionResult:
         global_scales = _shared_global_scales(reader, plan, device) if scheme.shared_global_scale else {}
         writer = ShardWriter(staging, request.max_shard_bytes)
         quantize_names = {name: module for module, name in plan.items()}
+        scale_dtypes: set[torch.dtype] = set()
         for name in reader.names():
             if native_mxfp4 and (parameter := gpt_oss_mxfp4.expert_parameter(name)) is not None:
                 if name.endswith(gpt_oss_mxfp4.BLOCKS_SUFFIX):
@@ -235,11 +246,12 @@ def quantize_checkpoint(request: QuantizeRequest) -> ConversionResult:
                 raise UsageError(f"{name}: {e}") from e
             for suffix, value in encoded.items():
                 writer.add(f"{module}.{suffix}", value)
+            scale_dtypes.add(encoded["weight_scale"].dtype)
             del tensor, encoded
         result.shards = writer.finish()
         reader.close()
         config = dict(reader.config)
-        config["quantization_config"] = quantization_config(request, unquantized, source)
+        config["quantization_config"] = quantization_config(request, unquantized, source, scale_dtypes)
         write_config(staging, config)
         copy_side_files(src, staging)
         result.bytes_written, result.peak_pending_bytes = writer.total_bytes, writer.peak_pending_bytes
@@ -271,9 +283,93 @@ def _pack_bits(quant_config: dict[str, Any]) -> int | None:
     return bits.pop() if bits else None
 
 
+WEIGHT_ENCODING_SUFFIXES = ("weight_scale", "weight_global_scale", "weight_shape", "weight_zero_point", "weight_g_idx")
+
+
+def _is_quantized(members: dict[str, str]) -> bool:
+    """Whether a module's stored tensors ({suffix: name}) hold a compressed weight."""
+    return "weight_packed" in members or ("weight" in members and "weight_scale" in members)
+
+
+def _dense_weight(reader: CheckpointReader, module: str, members: dict[str, str], pack_bits: int | None,
+                  device: torch.device, backend: str, result: ConversionResult) -> torch.Tensor:
+    """A module's weight: decoded to BF16 when stored compressed, else as stored."""
+    if not _is_quantized(members):
+        weight = reader.get(members["weight"])
+        result.bytes_read += weight.nbytes
+        return weight
+    tensors = {s: reader.get(n).to(device) for s, n in members.items() if s.startswith("weight")}
+    result.bytes_read += sum(t.nbytes for t in tensors.values())
+    try:
+        weight = decode(module, tensors, pack_bits, backend=backend)
+    except ValueError as e:
+        raise UsageError(f"{module}: {e}") from e
+    result.quantized.append(module)
+    return weight
+
+
+def _stored_float_dtype(reader: CheckpointReader, name: str) -> torch.dtype:
+    dtype = reader.info(name)[0]
+    if dtype not in FLOAT_DTYPES:
+        raise UsageError(f"{name} has dtype {dtype}, not BF16/F16/F32: it cannot join GPT-OSS's fused experts")
+    return FLOAT_DTYPES[dtype]
+
+
+def _fused_experts(reader: CheckpointReader, block: str, experts: dict[int, dict[str, dict[str, str]]],
+                   pack_bits: int | None, device: torch.device, backend: str,
+                   result: ConversionResult) -> gpt_oss_experts.FusedExperts:
+    """One GPT-OSS experts block in transformers' fused layout, from its per-expert projections (decoded one
+    expert at a time into the preallocated fused tensors: memory is the block's output plus one expert)."""
+    expected = reader.config.get("num_local_experts", len(experts))
+    if missing := sorted(set(range(expected)) - set(experts)):
+        raise UsageError(f"{block} lacks experts {missing} (config.json's num_local_experts is {expected}): the "
+                         "checkpoint is incomplete")
+    if extra := sorted(set(experts) - set(range(expected))):
+        raise UsageError(f"{block} stores experts {extra} beyond config.json's num_local_experts {expected}: the "
+                         "checkpoint does not match its config")
+    weight_dtypes, bias_dtypes = [], []
+    for index, projections in sorted(experts.items()):
+        for projection in gpt_oss_experts.PROJECTIONS:
+            members = projections.get(projection, {})
+            for part, present in (("weight", "weight" in members or _is_quantized(members)),
+                                  ("bias", "bias" in members)):
+                if not present:
+                    raise UsageError(f"{block}.{index}.{projection} has no {part}: the checkpoint is incomplete")
+            weight_dtypes.append(torch.bfloat16 if _is_quantized(members)
+                                 else _stored_float_dtype(reader, members["weight"]))
+            bias_dtypes.append(_stored_float_dtype(reader, members["bias"]))
+    hidden, intermediate = reader.config.get("hidden_size"), reader.config.get("intermediate_size")
+    fused = None
+    for index in range(expected):
+        weights, biases = {}, {}
+        for projection in gpt_oss_experts.PROJECTIONS:
+            members = experts[index][projection]
+            module = f"{block}.{index}.{projection}"
+            weights[projection] = _dense_weight(reader, module, members, pack_bits, device, backend, result).cpu()
+            biases[projection] = reader.get(members["bias"])
+            result.bytes_read += biases[projection].nbytes
+        if fused is None:
+            rows, columns = weights["gate_proj"].shape  # (I, H)
+            if (hidden, intermediate) != (columns, rows) and None not in (hidden, intermediate):
+                raise UsageError(f"{block}.0.gate_proj is ({rows}, {columns}) but config.json has intermediate_size "
+                                 f"{intermediate} and hidden_size {hidden}: the checkpoint does not match its config")
+            fused = gpt_oss_experts.FusedExperts.empty(
+                expected, columns, rows, functools.reduce(torch.promote_types, weight_dtypes),
+                functools.reduce(torch.promote_types, bias_dtypes))
+        try:
+            fused.set_expert(index, weights, biases)
+        except ValueError as e:
+            raise UsageError(f"{block}: {e}: the checkpoint is inconsistent") from e
+        del weights, biases
+    return fused
+
+
 def dequantize_checkpoint(source: str, out: Path, *, overwrite: bool = False, device: str = "cpu",
                           backend: str = "ref", max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> ConversionResult:
-    """A BF16 checkpoint from a compressed-tensors one (any of lowbit's formats) or GPT-OSS's native MXFP4."""
+    """A BF16 checkpoint from a compressed-tensors one (any of lowbit's formats) or GPT-OSS's native MXFP4.
+
+    GPT-OSS experts stored per expert (`model.layers.L.mlp.experts.E.{gate,up,down}_proj`, as GPTQ writes them)
+    are written in transformers' fused layout (`mlp.experts.gate_up_proj`, gate/up interleaved, ...)."""
     start = time.perf_counter()
     dev = _check_device(device, backend)
     src = Path(source).expanduser()
@@ -292,6 +388,9 @@ def dequantize_checkpoint(source: str, out: Path, *, overwrite: bool = False, de
     for name in reader.names():
         module, _, suffix = name.rpartition(".")
         modules.setdefault(module, {})[suffix] = name
+    # GPT-OSS experts stored per expert (GPTQ's layout) are written back in the fused layout transformers loads
+    per_expert = (gpt_oss_experts.per_expert_blocks(reader.names())
+                  if method == QUANT_METHOD and gpt_oss_experts.is_gpt_oss(reader.config) else {})
     with staged_output(Path(out), overwrite) as staging:
         writer = ShardWriter(staging, max_shard_bytes)
         for name in reader.names():
@@ -303,20 +402,21 @@ def dequantize_checkpoint(source: str, out: Path, *, overwrite: bool = False, de
                         writer.add(parameter, _native_experts(reader, parameter, dev, backend, result))
                         result.quantized.append(parameter)
                     continue
-            elif "weight_packed" in members or ("weight" in members and "weight_scale" in members):
-                if suffix in QUANTIZATION_ONLY_SUFFIXES or suffix in ("weight_scale", "weight_global_scale",
-                                                                      "weight_shape", "weight_zero_point",
-                                                                      "weight_g_idx"):
-                    continue
+            elif per_expert and (parsed := gpt_oss_experts.per_expert_tensor(name)) is not None:
+                block = parsed[0]
+                if block not in result.fused_experts:  # the block's first tensor: the whole block, once
+                    fused = _fused_experts(reader, block, per_expert[block], pack_bits, dev, backend, result)
+                    for fused_name, tensor in fused.named_tensors(block).items():
+                        writer.add(fused_name, tensor)
+                    result.fused_experts.append(block)
+                    del fused
+                continue
+            elif _is_quantized(members):
                 if suffix in ("weight", "weight_packed"):
-                    tensors = {s: reader.get(n).to(dev) for s, n in members.items()
-                               if s.startswith("weight")}
-                    result.bytes_read += sum(t.nbytes for t in tensors.values())
-                    try:
-                        writer.add(f"{module}.weight", decode(module, tensors, pack_bits, backend=backend))
-                    except ValueError as e:
-                        raise UsageError(f"{module}: {e}") from e
-                    result.quantized.append(module)
+                    writer.add(f"{module}.weight", _dense_weight(reader, module, members, pack_bits, dev, backend,
+                                                                 result))
+                    continue
+                if suffix in WEIGHT_ENCODING_SUFFIXES:
                     continue
             if suffix in QUANTIZATION_ONLY_SUFFIXES:
                 continue

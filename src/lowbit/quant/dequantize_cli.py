@@ -1,5 +1,7 @@
 """`lowbit dequantize`: a compressed-tensors or GPT-OSS MXFP4 checkpoint -> a BF16 checkpoint.
 
+GPT-OSS experts stored per expert (`lowbit quantize method=gptq`) come back in transformers' fused layout.
+
     lowbit dequantize in=ckpts/qwen3-1.7b-nvfp4 out=ckpts/qwen3-1.7b-nvfp4-bf16
 """
 
@@ -34,5 +36,8 @@ def run(args: argparse.Namespace) -> int:
         max_shard_bytes=parse_size(values.get("max_shard_size", DEFAULT_MAX_SHARD_BYTES)))
     print(f"dequantized {len(result.quantized)} tensors to bfloat16 in {result.seconds:.1f} s "
           f"({result.bytes_written / 1e9:.3f} GB in {len(result.shards)} shard(s))")
+    if result.fused_experts:
+        print(f"fused the per-expert projections of {len(result.fused_experts)} GPT-OSS experts blocks into "
+              "gate_up_proj / down_proj (the layout transformers and vLLM load)")
     print(f"checkpoint: {result.out}")
     return 0
