@@ -47,7 +47,7 @@ def main() -> None:
 
     print(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}))
     results = []
-    timed = lambda fn: host_us_per_call(fn, args.calls, args.rounds)  # noqa: E731
+    timed = lambda fn: host_us_per_call(fn, args.calls, args.rounds)
     with torch.inference_mode():
         for rows, width in ((1, 2048), (16, 2048), (1, 6144), (16, 6144)):
             x = torch.randn(rows, width, device="cuda", dtype=torch.bfloat16)
