@@ -212,6 +212,7 @@ def _check_quant_options(act_quant: str, weight_quant: str, targets: list[str] |
                          ignore: list[str] | None) -> dict[str, Any]:
     """The fake-quant options, validated before the model is loaded (UsageError naming the key and the fix)."""
     from lowbit.quant import fake_quant
+    from lowbit.quant.module_patterns import compile_patterns
 
     options = {"act_quant": act_quant, "weight_quant": weight_quant,
                "targets": list(fake_quant.DEFAULT_TARGETS if targets is None else targets),
