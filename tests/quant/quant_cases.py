@@ -80,3 +80,23 @@ def rounding_edge_groups(scale_of_amax, boundaries: torch.Tensor, groups: int, g
     chosen = torch.minimum(torch.gather(edges, 1, pick), amax)
     signs = torch.where(torch.rand(chosen.shape, generator=generator) < 0.5, -1.0, 1.0)
     return torch.cat([amax, chosen * signs], dim=1).to(DEVICE)
+
+
+def record_activation_quantizations(monkeypatch) -> list[tuple[int, ...]]:
+    """Patch fake_quant so every activation fake-quantization appends its input's shape to the returned list."""
+    from lowbit.quant import fake_quant
+
+    shapes: list[tuple[int, ...]] = []
+    make_quantizer = fake_quant.activation_quantizer
+
+    def recording_quantizer(fmt, backend):
+        quantize = make_quantizer(fmt, backend)
+
+        def recording(x):
+            shapes.append(tuple(x.shape))
+            return quantize(x)
+
+        return recording
+
+    monkeypatch.setattr(fake_quant, "activation_quantizer", recording_quantizer)
+    return shapes

@@ -4,7 +4,7 @@ reporting, validation, removal, and an end-to-end generate."""
 
 import pytest
 import torch
-from quant_cases import DEVICE, requires_triton
+from quant_cases import DEVICE, record_activation_quantizations, requires_triton
 from torch.nn import functional as F
 from transformers import GptOssConfig, GptOssForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
@@ -167,19 +167,7 @@ def test_only_nvfp4_depends_on_which_tokens_an_expert_sees(act, differs):
 
 @pytest.mark.parametrize("act, calls_per_layer", [("fp8", lambda hit: 1 + hit), ("nvfp4", lambda hit: 2 * hit)])
 def test_row_local_formats_quantize_the_expert_input_once(act, calls_per_layer, monkeypatch):
-    calls = []
-    make_quantizer = fq.activation_quantizer
-
-    def counting_quantizer(fmt, backend):
-        quantize = make_quantizer(fmt, backend)
-
-        def counting(x):
-            calls.append(tuple(x.shape))
-            return quantize(x)
-
-        return counting
-
-    monkeypatch.setattr(fq, "activation_quantizer", counting_quantizer)
+    calls = record_activation_quantizations(monkeypatch)
     model = build_qwen3_moe()
     block = model.model.layers[0].mlp
     fq.apply_fake_quant(model, act_quant=act, targets=[r"layers\.0\.mlp\.experts$"])

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from quant_cases import record_activation_quantizations
 from transformers import AutoModelForCausalLM
 
 from lowbit.quant import fake_quant as fq
@@ -49,21 +50,8 @@ def test_regex_targets_and_ignores(model):
 
 
 def test_sibling_projections_share_one_fake_quantized_input(model, token_ids, monkeypatch):
-    calls = []
     original = fq.fake_quantize_activation
-
-    make_quantizer = fq.activation_quantizer
-
-    def counting_quantizer(fmt, backend):
-        quantize = make_quantizer(fmt, backend)
-
-        def counting(x):
-            calls.append(tuple(x.shape))
-            return quantize(x)
-
-        return counting
-
-    monkeypatch.setattr(fq, "activation_quantizer", counting_quantizer)
+    calls = record_activation_quantizations(monkeypatch)
     emulation = fq.apply_fake_quant(model, act_quant="fp8")
     shared = logits(model, token_ids)
     assert len(calls) == 4 * model.config.num_hidden_layers  # q/k/v and gate/up quantize their input once
