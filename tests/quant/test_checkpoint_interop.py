@@ -66,20 +66,24 @@ def test_compressed_tensors_dequantizer_gives_exactly_our_dequantized_tensors(de
     assert_same_tensors(read_dir(tmp_path / "ours"), read_dir(tmp_path / "theirs"))
 
 
-@pytest.mark.parametrize("scheme", ["mxfp4", "w4a16"])
-def test_transformers_decompression_gives_our_dequantized_weights(dense_qwen3, tmp_path, scheme):
+def transformers_and_dequantized_weights(model_dir, tmp_path, scheme: str, dtype: torch.dtype):
+    """(transformers' decompressed state dict in `dtype`, lowbit dequantize's 7 Linear weights) of one checkpoint."""
     from transformers import AutoModelForCausalLM, CompressedTensorsConfig
 
-    quantize(dense_qwen3, tmp_path / "q", scheme)
+    quantize(model_dir, tmp_path / "q", scheme)
     dequantize_checkpoint(str(tmp_path / "q"), tmp_path / "ours")
-    ours = read_dir(tmp_path / "ours")
-    # float32 keeps the stored float32 scales as they are (a bfloat16 model would round them first).
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "q", dtype=torch.float32,
+    ours = {name: t for name, t in read_dir(tmp_path / "ours").items() if name.endswith("_proj.weight")}
+    assert len(ours) == 7
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "q", dtype=dtype,
                                                  quantization_config=CompressedTensorsConfig(run_compressed=False))
-    state = model.state_dict()
-    linear = [name for name in ours if name.endswith("_proj.weight")]
-    assert len(linear) == 7
-    for name in linear:
+    return model.state_dict(), ours
+
+
+@pytest.mark.parametrize("scheme", ["mxfp4", "w4a16"])
+def test_transformers_decompression_gives_our_dequantized_weights(dense_qwen3, tmp_path, scheme):
+    # float32 keeps the stored float32 scales as they are (a bfloat16 model would round them first).
+    state, ours = transformers_and_dequantized_weights(dense_qwen3, tmp_path, scheme, torch.float32)
+    for name in ours:
         assert torch.equal(state[name].to(torch.bfloat16), ours[name]), name
 
 
@@ -113,17 +117,8 @@ def test_group_scales_are_stored_in_the_model_dtype_and_decompress_to_q_times_th
 
 def test_transformers_in_bfloat16_decompresses_w4a16_to_exactly_our_dequantized_weights(dense_qwen3, tmp_path):
     """The model's own dtype: transformers converts stored scales to it, which leaves bfloat16 scales as they are."""
-    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
-
-    quantize(dense_qwen3, tmp_path / "q", "w4a16")
-    dequantize_checkpoint(str(tmp_path / "q"), tmp_path / "ours")
-    ours = read_dir(tmp_path / "ours")
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "q", dtype=torch.bfloat16,
-                                                 quantization_config=CompressedTensorsConfig(run_compressed=False))
-    state = model.state_dict()
-    linear = [name for name in ours if name.endswith("_proj.weight")]
-    assert len(linear) == 7
-    for name in linear:
+    state, ours = transformers_and_dequantized_weights(dense_qwen3, tmp_path, "w4a16", torch.bfloat16)
+    for name in ours:
         assert state[name].dtype == torch.bfloat16 and torch.equal(state[name], ours[name]), name
 
 
