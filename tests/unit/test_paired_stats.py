@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from lowbit.report.paired_stats import (compare_paired, mcnemar_exact, paired_bootstrap_interval,
-                                        sign_flip_test)
+from lowbit.report.paired_intervals import adjusted_interval, tango_interval
+from lowbit.report.paired_stats import compare_paired, mcnemar_exact, sign_flip_test
 
 
 def planted_pairs(n: int, base_correct: int, right_to_wrong: int, wrong_to_right: int, seed: int = 0):
@@ -82,9 +82,12 @@ def test_noise_only_is_not_flagged_and_within_one_point():
 
 def test_identical_runs_and_determinism():
     baseline, _ = planted_pairs(500, 300, 0, 0)
-    same = compare_paired(baseline, baseline, margin_points=0.5)
-    assert (same.difference_low, same.difference_high, same.p_value) == (0.0, 0.0, 1.0)
+    same = compare_paired(baseline, baseline, margin_points=1.0)
+    # no pair differs: Tango's interval is +-z^2 / (n + z^2) = +-0.76 points, not a point at 0
+    assert same.p_value == 1.0 and same.difference == 0.0
+    assert same.difference_low == pytest.approx(-3.8415 / 503.8415, abs=1e-4) == -same.difference_high
     assert same.non_inferior and same.recovery == 1.0
+    assert not compare_paired(baseline, baseline, margin_points=0.5).non_inferior  # 500 answers cannot show 0.5
     scores = np.random.default_rng(3).integers(0, 5, size=(2, 300)) / 4  # avg@4: fractional scores
     first, second = compare_paired(*scores, margin_points=1.0), compare_paired(*scores, margin_points=1.0)
     assert first == second and first.test == "sign_flip_permutation"
@@ -103,35 +106,75 @@ def test_fractional_scores_use_the_sign_flip_test_and_detect_a_drop():
 # ------------------------------------------------------------------------------------------- calibration
 
 
-def test_bootstrap_interval_covers_the_true_difference_at_the_nominal_rate():
-    # 300 simulated pairs of runs of 500 questions: baseline right with p = 0.7; a right answer turns wrong with
-    # p = 0.10 and a wrong one right with p = 0.15, so the true difference is 0.7*0.9 + 0.3*0.15 - 0.7 = -0.025
-    rng = np.random.default_rng(2025)
-    simulations, n, true_difference = 300, 500, -0.025
-    baseline = rng.random((simulations, n)) < 0.7
-    flips = rng.random((simulations, n)) < np.where(baseline, 0.10, 0.15)
-    differences = (baseline ^ flips).astype(float) - baseline
+def test_eight_agreeing_pairs_give_a_wide_interval_and_no_equivalence_claim():
+    # every pair agrees: the interval is +-z^2 / (n + z^2) = +-32.4 points, far from "within 1 point"
+    baseline = np.array([1, 0, 1, 1, 0, 0, 1, 0], dtype=float)
+    result = compare_paired(baseline, baseline.copy(), margin_points=1.0)
+    assert result.interval == "tango_score"
+    assert result.difference_low == pytest.approx(-0.3244, abs=1e-3) and result.difference_high == pytest.approx(0.3244, abs=1e-3)
+    assert not result.non_inferior and not result.significant
+    fractional = compare_paired(baseline / 4 + 0.25, baseline / 4 + 0.25, margin_points=1.0)
+    assert fractional.interval == "adjusted_normal" and fractional.difference_low < -0.1 < 0.1 < fractional.difference_high
+
+
+def test_tango_interval_matches_its_closed_form_and_brute_force_constrained_likelihood():
+    for n in (8, 20, 50):  # no discordant pair: the bounds solve z^2 = n |d| / (1 - |d|)
+        low, high = tango_interval(n, 0, 0, 0.95)
+        assert high == pytest.approx(1.959964**2 / (n + 1.959964**2), rel=1e-5) and low == -high
+    low, high = tango_interval(8, 1, 0, 0.95)  # one right->wrong flip out of 8: asymmetric, contains 0
+    assert low < -1 / 8 < 0 < high < -low
+    assert tango_interval(8, 0, 1, 0.95) == pytest.approx((-high, -low))
+
+
+def _simulated_coverage(n: int, base_rate: float, right_to_wrong: float, wrong_to_right: float,
+                        simulations: int, seed: int) -> float:
+    """Share of simulated runs whose Tango interval holds the true difference of the flip probabilities."""
+    rng = np.random.default_rng(seed)
+    truth = (1 - base_rate) * wrong_to_right - base_rate * right_to_wrong
+    base = rng.random((simulations, n)) < base_rate
+    flips = rng.random((simulations, n)) < np.where(base, right_to_wrong, wrong_to_right)
     covered = 0
-    for index in range(simulations):
-        low, high = paired_bootstrap_interval(differences[index], resamples=1000, seed=index)
-        covered += low <= true_difference <= high
-    # nominal 0.95; the standard error of a coverage rate over 300 simulations is 0.0126
-    assert 0.91 <= covered / simulations <= 0.985
+    for b, c in zip((base & flips).sum(axis=1), (~base & flips).sum(axis=1)):
+        low, high = tango_interval(n, int(b), int(c), 0.95)
+        covered += low - 1e-12 <= truth <= high + 1e-12
+    return covered / simulations
 
 
-def test_bootstrap_interval_coverage_with_partial_credit_scores():
-    # avg@4 scores of 300 problems, per-problem solve rates shifted by -0.05 for the candidate
-    rng = np.random.default_rng(7)
-    simulations, n = 300, 300
+@pytest.mark.parametrize("n", [8, 20, 50, 500])
+@pytest.mark.parametrize(("base_rate", "right_to_wrong", "wrong_to_right"), [
+    (0.7, 0.0, 0.0),     # the two runs always agree
+    (0.7, 0.02, 0.02),   # rare flips: most small runs have none or one
+    (0.7, 0.10, 0.15),   # true difference -0.025
+    (0.9, 0.02, 0.0),    # a one-sided drop
+])
+def test_tango_interval_covers_the_true_difference_at_least_near_the_nominal_rate(n, base_rate, right_to_wrong,
+                                                                                 wrong_to_right):
+    # 400 simulated runs: the standard error of a coverage rate near 0.95 is 0.011
+    assert _simulated_coverage(n, base_rate, right_to_wrong, wrong_to_right, 400, seed=n) >= 0.92
+
+
+@pytest.mark.parametrize("n", [8, 20, 50, 300])
+@pytest.mark.parametrize("shift", [0.0, -0.05, -0.2])
+def test_adjusted_interval_coverage_with_partial_credit_scores(n, shift):
+    # avg@4 scores, per-problem solve rates shifted by `shift` for the candidate
+    rng = np.random.default_rng(7 + n)
+    simulations = 400
     rates = rng.uniform(0.1, 0.95, size=(simulations, n))
-    shifted = np.clip(rates - 0.05, 0, 1)
-    true_difference = float((shifted - rates).mean())  # the population is these problems; scores are resampled
+    shifted = np.clip(rates + shift, 0, 1)
+    truth = (shifted - rates).mean(axis=1)  # the population is these problems; scores are resampled
     differences = (rng.binomial(4, shifted) - rng.binomial(4, rates)) / 4
     covered = 0
     for index in range(simulations):
-        low, high = paired_bootstrap_interval(differences[index], resamples=1000, seed=index)
-        covered += low <= true_difference <= high
-    assert 0.91 <= covered / simulations <= 0.99
+        low, high = adjusted_interval(differences[index], 0.95)
+        covered += low <= truth[index] <= high
+    assert 0.92 <= covered / simulations <= 1.0
+
+
+def test_both_runs_at_chance_have_no_verdict():
+    baseline, candidate = planted_pairs(100, 24, right_to_wrong=4, wrong_to_right=3)
+    floor = compare_paired(baseline, candidate, margin_points=1.0, chance=0.25)
+    assert floor.at_floor and floor.chance == 0.25
+    assert not compare_paired(baseline, candidate, margin_points=1.0, chance=0.0).at_floor
 
 
 def test_sign_flip_test_rejects_at_about_five_percent_under_the_null():

@@ -2,7 +2,7 @@
 
 A breakdown is computed for every grouping that both runs carry (see `pairing.RunSummary.groupings`), on the
 paired samples of each group, with the same statistics as the whole comparison (`paired_stats.compare_paired`):
-the difference with its 95% paired-bootstrap interval and the test of no difference. The groups hold few
+the difference with its 95% interval (`paired_intervals.py`) and the test of no difference. The groups hold few
 samples (100 per MMLU-Redux subject), so their intervals are wide, and with 57 subjects about three groups
 show p < 0.05 by chance alone: the p-values are not adjusted for the number of groups.
 """

@@ -57,8 +57,8 @@ def render_html(comparison: Comparison, plots: list[Plot] | None = None) -> str:
         plots = comparison_plots(comparison)
     body = [
         "<h1>Precision comparison</h1>",
-        f'<p class="settings">{CONFIDENCE:.0%} intervals; paired bootstrap with {RESAMPLES:,} resamples '
-        f"(seed {SEED}); non-inferiority margin {comparison.margin_points:g} point(s).</p>",
+        f'<p class="settings">{CONFIDENCE:.0%} intervals (Tango score interval for 0/1 scores, adjusted normal '
+        f"interval otherwise); permutation tests with {RESAMPLES:,} sign flips (seed {SEED}); non-inferiority margin {comparison.margin_points:g} point(s).</p>",
         *(f'<p class="legend">{escape(line)}</p>' for line in legend(comparison)),
     ]
     for group in comparison.groups:

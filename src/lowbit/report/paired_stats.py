@@ -7,13 +7,14 @@ agree on most questions, and only the questions that flip carry information abou
 
 What is reported (all seeded: the same inputs always give the same numbers):
 
-- **Difference** mean(d) with a paired percentile-bootstrap interval: samples (pairs) are drawn with replacement
-  10,000 times and the 2.5% / 97.5% quantiles of the resampled mean differences are the 95% interval. Resampling
-  whole pairs keeps each question's two scores together; with n completions per sample it resamples problems, a
-  cluster bootstrap. Example: 2,000 pairs with 150 right->wrong and 50 wrong->right flips: d = -100/2000 = -5
-  points, per-pair variance (200/2000) - 0.05^2 = 0.0975, standard error sqrt(0.0975/2000) = 0.70 points, so the
-  interval is about [-6.4, -3.6] points. `tests/unit/test_paired_stats.py` checks its coverage by simulation.
-- **Recovery** mean(candidate) / mean(baseline), with the percentile interval of the same resamples.
+- **Difference** mean(d) with a 95% interval that keeps its coverage at small n and never shrinks to a point
+  (`paired_intervals.py`): Tango's score interval when every score is 0 or 1, an adjusted normal interval
+  otherwise (avg@n, partial credit). Example: 2,000 pairs with 150 right->wrong and 50 wrong->right flips:
+  d = -100/2000 = -5 points, per-pair variance (200/2000) - 0.05^2 = 0.0975, standard error
+  sqrt(0.0975/2000) = 0.70 points, so the interval is about [-6.4, -3.6] points (Tango: [-6.41, -3.66]). Eight
+  pairs that all agree give [-32.4, +32.4] points: eight answers cannot show that two precisions are equal.
+- **Recovery** mean(candidate) / mean(baseline); its interval is the difference's interval over the baseline's
+  mean (1 + low / baseline, 1 + high / baseline).
 - **Test of "no difference"** (two-sided):
   - per-sample scores all 0/1 (one completion, pass/fail): McNemar's exact test. Of the b right->wrong and c
     wrong->right pairs, under the null each discordant pair is equally likely to go either way, so
@@ -29,6 +30,9 @@ What is reported (all seeded: the same inputs always give the same numbers):
   confidence" when the lower end of the difference's 95% interval is above -M. Using the two-sided interval's
   lower end makes this a one-sided test at level 2.5%, the usual convention for non-inferiority. In the example
   above the lower end is -6.4, so the candidate is not within 1 point.
+- **Floor**: when both runs score at or below the task's chance level (25% on four-choice questions, 0 where
+  answers are free-form), the comparison has no verdict (`at_floor`): neither a drop nor an equivalence can be
+  read from two runs that know nothing.
 """
 
 from __future__ import annotations
@@ -39,12 +43,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from lowbit.report.paired_intervals import adjusted_interval, tango_interval
+
 CONFIDENCE = 0.95
 SIGNIFICANCE = 0.05
-RESAMPLES = 10_000
+RESAMPLES = 10_000  # sign flips of the permutation test
 SEED = 20_251_126
 EXACT_SIGN_FLIP_LIMIT = 16  # up to 2^16 sign vectors are enumerated instead of sampled
-_CHUNK_CELLS = 4_000_000  # resample indices drawn at once: bounds memory
+_CHUNK_CELLS = 4_000_000  # random signs drawn at once: bounds memory
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class PairedResult:
     recovery: float | None  # candidate_mean / baseline_mean; None when the baseline scores 0
     recovery_low: float | None
     recovery_high: float | None
+    interval: str  # "tango_score" | "adjusted_normal"
     test: str  # "mcnemar_exact" | "sign_flip_permutation"
     p_value: float
     right_to_wrong: int  # samples whose score dropped (0/1 scores: right -> wrong)
@@ -67,80 +74,48 @@ class PairedResult:
     margin_points: float
     non_inferior: bool  # difference_low > -margin
     significant: bool  # p_value < SIGNIFICANCE
+    chance: float = 0.0  # the task's chance-level score
+    at_floor: bool = False  # both means at or below chance: no verdict
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 def compare_paired(baseline: np.ndarray, candidate: np.ndarray, margin_points: float, *,
-                   resamples: int = RESAMPLES, seed: int = SEED) -> PairedResult:
-    """All paired statistics of one candidate against its baseline (arrays aligned by sample)."""
+                   chance: float = 0.0, resamples: int = RESAMPLES, seed: int = SEED) -> PairedResult:
+    """All paired statistics of one candidate against its baseline (arrays aligned by sample).
+
+    `chance` is the score a model that knows nothing gets (e.g. 0.25 on four-choice questions)."""
     baseline = np.asarray(baseline, dtype=np.float64)
     candidate = np.asarray(candidate, dtype=np.float64)
     if baseline.shape != candidate.shape or baseline.ndim != 1 or baseline.size == 0:
         raise ValueError(f"need two equal-length, non-empty 1-D score arrays, got shapes {baseline.shape} "
                          f"and {candidate.shape}")
     differences = candidate - baseline
-    base_means, cand_means = paired_bootstrap_means(baseline, candidate, resamples=resamples, seed=seed)
-    low, high = _percentile_interval(cand_means - base_means)
+    worse, better = int((differences < 0).sum()), int((differences > 0).sum())
+    binary = is_binary(baseline) and is_binary(candidate)
+    if binary:
+        interval, (low, high) = "tango_score", tango_interval(baseline.size, worse, better, CONFIDENCE)
+        test, p_value = "mcnemar_exact", mcnemar_exact(worse, better)
+    else:
+        interval, (low, high) = "adjusted_normal", adjusted_interval(differences, CONFIDENCE)
+        test, p_value = "sign_flip_permutation", sign_flip_test(differences, resamples=resamples, seed=seed)
     base_mean, cand_mean = float(baseline.mean()), float(candidate.mean())
     recovery = recovery_low = recovery_high = None
     if base_mean > 0:
-        recovery = cand_mean / base_mean
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = np.where(base_means > 0, cand_means / np.where(base_means > 0, base_means, 1.0), np.inf)
-        recovery_low, recovery_high = _percentile_interval(ratios)
-    worse, better = int((differences < 0).sum()), int((differences > 0).sum())
-    if is_binary(baseline) and is_binary(candidate):
-        test, p_value = "mcnemar_exact", mcnemar_exact(worse, better)
-    else:
-        test, p_value = "sign_flip_permutation", sign_flip_test(differences, resamples=resamples, seed=seed)
+        recovery, recovery_low, recovery_high = cand_mean / base_mean, 1 + low / base_mean, 1 + high / base_mean
     return PairedResult(
         n=int(baseline.size), baseline_mean=base_mean, candidate_mean=cand_mean,
         difference=cand_mean - base_mean, difference_low=low, difference_high=high,
         recovery=recovery, recovery_low=recovery_low, recovery_high=recovery_high,
-        test=test, p_value=p_value, right_to_wrong=worse, wrong_to_right=better,
+        interval=interval, test=test, p_value=p_value, right_to_wrong=worse, wrong_to_right=better,
         margin_points=margin_points, non_inferior=bool(low > -margin_points / 100), significant=p_value < SIGNIFICANCE,
+        chance=chance, at_floor=bool(max(base_mean, cand_mean) <= chance),
     )
 
 
 def is_binary(scores: np.ndarray) -> bool:
     return bool(np.isin(scores, (0.0, 1.0)).all())
-
-
-# ------------------------------------------------------------------------------------------ bootstrap
-
-
-def paired_bootstrap_means(baseline: np.ndarray, candidate: np.ndarray, *, resamples: int = RESAMPLES,
-                           seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Means of baseline and candidate over `resamples` resamples of whole pairs (the same indices for both)."""
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
-    n = baseline.size
-    rng = np.random.default_rng(seed)
-    base_means, cand_means = np.empty(resamples), np.empty(resamples)
-    chunk = max(1, _CHUNK_CELLS // n)
-    for start in range(0, resamples, chunk):
-        stop = min(start + chunk, resamples)
-        draws = rng.integers(0, n, size=(stop - start, n))  # (resamples in chunk, pairs): pair indices
-        base_means[start:stop] = baseline[draws].mean(axis=1)
-        cand_means[start:stop] = candidate[draws].mean(axis=1)
-    return base_means, cand_means
-
-
-def paired_bootstrap_interval(differences: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED,
-                              confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Percentile-bootstrap interval of mean(differences), resampling pairs."""
-    differences = np.asarray(differences, dtype=np.float64)
-    zeros = np.zeros_like(differences)
-    base_means, cand_means = paired_bootstrap_means(zeros, differences, resamples=resamples, seed=seed)
-    return _percentile_interval(cand_means - base_means, confidence)
-
-
-def _percentile_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    alpha = 1 - confidence
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
 
 
 # -------------------------------------------------------------------------------------------- tests

@@ -170,7 +170,7 @@ def group_deltas(group: GroupComparison, margin_points: float) -> list[Plot]:
         axes.axvline(-margin_points, color="black", linewidth=1, linestyle="--", label=f"-{margin_points:g} pt margin")
         axes.set_yticks(range(len(values)), values)
         axes.set_ylim(len(values) - 0.5, -0.5)
-        axes.set_xlabel(f"difference from {group.baseline.split(' ')[0]} (points, 95% paired-bootstrap interval)")
+        axes.set_xlabel(f"difference from {group.baseline.split(' ')[0]} (points, 95% paired interval)")
         axes.set_title(f"{group_label(group)}: difference per {grouping}")
         axes.legend(loc="best")
         plots.append(Plot("group_deltas", f"{group_label(group)}: per-{grouping} differences",

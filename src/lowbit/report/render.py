@@ -103,8 +103,8 @@ def row_notes(group: GroupComparison) -> list[str]:
 
 
 def legend(comparison: Comparison) -> list[str]:
-    return [f"scores and differences in percentage points; {CONFIDENCE:.0%} intervals (paired bootstrap for the "
-            f"difference); * p < {SIGNIFICANCE:g}; flips -/+ = right->wrong / wrong->right; trunc chg = change in the "
+    return [f"scores and differences in percentage points; {CONFIDENCE:.0%} intervals of the paired "
+            f"difference (Tango's score interval for 0/1 scores); * p < {SIGNIFICANCE:g}; flips -/+ = right->wrong / wrong->right; trunc chg = change in the "
             "share of completions cut by the length limit; reasoning chg = change in mean reasoning tokens; "
             f"non-inferiority margin {comparison.margin_points:g} point(s)."]
 
@@ -215,7 +215,7 @@ def render_csv(comparison: Comparison) -> str:
 
 def to_json(comparison: Comparison) -> dict[str, Any]:
     return {
-        "settings": {"confidence": CONFIDENCE, "significance": SIGNIFICANCE, "bootstrap_resamples": RESAMPLES,
+        "settings": {"confidence": CONFIDENCE, "significance": SIGNIFICANCE, "sign_flip_resamples": RESAMPLES,
                      "seed": SEED, "margin_points": comparison.margin_points,
                      "units": "fractions (0-1) except *_points and *_percent fields"},
         "groups": [asdict(group) for group in comparison.groups],
