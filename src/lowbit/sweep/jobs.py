@@ -59,7 +59,15 @@ class JobState(str, Enum):
 
 
 class Launcher(Protocol):
+    """Built by `make_launcher` from the sweep file's `launcher.<name>` block: the class's OPTIONS table
+    ({option: type}) says what the block may hold, and the class is called with those options as keywords."""
+
     name: str
+    OPTIONS: dict[str, Any]
+
+    def check(self, sweep_dir: Path) -> None:
+        """Raise UsageError (one line: the problem and the fix) when this launcher cannot run here, before
+        anything is submitted or written."""
 
     def submit(self, jobs: list[Job], sweep_dir: Path) -> None:
         """Run (or queue) `jobs`, each after the jobs it depends on succeeded; records their state files."""
@@ -71,11 +79,27 @@ class Launcher(Protocol):
         """Stop the jobs that are queued or running."""
 
 
-# launcher= name -> "module:class"; a launcher class takes its options (the sweep file's launcher.<name> block)
+# launcher= name -> "module:class"
 LAUNCHERS = Registry("launcher", {
     "local": "lowbit.sweep.local:LocalLauncher",
     "slurm": "lowbit.sweep.slurm:SlurmLauncher",
 })
+
+
+def make_launcher(name: str, options: dict[str, Any] | None = None) -> Launcher:
+    """The launcher registered as `name`, built from its options (each checked against the class's OPTIONS)."""
+    from lowbit.errors import UsageError
+    from lowbit.overrides import check_type, did_you_mean
+
+    cls = LAUNCHERS.get(name)
+    table = getattr(cls, "OPTIONS", {})
+    checked = {}
+    for key, value in (options or {}).items():
+        if key not in table:
+            raise UsageError(f"unknown {name} launcher option '{key}'.{did_you_mean(key, table)} "
+                             f"Available: {', '.join(table) or 'none'}")
+        checked[key] = check_type(f"launcher.{name}.{key}", value, table[key])
+    return cls(**checked)
 
 
 def job_command(job: Job) -> list[str]:
