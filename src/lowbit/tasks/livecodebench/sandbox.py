@@ -1,27 +1,19 @@
-"""Running untrusted programs: one sandboxed process per program, its tests one after another, programs in parallel.
+"""Running untrusted programs: one sandboxed harness per program, its tests one after another, programs in parallel.
 
-Each program gets a fresh temporary directory holding the program, its test inputs and the harness's output
-files, and one harness process (lowbit/tasks/livecodebench/runner.py) started
-- with a clean environment (PATH, LANG, HOME and TMPDIR pointing into its directory, nothing inherited),
-- as user `nobody` (65534) when lowbit runs as root, so RLIMIT_NPROC applies and the file system is read-only to
-  it outside world-writable directories,
-- through `unshare --user --net --pid --fork --kill-child` when user namespaces are available: no network
-  interface but a downed loopback, and the harness is process 1 of its own PID namespace, so when it ends (or is
-  killed) the kernel kills every process the program started, a detached grandchild included;
-- in its own session, which the scorer kills as a whole at the per-problem limit.
-The harness then confines itself and every test with Landlock (Linux >= 5.13): the program can read only the
-system directories and the interpreter, read and write only its own directory, and cannot connect or bind TCP
-sockets (TestRun.landlocked says whether it applied). Without user namespaces (`sandbox_isolation()` says which
-is in use) a process that leaves the session (setsid) can outlive its program, and without Landlock too the
-network stays reachable and the program can read what its user can read: run scoring in a container or VM then.
-
-The harness applies memory (RLIMIT_AS), file size (RLIMIT_FSIZE: the stdout cap), process count (RLIMIT_NPROC),
-per-test CPU and wall-clock limits before any untrusted code runs; see runner.py. Expected outputs never enter
-the sandbox: outputs are compared here, by lowbit.tasks.livecodebench.compare.
+Each program gets one harness process (lowbit/tasks/livecodebench/runner.py, passed with -c) with a clean
+environment, in its own session, and confined by the strongest isolation that works on this machine
+(lowbit.tasks.livecodebench.isolation): a private root in mount, PID and network namespaces with cgroup limits
+on the whole program tree when lowbit runs as root, else user, PID and network namespaces with per-process
+rlimits, else a plain session. The job (program, test inputs, limits) goes to the harness through its stdin;
+outputs come back through its stdout, each read bounded in bytes and by the problem's deadline. The scorer never
+opens a file the program could have touched: the host directory a program gets (its mount point, or its working
+directory without a mount namespace) is only created and removed here, on every exit path, as are its cgroups.
+Expected outputs never enter the sandbox: outputs are compared here, by lowbit.tasks.livecodebench.compare.
 """
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import os
@@ -29,7 +21,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -37,23 +28,30 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from lowbit.tasks.livecodebench.cgroups import create_program_cgroup
+from lowbit.tasks.livecodebench.isolation import NOBODY, Isolation, SandboxError, choose_isolation, identity
+from lowbit.tasks.livecodebench.runner import STDERR_TAIL, WORK
+
 RUNNER = Path(__file__).with_name("runner.py")
-NOBODY = 65534
-NAMESPACES = ["--user", "--net", "--pid", "--fork", "--kill-child"]
-_CLEAN_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 OUTCOMES = ("passed", "wrong_answer", "time_limit", "runtime_error", "compile_error", "memory_limit", "output_limit")
+HEADER_BYTES = 1 << 16  # the longest report header line accepted from the harness
+__all__ = ["OUTCOMES", "Isolation", "Limits", "Program", "SandboxError", "TestRun", "run_program", "run_programs",
+           "sandbox_isolation"]
 
 
 @dataclass(frozen=True)
 class Limits:
     """Per-test and per-program limits. The defaults follow the official evaluator's 6 s per test; the problem
-    limit defaults to its global timeout, (test limit + 1) * tests + 5 s."""
+    limit defaults to its global timeout, (test limit + 1) * tests + 5 s. Memory and processes bound the whole
+    program tree where a cgroup applies, else each process (RLIMIT_AS, RLIMIT_NPROC); disk is the size of the
+    program's private working directory (without one, only each file is bounded, by the output cap)."""
 
     test_timeout_s: float = 6.0
     problem_timeout_s: float | None = None
     memory_bytes: int = 4 << 30
     output_bytes: int = 64 << 20  # stdout cap (RLIMIT_FSIZE: any file the program writes)
     processes: int = 64
+    disk_bytes: int = 256 << 20
 
     def problem_limit(self, tests: int) -> float:
         if self.problem_timeout_s is not None:
@@ -87,91 +85,86 @@ class TestRun:
 Continue = Callable[[int, TestRun], bool]
 
 
-@dataclass(frozen=True)
-class Isolation:
-    """How programs are started on this machine: `namespaces` (user, network and PID namespaces through unshare)
-    or not, and the Python interpreter, one that the sandbox user can execute (the scorer's own, else the
-    system's: the harness and competitive programs need only the standard library)."""
+@functools.lru_cache(maxsize=None)
+def sandbox_isolation(without: frozenset[str] = frozenset()) -> Isolation:
+    """The strongest isolation that runs a program here (leaving out the mechanisms named in `without`:
+    "private_root", "cgroup", "namespaces"), found once per process by running a trivial program each way."""
+    def probe(isolation: Isolation) -> bool:
+        runs = _run_with(isolation, Program("print(6 * 7)\n", "stdin", ["\n"]), Limits(test_timeout_s=20.0),
+                         lambda index, run: False, None)
+        if runs[0].status != "ok" or runs[0].output != "42\n":
+            raise SandboxError(f"the probe program failed: {runs[0].status} {runs[0].detail}")
+        return runs[0].landlocked
 
-    namespaces: bool
-    python: str
-
-    @property
-    def name(self) -> str:
-        return "namespaces" if self.namespaces else "session"
-
-
-@functools.lru_cache(maxsize=1)
-def sandbox_isolation() -> Isolation:
-    """The strongest isolation that works here, found by starting a trivial program each way once."""
-    unshare = shutil.which("unshare", path="/usr/bin:/bin")
-    pythons = dict.fromkeys(p for p in (sys.executable, getattr(sys, "_base_executable", None),
-                                        shutil.which("python3", path="/usr/bin:/bin")) if p)
-    for prefix in ([[unshare, *NAMESPACES]] if unshare else []) + [[]]:
-        for python in pythons:
-            try:
-                probe = subprocess.run([*prefix, python, "-I", "-c", "import json, resource, select"],
-                                       env=_CLEAN_ENV, capture_output=True, timeout=20, cwd="/", **_identity())
-            except (OSError, subprocess.SubprocessError):
-                continue
-            if probe.returncode == 0:
-                return Isolation(namespaces=bool(prefix), python=python)
-    raise RuntimeError("no Python interpreter can run as the sandbox user "
-                       f"({'nobody' if os.geteuid() == 0 else 'this user'}); tried {', '.join(pythons)}")
-
-
-def _identity() -> dict:
-    """Popen arguments that drop root to `nobody` (the user lowbit runs as otherwise)."""
-    if os.geteuid() != 0:
-        return {}
-    return {"user": NOBODY, "group": NOBODY, "extra_groups": []}
+    return choose_isolation(probe, without)
 
 
 def run_program(program: Program, limits: Limits = Limits(), keep_going: Continue | None = None,
-                work_root: str | None = None) -> list[TestRun]:
+                work_root: str | None = None, isolation: Isolation | None = None) -> list[TestRun]:
     """Run `program` on its inputs in order; stop early when `keep_going` says so or at a failed execution.
-    Returns one TestRun per test executed (fewer than the inputs when it stopped early)."""
-    job_dir = Path(tempfile.mkdtemp(prefix="lcb-", dir=work_root))
-    try:
-        return _run_in(job_dir, program, limits, keep_going or (lambda index, run: run.status == "ok"))
-    finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
+    Returns one TestRun per test executed (fewer than the inputs when it stopped early). Raises SandboxError when
+    the sandbox itself cannot be built (never a verdict on the program)."""
+    return _run_with(isolation or sandbox_isolation(), program, limits,
+                     keep_going or (lambda index, run: run.status == "ok"), work_root)
 
 
 def run_programs(programs: Sequence[Program], limits: Limits = Limits(),
                  keep_going: Sequence[Continue | None] | None = None, workers: int | None = None,
-                 work_root: str | None = None) -> list[list[TestRun]]:
+                 work_root: str | None = None, isolation: Isolation | None = None) -> list[list[TestRun]]:
     """`run_program` for each program (with `keep_going[i]` for program i), `workers` (default: one per CPU
     core) at a time; results in input order."""
     workers = workers or os.cpu_count() or 1
     deciders = list(keep_going) if keep_going is not None else [None] * len(programs)
     if len(deciders) != len(programs):
         raise ValueError(f"{len(programs)} programs but {len(deciders)} keep_going functions")
+    isolation = isolation or sandbox_isolation()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda pair: run_program(pair[0], limits, pair[1], work_root), zip(programs, deciders)))
+        return list(pool.map(lambda pair: run_program(pair[0], limits, pair[1], work_root, isolation),
+                             zip(programs, deciders)))
 
 
-def _run_in(job_dir: Path, program: Program, limits: Limits, keep_going: Continue) -> list[TestRun]:
+def _run_with(isolation: Isolation, program: Program, limits: Limits, keep_going: Continue,
+              work_root: str | None) -> list[TestRun]:
     if program.mode not in ("stdin", "functional"):
         raise ValueError(f"program mode must be stdin or functional, got {program.mode!r}")
-    (job_dir / "program.py").write_text(program.code, encoding="utf-8")
-    job = {"mode": program.mode, "func_name": program.func_name, "inputs": list(program.inputs),
+    job_dir = Path(tempfile.mkdtemp(prefix="lcb-", dir=work_root))
+    cgroup = None
+    try:
+        if isolation.cgroups is not None:
+            cgroup = create_program_cgroup(isolation.cgroups, limits.memory_bytes, limits.processes)
+        return _run_in(job_dir, isolation, cgroup, program, limits, keep_going)
+    finally:
+        try:
+            if cgroup is not None:
+                cgroup.kill_and_remove()
+        finally:
+            shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _run_in(job_dir: Path, isolation: Isolation, cgroup, program: Program, limits: Limits,
+            keep_going: Continue) -> list[TestRun]:
+    private_root = isolation.mode == "private_root"
+    job = {"mode": program.mode, "func_name": program.func_name, "code": program.code, "inputs": list(program.inputs),
            "test_timeout_s": limits.test_timeout_s, "memory_bytes": limits.memory_bytes,
-           "output_bytes": limits.output_bytes, "processes": limits.processes}
-    (job_dir / "job.json").write_text(json.dumps(job), encoding="utf-8")
-    if os.geteuid() == 0:
-        for path in (job_dir, job_dir / "program.py", job_dir / "job.json"):
-            os.chown(path, NOBODY, NOBODY)
-    isolation = sandbox_isolation()
-    prefix = [shutil.which("unshare", path="/usr/bin:/bin"), *NAMESPACES] if isolation.namespaces else []
-    env = {**_CLEAN_ENV, "HOME": str(job_dir), "TMPDIR": str(job_dir), "PYTHONHASHSEED": "0",
+           "output_bytes": limits.output_bytes, "processes": limits.processes, "disk_bytes": limits.disk_bytes,
+           "root": str(job_dir) if private_root else None, "python_prefix": isolation.python_prefix,
+           "user_namespace": isolation.mode == "namespaces",
+           "cgroup": {"procs": cgroup.procs, "oom_events": cgroup.oom_events} if cgroup is not None else None}
+    home = WORK if private_root else str(job_dir)
+    if not private_root and os.geteuid() == 0:
+        os.chown(job_dir, NOBODY, NOBODY)
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home, "PYTHONHASHSEED": "0",
            "PYTHONIOENCODING": "utf-8"}
     deadline = time.monotonic() + limits.problem_limit(len(program.inputs))
-    process = subprocess.Popen([*prefix, isolation.python, "-I", "-B", "-c", _runner_source(), str(job_dir)], cwd=job_dir,
-                               env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               start_new_session=True, close_fds=True, **_identity())
+    process = subprocess.Popen([*isolation.command(), "-I", "-B", "-c", _runner_source()],
+                               cwd="/" if private_root else job_dir, env=env, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+                               **({} if private_root else identity()))
     try:
-        return _converse(process, job_dir, program, keep_going, deadline)
+        payload = json.dumps(job).encode("utf-8")
+        if not _send(process, f"{len(payload)}\n".encode() + payload, deadline):
+            return [_no_report(process, deadline)]
+        return _converse(process, program, limits, keep_going, deadline)
     finally:
         _kill_session(process)
 
@@ -182,69 +175,114 @@ def _runner_source() -> str:
     return RUNNER.read_text(encoding="utf-8")
 
 
-def _converse(process: subprocess.Popen, job_dir: Path, program: Program, keep_going: Continue,
+def _send(process: subprocess.Popen, data: bytes, deadline: float) -> bool:
+    """Write the job to the harness before the deadline; False when it ended or the time ran out."""
+    fd = process.stdin.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    view = memoryview(data)
+    while view:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
+            return False
+        try:
+            view = view[os.write(fd, view[:1 << 16]):]
+        except BlockingIOError:
+            continue
+        except OSError:  # the harness ended
+            return False
+    return True
+
+
+class _Reports:
+    """The harness's report stream: header lines and the bytes they announce, each read bounded in size and
+    ending at EOF or at the deadline (then None)."""
+
+    def __init__(self, fd: int, deadline: float):
+        self.fd, self.deadline, self.buffer = fd, deadline, bytearray()
+
+    def _fill(self) -> bool:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+            return False
+        chunk = os.read(self.fd, 1 << 16)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def header(self) -> dict | None:
+        while b"\n" not in self.buffer[:HEADER_BYTES]:
+            if len(self.buffer) >= HEADER_BYTES or not self._fill():
+                return None
+        line, _, rest = bytes(self.buffer).partition(b"\n")
+        self.buffer = bytearray(rest)
+        try:
+            header = json.loads(line)
+        except json.JSONDecodeError:
+            return None
+        return header if isinstance(header, dict) else None
+
+    def exactly(self, size: int) -> bytes | None:
+        while len(self.buffer) < size:
+            if not self._fill():
+                return None
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+
+def _converse(process: subprocess.Popen, program: Program, limits: Limits, keep_going: Continue,
               deadline: float) -> list[TestRun]:
+    reports = _Reports(process.stdout.fileno(), deadline)
+    ready = reports.header()
+    if ready is None:
+        return [_no_report(process, deadline)]
+    if "setup_error" in ready:
+        raise SandboxError(f"the sandbox could not be built: {ready['setup_error']}")
     runs: list[TestRun] = []
-    lines = _report_lines(process, deadline)
     for index in range(len(program.inputs)):
-        report = next(lines, None)
-        if report is None:  # the problem's time ran out, or the harness died
-            timed_out = time.monotonic() >= deadline
-            runs.append(TestRun("time_limit" if timed_out else "runtime_error", None, 0.0,
-                                "problem time limit" if timed_out else "harness ended unexpectedly"))
+        report = reports.header()
+        if report is None:
+            runs.append(_no_report(process, deadline, started=True))
+            return runs
+        output_size, stderr_size = report.get("output_bytes"), report.get("stderr_bytes")
+        if not (isinstance(output_size, int) and -1 <= output_size <= limits.output_bytes
+                and isinstance(stderr_size, int) and 0 <= stderr_size <= STDERR_TAIL):
+            runs.append(TestRun("runtime_error", None, 0.0, "the harness sent a malformed report"))
+            return runs
+        output = reports.exactly(max(output_size, 0))
+        stderr = reports.exactly(stderr_size)
+        if output is None or stderr is None:
+            runs.append(_no_report(process, deadline, started=True))
             return runs
         if report.get("program"):  # the program did not compile: no test ran
-            runs.append(TestRun("compile_error", None, 0.0, report["detail"]))
+            runs.append(TestRun("compile_error", None, 0.0, str(report.get("detail", ""))))
             return runs
-        run = TestRun(report["status"], _output(job_dir, program.mode, index), report["seconds"],
-                      report.get("detail", "") + _stderr_tail(job_dir, index), bool(report.get("landlock")))
+        tail = stderr.decode("utf-8", errors="replace").strip()
+        run = TestRun(str(report.get("status")), output.decode("utf-8", errors="replace") if output_size >= 0 else None,
+                      float(report.get("seconds", 0.0)), str(report.get("detail", "")) + (f"; stderr: {tail}" if tail else ""),
+                      bool(report.get("landlock")))
         runs.append(run)
         go_on = keep_going(index, run) and index + 1 < len(program.inputs)
-        try:
-            process.stdin.write(b"next\n" if go_on else b"stop\n")
-            process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            return runs
-        if not go_on:
+        if not _send(process, b"next\n" if go_on else b"stop\n", deadline) or not go_on:
             return runs
     return runs
 
 
-def _report_lines(process: subprocess.Popen, deadline: float):
-    """The harness's JSON report lines as they arrive; ends at EOF or at the deadline."""
-    fd, buffer = process.stdout.fileno(), b""
-    while True:
-        while b"\n" not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                return
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return
-            buffer += chunk
-        line, buffer = buffer.split(b"\n", 1)
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            return
+def _no_report(process: subprocess.Popen, deadline: float, started: bool = False) -> TestRun:
+    """The verdict when no report came: the problem's time ran out, or the harness ended (before it began a
+    test: the sandbox could not start, which is not the program's fault)."""
+    if time.monotonic() >= deadline:
+        return TestRun("time_limit", None, 0.0, "problem time limit")
+    if not started:
+        raise SandboxError(f"the sandbox did not start: {_stderr_of(process) or 'the harness ended silently'}")
+    return TestRun("runtime_error", None, 0.0, "harness ended unexpectedly")
 
 
-def _output(job_dir: Path, mode: str, index: int) -> str | None:
-    path = job_dir / (f"out_{index}" if mode == "stdin" else f"ret_{index}")
-    try:
-        return path.read_bytes().decode("utf-8", errors="replace")
-    except OSError:
-        return None
-
-
-def _stderr_tail(job_dir: Path, index: int, size: int = 600) -> str:
-    try:
-        with open(job_dir / f"err_{index}", "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
-            tail = f.read().decode("utf-8", errors="replace").strip()
-    except OSError:
+def _stderr_of(process: subprocess.Popen, size: int = 2000) -> str:
+    """What the harness or unshare wrote to stderr before the harness redirected it (at most `size` bytes)."""
+    fd = process.stderr.fileno()
+    if not select.select([fd], [], [], 1.0)[0]:
         return ""
-    return f"; stderr: {tail}" if tail else ""
+    return os.read(fd, size).decode("utf-8", errors="replace").strip()
 
 
 def _kill_session(process: subprocess.Popen) -> None:
@@ -255,7 +293,7 @@ def _kill_session(process: subprocess.Popen) -> None:
     except (ProcessLookupError, PermissionError):
         pass  # the group already exited
     process.wait()
-    for pipe in (process.stdin, process.stdout):
+    for pipe in (process.stdin, process.stdout, process.stderr):
         try:
             pipe.close()
         except OSError:
