@@ -15,7 +15,8 @@ private tests, stopping at the first failing test as the official evaluator does
 functional problems the return value of Solution().<func_name>(*args) (lowbit.tasks.livecodebench.compare). The
 programs of a batch run in parallel, one per core. A completion's outcome is that of its first failing test
 (wrong_answer, time_limit, runtime_error, compile_error, memory_limit, output_limit), no_code without a python
-block, or passed; it scores 1 when passed.
+block, or passed; it scores 1 when passed. metrics.json's `sandbox` says how programs were confined on the
+scoring machine and which mechanisms were unavailable there (lowbit.tasks.livecodebench.isolation).
 
 Metrics: pass@1 (the headline; = accuracy = avg@n) and unbiased pass@k for every k <= n with 95% intervals
 (lowbit.tasks.base.sampled_accuracy_metrics), the same per difficulty and per platform, and completion counts of
@@ -40,7 +41,7 @@ from lowbit.tasks.base import Task, sampled_accuracy_metrics, score_row
 from lowbit.tasks.livecodebench import data
 from lowbit.tasks.livecodebench.compare import return_value_matches, stdout_matches
 from lowbit.tasks.livecodebench.prompts import extract_code, messages
-from lowbit.tasks.livecodebench.sandbox import OUTCOMES, Limits, Program, TestRun, run_programs
+from lowbit.tasks.livecodebench.sandbox import OUTCOMES, Limits, Program, TestRun, run_programs, sandbox_isolation
 
 GROUPS = ("difficulty", "platform")
 
@@ -53,8 +54,9 @@ class LiveCodeBenchOptions:
     hub_id: str = data.HUB_ID
     test_timeout_seconds: float = 6.0  # per test, as the official evaluator
     problem_timeout_seconds: float | None = None  # per program; None: (per test + 1) * tests + 5
-    memory_mb: int = 4096  # address space of a program
+    memory_mb: int = 4096  # memory of a program's processes together (each one's address space without a cgroup)
     output_mb: int = 64  # stdout cap
+    disk_mb: int = 256  # size of a program's private working directory
     workers: int = 0  # programs run at once; 0: one per CPU core
 
 
@@ -73,7 +75,7 @@ class LiveCodeBench(Task):
     version = "1"
     Options = LiveCodeBenchOptions
     non_prompt_options = frozenset({"test_timeout_seconds", "problem_timeout_seconds", "memory_mb", "output_mb",
-                                    "workers"})
+                                    "disk_mb", "workers"})
     headline_metric = "pass@1"
 
     def __init__(self, options: LiveCodeBenchOptions):
@@ -86,9 +88,15 @@ class LiveCodeBench(Task):
                 raise UsageError(f"dataset.{key} must be an ISO date like 2024-10-01, got {value!r}") from e
         if not options.test_timeout_seconds > 0:
             raise UsageError(f"dataset.test_timeout_seconds must be positive, got {options.test_timeout_seconds}")
+        for key in ("memory_mb", "output_mb", "disk_mb"):
+            value = getattr(options, key)
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"dataset.{key} must be a positive whole number of MiB, got {value!r}")
         self.limits = Limits(test_timeout_s=options.test_timeout_seconds,
                              problem_timeout_s=options.problem_timeout_seconds,
-                             memory_bytes=options.memory_mb << 20, output_bytes=options.output_mb << 20)
+                             memory_bytes=options.memory_mb << 20, output_bytes=options.output_mb << 20,
+                             disk_bytes=options.disk_mb << 20)
+        self.sandbox: dict[str, Any] | None = None  # how programs were confined, once they have run
 
     # -- data -------------------------------------------------------------------------------------------
 
@@ -117,8 +125,10 @@ class LiveCodeBench(Task):
             for column, code in enumerate(row_codes):
                 if code is not None:
                     jobs.append((row, column, problem, Program(code, problem.mode, problem.inputs, problem.func_name)))
-        results = run_programs([job[3] for job in jobs], self.limits,
-                               [continue_while_passing(job[2]) for job in jobs], workers=self.options.workers or None)
+        isolation = sandbox_isolation()
+        self.sandbox = isolation.describe()
+        results = run_programs([job[3] for job in jobs], self.limits, [continue_while_passing(job[2]) for job in jobs],
+                               workers=self.options.workers or None, isolation=isolation)
         verdicts: dict[tuple[int, int], tuple[str, int, str]] = {}
         for (row, column, problem, _), runs in zip(jobs, results):
             verdicts[row, column] = judge(problem, runs)
@@ -145,6 +155,8 @@ class LiveCodeBench(Task):
         included = [r for r in rows if not r.get("excluded")]
         counts = Counter(o for r in included for o in r["outcomes"])
         result["metrics"]["outcomes"] = {o: counts.get(o, 0) for o in (*OUTCOMES, "no_code")}
+        if self.sandbox is not None:
+            result["sandbox"] = self.sandbox
         n_min = min((len(r["scores"]) for r in included), default=0)
         n_max = max((len(r["scores"]) for r in included), default=0)
         for key in GROUPS:  # pass@k for every k <= n within each difficulty and platform
