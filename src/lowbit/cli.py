@@ -1,23 +1,32 @@
-"""`lowbit` command line: eval | score | compare | demo.
+"""`lowbit` command line: eval | score | compare | quantize | dequantize | ruler prepare | demo.
 
-    lowbit eval model=qwen3_4B eval_dataset=mmlu-redux output_dir=outputs/qwen3_4B_bf16_mmlu_redux
+    lowbit eval model=qwen3_4B eval_dataset=mmlu-redux output_dir=outputs/qwen3_4B_bf16_mmlu_redux [--dry-run]
     lowbit score -c outputs/qwen3_4B_bf16_mmlu_redux [--check-truncation] [dataset.answer_key=ok_only]
-    lowbit compare 'outputs/qwen3_4B_*_mmlu_redux' baseline=bf16 margin=1.0 [--out reports/]
+    lowbit compare 'outputs/qwen3_4B_*_mmlu_redux' baseline=bf16 margin=1.0 [out=reports/ format=html]
     lowbit demo
+
+Options are key=value (Hydra's grammar, lowbit.overrides) in any order relative to the switches. Each command
+is a `Command` (lowbit.command) registered in COMMANDS with one line.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
 from pathlib import Path
 
+from lowbit.command import Command, Switch
 from lowbit.errors import UsageError
+from lowbit.registry import Registry
 
-EVAL_EPILOG = """\
+EVAL = Command(
+    "eval", "evaluate a model on a benchmark", run="lowbit.cli:_eval",
+    switches=(Switch(("--dry-run",), "print the resolved config and first prompt"),
+              Switch(("--list",), "list benchmarks, models and predictors")),
+    items_help="Hydra-style key=value overrides",
+    options="""\
 overrides use Hydra syntax (key=value), e.g.
   model=qwen3_4B | qwen3_1.7B | qwen3_30B_A3B_instruct | gpt_oss_20B
   model_name=<hub id or local dir>      precision=<label>        eval_dataset=mmlu-redux
@@ -25,58 +34,65 @@ overrides use Hydra syntax (key=value), e.g.
   debug=true  limit=N  seed=S  overwrite=true
   predictor=transformers  predictor_conf.batch_size=16  predictor_conf.dtype=bfloat16
   sampling.temperature=0  sampling.max_sequence_length=8192  dataset.subset=seed30
-The full reference is conf/config.yaml (see README: Configuration).
-"""
+The full reference is conf/config.yaml and conf/predictor/*.yaml (see README: Configuration).
+""")
 
-# Commands that live beside their subsystem. Each module defines COMMAND (the subcommand's name) and
-# add_parser(subparsers) -> handler(args) -> exit code; it must import nothing heavy at module level.
-COMMAND_MODULES: tuple[str, ...] = (
-    "lowbit.quant.quantize_cli",
-    "lowbit.quant.dequantize_cli",
-    "lowbit.tasks.ruler.cli",
-)
+SCORE_OPTIONS: dict[str, object] = {"task": str}  # plus dataset.* scoring options, checked by the task
+SCORE = Command(
+    "score", "re-score a run directory without a model", run="lowbit.cli:_score",
+    switches=(Switch(("-c", "--run-dir"), "run directory (holds predictions.jsonl)", metavar="RUN_DIR", required=True),
+              Switch(("--check-truncation",), "report prompt+completion lengths and how many hit the limit")),
+    items_help="dataset.* scoring options, e.g. dataset.answer_key=ok_only",
+    options="""\
+options (key=value):
+  dataset.<key>=<value>   the benchmark's scoring options, e.g. dataset.answer_key=ok_only
+  task=<benchmark>        for run directories without config.yaml, e.g. task=mmlu-redux
+""",
+    retired={"--task": "task=<benchmark>"})
+
+COMPARE = Command(
+    "compare", "compare precisions sample by sample against a baseline", run="lowbit.cli:_compare",
+    items_help="run directories or globs, and key=value options", items_metavar="RUN|key=value",
+    options="""\
+options (key=value, anywhere among the runs):
+  baseline=<precision|run dir>   the reference runs (default bf16)
+  margin=<points>                non-inferiority margin in percentage points (default 1.0)
+  out=<dir>                      write comparison.md / .csv / .json / .html there
+  format=<fmt> | format=[a,b]    only these files: markdown, csv, json, html (a self-contained report with plots)
+""",
+    retired={"--baseline": "baseline=<precision or run dir>", "--margin": "margin=<points>",
+             "--out": "out=<dir>", "--format": "format=<markdown|csv|json|html>"})
+
+DEMO = Command("demo", "run an offline end-to-end evaluation on a tiny random model", run="lowbit.cli:_demo")
+
+# Every subcommand, in the order `lowbit --help` lists them. Each target is a light `Command` declaration; its
+# handler is imported only when it runs.
+COMMANDS = Registry("command", {
+    "eval": "lowbit.cli:EVAL",
+    "score": "lowbit.cli:SCORE",
+    "compare": "lowbit.cli:COMPARE",
+    "quantize": "lowbit.quant.quantize_cli:COMMAND",
+    "dequantize": "lowbit.quant.dequantize_cli:COMMAND",
+    "ruler": "lowbit.tasks.ruler.cli:COMMAND",
+    "demo": "lowbit.cli:DEMO",
+})
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lowbit.registry import import_target
+
     parser = argparse.ArgumentParser(prog="lowbit", description="Benchmark low-bit LLMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True)
+    subcommands = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS.entries:
+        COMMANDS.get(name).add_to(subcommands)
 
-    eval_parser = commands.add_parser("eval", help="evaluate a model on a benchmark", epilog=EVAL_EPILOG,
-                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    eval_parser.add_argument("overrides", nargs="*", help="Hydra-style key=value overrides")
-    eval_parser.add_argument("--dry-run", action="store_true", help="print the resolved config and first prompt")
-    eval_parser.add_argument("--list", action="store_true", help="list benchmarks, models and predictors")
-
-    score_parser = commands.add_parser("score", help="re-score a run directory without a model")
-    score_parser.add_argument("-c", "--run-dir", required=True, help="run directory (holds predictions.jsonl)")
-    score_parser.add_argument("--task", help="benchmark name, for run directories without config.yaml")
-    score_parser.add_argument("--check-truncation", action="store_true",
-                              help="report prompt+completion lengths and how many hit the limit")
-    score_parser.add_argument("overrides", nargs="*", help="dataset.* scoring options, e.g. dataset.answer_key=ok_only")
-
-    compare_parser = commands.add_parser("compare", help="compare precisions sample by sample against a baseline")
-    compare_parser.add_argument("runs", nargs="+",
-                                help="run dirs or globs; may include baseline=<precision|run dir> margin=<points>")
-    compare_parser.add_argument("--baseline", help="precision label or run directory (default: bf16)")
-    compare_parser.add_argument("--margin", type=float, help="non-inferiority margin in points (default 1.0)")
-    compare_parser.add_argument("--out", help="directory for comparison.md / .csv / .json / .html (default: all four)")
-    compare_parser.add_argument("--format", dest="formats", action="append",
-                                choices=["markdown", "csv", "json", "html"],
-                                help="write only this format to --out (repeatable); html: a self-contained report "
-                                "with plots")
-
-    commands.add_parser("demo", help="run an offline end-to-end evaluation on a tiny random model")
-
-    handlers = {"eval": _eval, "score": _score, "compare": _compare, "demo": _demo}
-    for module_name in COMMAND_MODULES:
-        module = importlib.import_module(module_name)
-        handlers[module.COMMAND] = module.add_parser(commands)
-
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    command: Command = args.command_spec
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
-        return handlers[args.command](args)
+        command.take_extra(args, extra)
+        return import_target(command.run)(args)
     except UsageError as e:
         print(f"lowbit: error: {e}", file=sys.stderr)
         return 2
@@ -117,15 +133,16 @@ def _score(args: argparse.Namespace) -> int:
     from lowbit.tasks import make_task
     from lowbit.truncation import format_report, truncation_report
 
+    task_option, dataset_options = _score_options(args.overrides)
     run = RunDir(args.run_dir)
     if not run.file("predictions.jsonl").exists():
         raise UsageError(f"{run.path} has no predictions.jsonl: give the output_dir of a `lowbit eval` run")
     config = run.config() or {}
-    task_name = args.task or config.get("eval_dataset")
+    task_name = task_option or config.get("eval_dataset")
     if not task_name:
-        raise UsageError(f"{run.path} has no config.yaml: name the benchmark with --task (e.g. --task mmlu-redux)")
+        raise UsageError(f"{run.path} has no config.yaml: name the benchmark with task= (e.g. task=mmlu-redux)")
     options = dict(config.get("dataset") or {}) if task_name == config.get("eval_dataset") else {}
-    options.update(_dataset_overrides(args.overrides))
+    options.update(dataset_options)
     previous = (run.metrics() or {}).get("task_version")
     metrics = score_run(run, make_task(task_name, options))
     if previous is not None and previous != metrics["task_version"]:
@@ -138,21 +155,20 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset_overrides(overrides: list[str]) -> dict[str, object]:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
+def _score_options(items: list[str]) -> tuple[str | None, dict[str, object]]:
+    """`task=` and the dataset.* scoring options (checked by the task) of `lowbit score`."""
+    from lowbit.overrides import check_type, did_you_mean, parse
 
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as e:
-        raise UsageError(f"cannot parse overrides: {str(e).splitlines()[0]}") from e
-    options = {}
-    for override in parsed:
-        key = override.key_or_group
-        if not key.startswith("dataset."):
-            raise UsageError(f"lowbit score takes only dataset.* scoring options, got '{key}'")
-        options[key.removeprefix("dataset.")] = override.value()
-    return options
+    task, dataset_options = None, {}
+    for override in parse(items):
+        if override.key.startswith("dataset."):
+            dataset_options[override.key.removeprefix("dataset.")] = override.value
+        elif override.key in SCORE_OPTIONS:
+            task = check_type(override.key, override.value, SCORE_OPTIONS[override.key])
+        else:
+            raise UsageError(f"unknown score option '{override.key}'.{did_you_mean(override.key, SCORE_OPTIONS)} "
+                             "lowbit score takes task=<benchmark> and dataset.* scoring options")
+    return task, dataset_options
 
 
 def _print_summary(run_dir: Path, metrics: dict | None = None) -> None:
@@ -169,7 +185,7 @@ def _print_summary(run_dir: Path, metrics: dict | None = None) -> None:
 def _compare(args: argparse.Namespace) -> int:
     from lowbit.report import compare_main
 
-    return compare_main(args.runs, args.baseline, args.margin, args.out, args.formats)
+    return compare_main(args.overrides)  # run paths and key=value options (lowbit.report.arguments)
 
 
 def _demo(args: argparse.Namespace) -> int:

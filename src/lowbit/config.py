@@ -1,32 +1,42 @@
 """Composing and validating an evaluation config from Hydra overrides.
 
 `lowbit eval key=value ...` composes conf/config.yaml with the chosen model and predictor configs (Hydra's
-compose API and override grammar), then checks every override against what exists so that a typo fails with
-one line listing the valid choices, before any model is loaded. `dataset.*` keys belong to the chosen task
+compose API; overrides parsed by lowbit.overrides), then checks every override against what exists and every
+value against its key's type (TOP_LEVEL_TYPES, Sampling, the predictor's options), so that a typo or a wrong
+type fails with one line naming the key, before any model is loaded. `dataset.*` keys belong to the chosen task
 and are validated against its Options dataclass.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lowbit.chat import get_chat_format
 from lowbit.errors import UsageError
+from lowbit.overrides import check_type, did_you_mean, parse
+from lowbit.predictors.options import option_type, predictor_options
 from lowbit.sampling import Sampling
 from lowbit.tasks import Task, make_task
 
 CONFIG_MODULE = "lowbit.conf"
 GROUPS = ("model", "predictor")
+# The types of the top-level keys; their defaults (and meaning) are in conf/config.yaml.
+TOP_LEVEL_TYPES: dict[str, Any] = {
+    "model_name": str, "precision": str, "eval_dataset": str, "eval_dataset_config": str | None,
+    "output_dir": str | None, "data_dir": str | None, "debug": bool, "limit": int | None, "seed": int,
+    "overwrite": bool,
+}
+SAMPLING_TYPES: dict[str, Any] = typing.get_type_hints(Sampling)
 _ABSENT = object()
 
 
@@ -36,27 +46,26 @@ def group_choices(group: str) -> list[str]:
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
-    """conf/config.yaml with `overrides` applied; every override key must exist (or be a dataset.* option)."""
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as e:
-        raise UsageError(f"cannot parse overrides: {str(e).splitlines()[0]}") from e
+    """conf/config.yaml with `overrides` applied; every override key must exist (or be a dataset.* option) and
+    its value must have the key's type."""
+    parsed = parse(overrides)
     group_overrides = []
-    for override, text in zip(parsed, overrides):
-        key = override.key_or_group
-        if key in GROUPS:
-            choice = override.value()
-            if choice not in group_choices(key):
-                raise UsageError(f"unknown {key} '{choice}': choose one of {', '.join(group_choices(key))}")
-            group_overrides.append(text)
+    for override in parsed:
+        if override.key in GROUPS:
+            choice = override.value
+            if choice not in group_choices(override.key):
+                raise UsageError(f"unknown {override.key} '{choice}': choose one of "
+                                 f"{', '.join(group_choices(override.key))}")
+            group_overrides.append(override.text)
     base = _compose(group_overrides)
     rewritten = []
-    for override, text in zip(parsed, overrides):
-        key = override.key_or_group
-        if key.startswith("dataset.") and not text.startswith("+"):
+    for override in parsed:
+        text = override.text
+        if override.key.startswith("dataset.") and not override.prefix:
             text = "++" + text  # task options are validated by the task, not by the YAML
-        elif key not in GROUPS and not key.startswith("dataset.") and not text.startswith("+"):
-            _check_key(base, key)
+        elif override.key not in GROUPS and not override.key.startswith("dataset.") and not override.prefix:
+            _check_key(base, override.key)
+            check_type(override.key, override.value, _key_type(base, override.key))
         rewritten.append(text)
     return _compose(rewritten)
 
@@ -77,7 +86,25 @@ def _check_key(cfg: DictConfig, key: str) -> None:
     node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
     valid = sorted(node.keys()) if isinstance(node, DictConfig) else []
     where = f"under {parent}" if parent else "at the top level"
-    raise UsageError(f"unknown config key '{key}': valid keys {where} are {', '.join(map(str, valid))}")
+    everywhere = [*TOP_LEVEL_TYPES, *(f"{block}.{name}" for block in ("sampling", "predictor_conf")
+                                      for name in cfg[block].keys())]
+    raise UsageError(f"unknown config key '{key}': valid keys {where} are {', '.join(map(str, valid))}."
+                     f"{did_you_mean(key, everywhere)}")
+
+
+def _key_type(cfg: DictConfig, key: str) -> Any:
+    """The type a value of `key` must have; Any for keys whose values the model config or task check."""
+    block, _, rest = key.partition(".")
+    if key in TOP_LEVEL_TYPES:
+        return TOP_LEVEL_TYPES[key]
+    if block == "sampling" and rest in SAMPLING_TYPES:
+        return SAMPLING_TYPES[rest] | None  # null keeps the sampling block's value
+    if block == "predictor_conf" and rest != "name":
+        try:
+            return option_type(cfg.predictor_conf.name, rest)
+        except KeyError:
+            return Any
+    return Any
 
 
 @dataclass
@@ -121,10 +148,12 @@ def resolve_eval(overrides: list[str]) -> EvalConfig:
     model_name = str(resolved["model_name"])
     if model_name.startswith(("/", "./", "../", "~")) and not Path(model_name).expanduser().is_dir():
         raise UsageError(f"model_name '{model_name}' is not a directory: give a checkpoint directory or a hub id")
-    for key in ("limit", "seed"):
-        value = resolved[key]
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or (key == "limit" and value < 1)):
-            raise UsageError(f"{key} must be {'a positive' if key == 'limit' else 'an'} integer, got {value!r}")
+    for key, annotation in TOP_LEVEL_TYPES.items():  # the YAML's values too, not only the overrides
+        resolved[key] = check_type(key, resolved[key], annotation)
+    if resolved["limit"] is not None and resolved["limit"] < 1:
+        raise UsageError(f"limit must be a positive integer, got {resolved['limit']}")
+    predictor = dict(resolved["predictor_conf"])
+    predictor_options(predictor.pop("name"), predictor)
     if not resolved["output_dir"]:
         model_tag = Path(str(resolved["model_name"]).rstrip("/")).name
         resolved["output_dir"] = f"outputs/{model_tag}_{resolved['precision']}_{block_name}"

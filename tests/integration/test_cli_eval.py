@@ -198,7 +198,7 @@ def test_score_reads_legacy_prediction_lines(data_dir, tmp_path):
     lines = [{"prompt": "p", "item": {**item, "subject": "anatomy"}, "preds": [f"ANSWER: {gold}"]},
              {"prompt": "p", "item": {**item, "question": "other", "subject": "anatomy"}, "preds": [f"ANSWER: {wrong}"]}]
     (tmp_path / "predictions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    result = run_lowbit("score", "-c", str(tmp_path), "--task", "mmlu-redux", "--check-truncation")
+    result = run_lowbit("score", "-c", str(tmp_path), "task=mmlu-redux", "--check-truncation")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["metrics"]["accuracy"]["value"] == 0.5 and metrics["metrics"]["accuracy"]["n"] == 2
@@ -218,4 +218,4 @@ def test_score_says_when_the_scorer_version_changed(finished_run):
 def test_score_without_a_task_name_is_a_clear_error(tmp_path):
     (tmp_path / "predictions.jsonl").write_text('{"prompt": "p", "item": {}, "preds": ["A"]}\n')
     result = run_lowbit("score", "-c", str(tmp_path))
-    assert result.returncode == 2 and "--task" in result.stderr
+    assert result.returncode == 2 and "task=" in result.stderr

@@ -188,7 +188,7 @@ def report(tmp_path_factory) -> Path:
     write_run(root / "aime_nvfp4", "nvfp4", rng.random((60, 2)) < rates[:, None] - 0.1, overrides=overrides,
               eval_dataset="aime25", reasoning_tokens=rng.gamma(3.0, 1200, size=60).astype(int))
     out = root / "report"
-    result = run_lowbit("compare", str(root / "*"), "baseline=bf16", "--out", str(out), "--format", "html")
+    result = run_lowbit("compare", str(root / "*"), "baseline=bf16", f"out={out}", "format=html")
     assert result.returncode == 0, result.stderr
     assert f"wrote {out / 'comparison.html'}" in result.stdout and sorted(os.listdir(out)) == ["comparison.html"]
     return out / "comparison.html"

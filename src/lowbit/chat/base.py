@@ -5,8 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from lowbit.errors import UsageError
 from lowbit.records import Completion, Generation
+from lowbit.registry import Registry
 
 
 class ChatFormat(ABC):
@@ -25,24 +25,18 @@ class ChatFormat(ABC):
         """Separate reasoning from the answer. A completion that ends inside its reasoning has answer ""."""
 
 
-_REGISTRY: dict[str, type[ChatFormat]] = {}
-
-
-def register(cls: type[ChatFormat]) -> type[ChatFormat]:
-    _REGISTRY[cls.name] = cls
-    return cls
+CHAT_FORMATS = Registry("chat template", {
+    "qwen3": "lowbit.chat.qwen3:Qwen3Chat",
+    "gpt_oss": "lowbit.chat.gpt_oss:GptOssChat",
+})
 
 
 def chat_formats() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return CHAT_FORMATS.names()
 
 
 def get_chat_format(name: str) -> ChatFormat:
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise UsageError(f"unknown chat template '{name}': choose one of {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]()
+    return CHAT_FORMATS.get(name)()
 
 
 def completion_from(generation: Generation, **fields: Any) -> Completion:
@@ -65,7 +59,3 @@ def split_completion(chat: ChatFormat, prompt: str, generation: Generation) -> C
     ended_in_reasoning = not answer and generation.finish_reason == "length"
     return completion_from(generation, answer=answer, reasoning=generation.reasoning.strip(),
                            ended_in_reasoning=ended_in_reasoning)
-
-
-def _load_builtin() -> None:
-    from lowbit.chat import gpt_oss, qwen3  # noqa: F401  (modules register themselves)

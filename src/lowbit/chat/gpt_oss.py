@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from lowbit.chat.base import ChatFormat, completion_from, register
+from lowbit.chat.base import ChatFormat, completion_from
 from lowbit.records import Completion, Generation
 
 START, CHANNEL, CONSTRAIN, MESSAGE = "<|start|>", "<|channel|>", "<|constrain|>", "<|message|>"
@@ -139,7 +139,6 @@ class _Header:
         )
 
 
-@register
 class GptOssChat(ChatFormat):
     name = "gpt_oss"
     keep_special_tokens = True

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from lowbit.chat.base import ChatFormat, completion_from, register
+from lowbit.chat.base import ChatFormat, completion_from
 from lowbit.records import Completion, Generation
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
 
-@register
 class Qwen3Chat(ChatFormat):
     name = "qwen3"
 

@@ -1,10 +1,8 @@
-"""The predictor interface and its registry (the `predictor=` choice names one)."""
+"""The predictor interface and its registry (the `predictor=` choice names one; its options: options.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,6 +10,7 @@ from typing import Any
 
 from lowbit.errors import UsageError
 from lowbit.records import Generation
+from lowbit.registry import Registry
 from lowbit.sampling import Sampling
 
 
@@ -152,26 +151,19 @@ def progress_bar(total: int, enabled: bool):
     return tqdm(total=total, desc="generate", unit="prompt", disable=not enabled, dynamic_ncols=True)
 
 
-_PREDICTORS = {
+PREDICTORS = Registry("predictor", {
+    "vllm": "lowbit.predictors.vllm:VLLMPredictor",
     "transformers": "lowbit.predictors.transformers:TransformersPredictor",
     "openai": "lowbit.predictors.openai:OpenAIPredictor",
-    "vllm": "lowbit.predictors.vllm:VLLMPredictor",
-}
+})
 
 
 def predictor_names() -> list[str]:
-    return sorted(_PREDICTORS)
+    return PREDICTORS.names()
 
 
 def make_predictor(model_name: str, options: dict[str, Any]) -> Predictor:
+    """The predictor named by options["name"], built with the other options (its defaults:
+    conf/predictor/<name>.yaml, read by the constructor)."""
     options = dict(options)
-    name = options.pop("name", None)
-    if name not in _PREDICTORS:
-        raise UsageError(f"unknown predictor '{name}': choose one of {', '.join(predictor_names())}")
-    module, _, cls_name = _PREDICTORS[name].partition(":")
-    cls = getattr(importlib.import_module(module), cls_name)
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model_name")]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise UsageError(f"unknown predictor_conf key(s) {', '.join(unknown)} for {name}; valid: {', '.join(valid)}")
-    return cls(model_name, **options)
+    return PREDICTORS.get(options.pop("name", None))(model_name, **options)

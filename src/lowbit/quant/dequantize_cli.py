@@ -10,30 +10,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-COMMAND = "dequantize"
-OPTIONS = ("in", "out", "device", "backend", "overwrite", "max_shard_size")
+from lowbit.command import Command
 
-
-def add_parser(subparsers) -> callable:
-    parser = subparsers.add_parser(
-        COMMAND, help="write a BF16 checkpoint that plain transformers loads",
-        epilog="options: in=<dir> out=<dir> [device=cpu|cuda backend=ref|triton overwrite=true max_shard_size=2GB]")
-    parser.add_argument("overrides", nargs="*", help="key=value options")
-    return run
+OPTIONS = {"in": str, "out": str, "device": str, "backend": str, "overwrite": bool, "max_shard_size": str | int}
+COMMAND = Command(
+    "dequantize", "write a BF16 checkpoint that plain transformers loads", run="lowbit.quant.dequantize_cli:run",
+    options="options: in=<dir> out=<dir> [device=cpu|cuda backend=ref|triton overwrite=true max_shard_size=2GB]")
 
 
 def run(args: argparse.Namespace) -> int:
+    from lowbit.overrides import parse_options, require
     from lowbit.quant.checkpoint import dequantize_checkpoint
-    from lowbit.quant.cli_overrides import as_bool, parse_overrides, require
-    from lowbit.quant.safetensors_io import DEFAULT_MAX_SHARD_BYTES, parse_size
+    from lowbit.quant.safetensors_io import parse_size
 
-    values = parse_overrides(args.overrides, OPTIONS, COMMAND)
+    values = parse_options(args.overrides, OPTIONS, COMMAND.name)
     source = require(values, "in", "in=ckpts/qwen3-1.7b-nvfp4")
     out = require(values, "out", "out=ckpts/qwen3-1.7b-nvfp4-bf16")
-    result = dequantize_checkpoint(
-        source, Path(out), overwrite=as_bool(values.get("overwrite", False), "overwrite"),
-        device=str(values.get("device", "cpu")), backend=str(values.get("backend", "ref")),
-        max_shard_bytes=parse_size(values.get("max_shard_size", DEFAULT_MAX_SHARD_BYTES)))
+    options = {key: values[key] for key in ("overwrite", "device", "backend") if key in values}
+    if "max_shard_size" in values:
+        options["max_shard_bytes"] = parse_size(values["max_shard_size"])
+    result = dequantize_checkpoint(source, Path(out), **options)  # options not given: its defaults
     print(f"dequantized {len(result.quantized)} tensors to bfloat16 in {result.seconds:.1f} s "
           f"({result.bytes_written / 1e9:.3f} GB in {len(result.shards)} shard(s))")
     if result.fused_experts:

@@ -2,28 +2,31 @@
 
     lowbit quantize model=Qwen/Qwen3-1.7B scheme=nvfp4 out=ckpts/qwen3-1.7b-nvfp4 [device=cuda backend=triton]
 
-Each method takes a `QuantizeRequest` and returns a `ConversionResult`; `METHODS` maps method= names to
-"module:function" so that a method's dependencies are imported only when it is chosen.
+Each method takes a `QuantizeRequest` and returns a `ConversionResult`; `METHODS` registers method= names as
+"module:function", so that a method's dependencies are imported only when it is chosen.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
+from lowbit.command import Command
 from lowbit.errors import UsageError
+from lowbit.registry import Registry, import_target
 
-COMMAND = "quantize"
-METHODS = {
+METHODS = Registry("method", {
     "rtn": "lowbit.quant.checkpoint:quantize_checkpoint",  # round to nearest, streamed, no calibration data
     "gptq": "lowbit.quant.gptq:quantize_request",  # GPTQ through llm-compressor, with calibration data
-}
+})
 # round to nearest through llm-compressor: SmoothQuant, and the schemes only llm-compressor writes (w4a8, w8a8)
 CALIBRATED_RTN = "lowbit.quant.gptq:quantize_request"
-OPTIONS = ("model", "scheme", "out", "group_size", "targets", "ignore", "device", "backend", "method",
-           "overwrite", "max_shard_size", "smoothquant", "calibration", "num_calibration_samples",
-           "calibration_max_length", "seed")
+OPTIONS = {
+    "model": str, "scheme": str, "out": str, "group_size": int, "targets": str | list[str],
+    "ignore": str | list[str], "device": str, "backend": str, "method": str, "overwrite": bool,
+    "max_shard_size": str | int, "smoothquant": bool, "calibration": str, "num_calibration_samples": int,
+    "calibration_max_length": int, "seed": int,
+}
 EPILOG = """\
 options (key=value):
   model=<dir or hub id>   scheme=nvfp4|mxfp4|mxfp8|fp8|fp8-block|int8|w4a16   out=<dir>
@@ -39,11 +42,8 @@ See docs/quantization.md for the layouts and which backends load each scheme.
 """
 
 
-def add_parser(subparsers) -> callable:
-    parser = subparsers.add_parser(COMMAND, help="quantize a checkpoint into a compressed-tensors checkpoint",
-                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="key=value options")
-    return run
+COMMAND = Command("quantize", "quantize a checkpoint into a compressed-tensors checkpoint",
+                  run="lowbit.quant.quantize_cli:run", options=EPILOG)
 
 
 def needs_llm_compressor(method: str, scheme: str, smoothquant: bool) -> bool:
@@ -53,37 +53,35 @@ def needs_llm_compressor(method: str, scheme: str, smoothquant: bool) -> bool:
 
 
 def method_function(request):
-    if request.method not in METHODS:
-        raise UsageError(f"unknown method '{request.method}': choose one of {', '.join(METHODS)}")
-    target = METHODS[request.method]
     if request.method == "rtn" and needs_llm_compressor(request.method, request.scheme, request.smoothquant):
-        target = CALIBRATED_RTN
-    module_name, _, function = target.partition(":")
-    return getattr(importlib.import_module(module_name), function)
+        return import_target(CALIBRATED_RTN)
+    return METHODS.get(request.method)
 
 
-def _positive_int(values: dict, key: str, default: int, minimum: int = 1) -> int:
-    value = values.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise UsageError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return value
+# the smallest value of an integer option (its type is checked by lowbit.overrides)
+MINIMUMS = {"num_calibration_samples": 1, "calibration_max_length": 1, "seed": 0}
 
 
 def build_request(overrides: list[str]):
+    """The QuantizeRequest of `lowbit quantize` options; options not given keep QuantizeRequest's defaults."""
+    from lowbit.overrides import parse_options, require
     from lowbit.quant.checkpoint import QuantizeRequest
-    from lowbit.quant.cli_overrides import as_bool, as_list, parse_overrides, require
-    from lowbit.quant.safetensors_io import DEFAULT_MAX_SHARD_BYTES, parse_size
+    from lowbit.quant.safetensors_io import parse_size
     from lowbit.quant.schemes import get_scheme
+    from lowbit.registry import unknown_name
 
-    values = parse_overrides(overrides, OPTIONS, COMMAND)
+    values = parse_options(overrides, OPTIONS, COMMAND.name)
     model = require(values, "model", "model=Qwen/Qwen3-1.7B or model=/path/to/checkpoint")
     scheme = require(values, "scheme", "scheme=nvfp4")
     out = require(values, "out", "out=ckpts/qwen3-1.7b-nvfp4")
     group_size = values.get("group_size")
-    if group_size is not None and (not isinstance(group_size, int) or isinstance(group_size, bool)):
-        raise UsageError(f"group_size must be an integer, got {group_size!r}")
-    method = str(values.get("method", "rtn"))
-    smoothquant = as_bool(values.get("smoothquant", False), "smoothquant")
+    method = values.setdefault("method", QuantizeRequest.method)
+    if method not in METHODS:
+        raise unknown_name("method", method, METHODS.names())
+    smoothquant = values.get("smoothquant", QuantizeRequest.smoothquant)
+    for key, minimum in MINIMUMS.items():
+        if values.get(key, minimum) < minimum:
+            raise UsageError(f"{key} must be an integer >= {minimum}, got {values[key]}")
     from lowbit.quant.gptq import COMMAND_SCHEMES, calibrated_scheme
     from lowbit.quant.schemes import SCHEMES
 
@@ -94,18 +92,12 @@ def build_request(overrides: list[str]):
         calibrated_scheme(scheme, group_size)  # validates the pair before anything is loaded
     else:
         scheme = get_scheme(scheme).name
-    calibration = values.get("calibration")
-    return QuantizeRequest(
-        model=model, out=Path(out), scheme=scheme, group_size=group_size,
-        targets=as_list(values.get("targets"), "targets"), ignore=as_list(values.get("ignore"), "ignore"),
-        device=str(values.get("device", "cpu")), backend=str(values.get("backend", "ref")),
-        overwrite=as_bool(values.get("overwrite", False), "overwrite"), method=method,
-        max_shard_bytes=parse_size(values.get("max_shard_size", DEFAULT_MAX_SHARD_BYTES)),
-        smoothquant=smoothquant, calibration=None if calibration is None else str(calibration),
-        num_calibration_samples=_positive_int(values, "num_calibration_samples", 512),
-        calibration_max_length=_positive_int(values, "calibration_max_length", 2048),
-        seed=_positive_int(values, "seed", 42, minimum=0),
-    )
+    for key in ("targets", "ignore"):
+        if isinstance(values.get(key), str):
+            values[key] = [values[key]]
+    if "max_shard_size" in values:
+        values["max_shard_bytes"] = parse_size(values.pop("max_shard_size"))
+    return QuantizeRequest(**{**values, "model": model, "out": Path(out), "scheme": scheme})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """`lowbit compare`: every run against the baseline of its model and task, sample by sample.
 
-    lowbit compare outputs/qwen3_4B_* baseline=bf16 margin=1.0 --out reports/qwen3_4B
+    lowbit compare outputs/qwen3_4B_* baseline=bf16 margin=1.0 out=reports/qwen3_4B
 
 For each group of runs (model family x task x prompt-changing dataset options, see `pairing.py`) the baseline is
 the run with precision `bf16` (or the precision label given as `baseline`, or the run directory given as
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lowbit.errors import UsageError
+from lowbit.report.arguments import split_compare_arguments
 from lowbit.report.bits import bits_per_weight
 from lowbit.report.breakdown import GroupDelta, group_deltas
 from lowbit.report.paired_stats import PairedResult, compare_paired
@@ -94,22 +95,22 @@ def compare_main(paths: list[str], baseline: str | None = None, margin: float | 
                  out_dir: str | None = None, formats: list[str] | None = None) -> int:
     """`lowbit compare`: compare run directories, print the table, write the requested files to `out_dir`.
 
-    `paths` are run directories or globs and may include `baseline=<precision or run dir>` and `margin=<points>`
-    items (the `lowbit compare a b baseline=bf16` syntax); they must agree with `baseline` / `margin` when both are
-    given. `formats` (markdown, csv, json, html; default all) are the files written to `out_dir`. Returns the exit
+    `paths` are run directories or globs and may include the command's key=value options (`baseline=`, `margin=`,
+    `out=`, `format=`; lowbit.report.arguments); they must agree with the arguments when both are given.
+    `formats` (markdown, csv, json, html; default all) are the files written to `out_dir`. Returns the exit
     status."""
     from lowbit.report.render import FILE_FORMATS, print_text, write_outputs
 
     paths, options = split_compare_arguments(paths)
     baseline = _one_value("baseline", options.get("baseline"), baseline)
-    margin_text = options.get("margin")
-    margin = _one_value("margin", _parse_margin(margin_text) if margin_text is not None else None, margin)
-    formats = list(formats or [])
+    margin = _one_value("margin", options.get("margin"), margin)
+    out_dir = _one_value("out", options.get("out"), out_dir)
+    formats = list(_one_value("format", options.get("format"), formats or None) or [])
     unknown = sorted(set(formats) - set(FILE_FORMATS))
     if unknown:
         raise UsageError(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(FILE_FORMATS)}")
     if formats and out_dir is None:
-        raise UsageError("formats are written to files: give an output directory (--out DIR) too")
+        raise UsageError("formats are written to files: give an output directory (out=DIR) too")
     comparison = compare_runs(paths, baseline, DEFAULT_MARGIN if margin is None else margin)
     print_text(comparison)
     if out_dir is not None:
@@ -312,29 +313,3 @@ def _points_change(share: float | None, base_share: float | None) -> float | Non
 
 def _percent_change(value: float | None, base_value: float | None) -> float | None:
     return None if value is None or not base_value else 100 * (value / base_value - 1)
-
-
-# ------------------------------------------------------------------------------------------- arguments
-
-
-def split_compare_arguments(items: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Separate `key=value` options (baseline=, margin=) from run paths, for the `lowbit compare a b baseline=bf16`
-    syntax. An item that exists on disk is always a path."""
-    paths, options = [], {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if sep and key in ("baseline", "margin") and not Path(item).exists():
-            options[key] = value
-        elif sep and not Path(item).exists() and "/" not in key:
-            raise UsageError(f"unknown option '{key}=': lowbit compare takes baseline=<precision or run dir> "
-                             "and margin=<points>")
-        else:
-            paths.append(item)
-    return paths, options
-
-
-def _parse_margin(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError as e:
-        raise UsageError(f"margin must be a number of percentage points, got '{text}'") from e

@@ -14,58 +14,40 @@ import time
 from pathlib import Path
 from typing import Any
 
-COMMAND = "ruler"
-OPTIONS = {
-    "tokenizer": "hub id or local directory of the model's tokenizer (required)",
-    "max_seq_length": "4k | 8k | 16k | 32k | 64k | 128k or a token count (required)",
-    "out": "new folder for the task files and manifest.json (required)",
-    "num_samples": "samples per task (default 500)",
-    "seed": "generation seed (default 42)",
-    "tasks": "comma-separated: niah, niah_single_1 ... fwe (default: all eleven)",
-    "haystack_dir": "folder with PaulGrahamEssays.json (default: the cache's copy, downloaded once)",
-    "cache_dir": "cache for the downloaded essays (default ~/.cache/lowbit/ruler)",
-    "enable_thinking": "chat-template argument (default false, as the models' ruler sampling blocks)",
-    "reasoning_effort": "chat-template argument for GPT-OSS templates (low | medium | high; default unset)",
+from lowbit.command import Command
+
+DEFAULTS = {"num_samples": 500, "seed": 42, "enable_thinking": False}
+# name -> (type, help)
+OPTIONS: dict[str, tuple[Any, str]] = {
+    "tokenizer": (str, "hub id or local directory of the model's tokenizer (required)"),
+    "max_seq_length": (str | int, "4k | 8k | 16k | 32k | 64k | 128k or a token count (required)"),
+    "out": (str, "new folder for the task files and manifest.json (required)"),
+    "num_samples": (int, f"samples per task (default {DEFAULTS['num_samples']})"),
+    "seed": (int, f"generation seed (default {DEFAULTS['seed']})"),
+    "tasks": (str | list[str], "comma-separated: niah, niah_single_1 ... fwe (default: all eleven)"),
+    "haystack_dir": (str, "folder with PaulGrahamEssays.json (default: the cache's copy, downloaded once)"),
+    "cache_dir": (str, "cache for the downloaded essays (default ~/.cache/lowbit/ruler)"),
+    "enable_thinking": (bool, "chat-template argument (default false, as the models' ruler sampling blocks)"),
+    "reasoning_effort": (str, "chat-template argument for GPT-OSS templates (low | medium | high; default unset)"),
 }
-EPILOG = "options (key=value):\n" + "\n".join(f"  {key:<17}{text}" for key, text in OPTIONS.items())
-
-
-def add_parser(subparsers) -> callable:
-    parser = subparsers.add_parser(COMMAND, help="prepare RULER long-context data for a tokenizer and length")
-    actions = parser.add_subparsers(dest="ruler_action", required=True)
-    prepare = actions.add_parser("prepare", help="generate RULER tasks into a frozen folder", epilog=EPILOG,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    prepare.add_argument("overrides", nargs="*", help="key=value options")
-    return run
+PREPARE = Command(
+    "prepare", "generate RULER tasks into a frozen folder", run="lowbit.tasks.ruler.cli:run",
+    options="options (key=value):\n" + "\n".join(f"  {key:<17}{text}" for key, (_, text) in OPTIONS.items()))
+COMMAND = Command("ruler", "prepare RULER long-context data for a tokenizer and length", actions=(PREPARE,))
 
 
 def run(args: argparse.Namespace) -> int:
-    from lowbit.errors import UsageError
-
-    if args.ruler_action != "prepare":
-        raise UsageError(f"unknown ruler action '{args.ruler_action}': use `lowbit ruler prepare`")
     return prepare(parse_options(args.overrides))
 
 
 def parse_options(overrides: list[str]) -> dict[str, Any]:
     """Validated options: tokenizer, max_seq_length (tokens), out (Path), num_samples, seed, tasks, template kwargs."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
+    from lowbit import overrides as key_values
     from lowbit.errors import UsageError
     from lowbit.tasks.ruler.names import parse_length, parse_tasks
 
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as e:
-        raise UsageError(f"cannot parse options: {str(e).splitlines()[0]}") from e
-    values: dict[str, Any] = {}
-    for override, text in zip(parsed, overrides):
-        key = override.key_or_group
-        if key not in OPTIONS:
-            raise UsageError(f"unknown option '{key}' for lowbit ruler prepare; valid: {', '.join(OPTIONS)}")
-        # a comma list (tasks=vt,cwe) is a sweep to Hydra: keep its text
-        values[key] = text.partition("=")[2].strip("[]") if override.is_sweep_override() else override.value()
+    values = {**DEFAULTS, **key_values.parse_options(overrides, {k: t for k, (t, _) in OPTIONS.items()},
+                                                      "ruler prepare")}
     for key, example in (("tokenizer", "tokenizer=Qwen/Qwen3-4B"), ("max_seq_length", "max_seq_length=32k"),
                          ("out", "out=data/ruler-32k")):
         if values.get(key) in (None, ""):
@@ -74,18 +56,12 @@ def parse_options(overrides: list[str]) -> dict[str, Any]:
         length = parse_length(values["max_seq_length"])
     except ValueError as e:
         raise UsageError(f"max_seq_length: {e}") from e
-    options = {"tokenizer": str(values["tokenizer"]), "max_seq_length": length, "out": Path(str(values["out"])),
+    if values["num_samples"] < 1:
+        raise UsageError(f"num_samples must be a positive integer, got {values['num_samples']}")
+    options = {"tokenizer": values["tokenizer"], "max_seq_length": length, "out": Path(values["out"]),
                "tasks": parse_tasks(values.get("tasks")), "haystack_dir": values.get("haystack_dir"),
-               "cache_dir": values.get("cache_dir")}
-    for key, default in (("num_samples", 500), ("seed", 42)):
-        value = values.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or (key == "num_samples" and value < 1):
-            raise UsageError(f"{key} must be a {'positive ' if key == 'num_samples' else ''}integer, got {value!r}")
-        options[key] = value
-    thinking = values.get("enable_thinking", False)
-    if not isinstance(thinking, bool):
-        raise UsageError(f"enable_thinking must be true or false, got {thinking!r}")
-    options["template_kwargs"] = {"enable_thinking": thinking}
+               "cache_dir": values.get("cache_dir"), "num_samples": values["num_samples"], "seed": values["seed"],
+               "template_kwargs": {"enable_thinking": values["enable_thinking"]}}
     if values.get("reasoning_effort") is not None:
         if values["reasoning_effort"] not in ("low", "medium", "high"):
             raise UsageError(f"reasoning_effort must be low, medium or high, got {values['reasoning_effort']!r}")
