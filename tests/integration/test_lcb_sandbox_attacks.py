@@ -311,3 +311,10 @@ def test_directory_and_cgroups_are_removed_when_scoring_fails_midway(work_root):
     program = Program("import os\nopen('kept', 'w').write('x')\nprint(1)\n", "stdin", ["\n", "\n"])
     with pytest.raises(RuntimeError, match="the scorer failed"):
         run_program(program, SMALL, keep_going=fail, work_root=str(work_root))
+
+
+def test_a_directory_tree_deeper_than_python_recursion_is_removed(isolation, work_root):
+    code = "import os\nfor _ in range(1500):\n    os.mkdir('d')\n    os.chdir('d')\nprint(4600)\n"
+    limits = Limits(test_timeout_s=10.0, memory_bytes=256 << 20, output_bytes=1 << 20, processes=32)
+    outcome, runs = run_sum(code, work_root, limits, isolation=isolation)
+    assert runs[0].status == "ok" and runs[0].output == "4600\n"  # the tree was built; work_root checks it is gone

@@ -138,7 +138,7 @@ def _run_with(isolation: Isolation, program: Program, limits: Limits, keep_going
             if cgroup is not None:
                 cgroup.kill_and_remove()
         finally:
-            shutil.rmtree(job_dir, ignore_errors=True)
+            _remove_tree(job_dir)
 
 
 def _run_in(job_dir: Path, isolation: Isolation, cgroup, program: Program, limits: Limits,
@@ -167,6 +167,16 @@ def _run_in(job_dir: Path, isolation: Isolation, cgroup, program: Program, limit
         return _converse(process, program, limits, keep_going, deadline)
     finally:
         _kill_session(process)
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a directory a program may have filled (without a private root): links are removed, never followed;
+    a tree too deep for Python's recursion goes with rm."""
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    except RecursionError:
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False, timeout=300,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @functools.lru_cache(maxsize=1)
