@@ -74,6 +74,7 @@ COMMANDS = Registry("command", {
     "quantize": "lowbit.quant.quantize_cli:COMMAND",
     "dequantize": "lowbit.quant.dequantize_cli:COMMAND",
     "ruler": "lowbit.tasks.ruler.cli:COMMAND",
+    "sweep": "lowbit.sweep.cli:COMMAND",
     "demo": "lowbit.cli:DEMO",
 })
 
