@@ -102,20 +102,22 @@ def main(argv: list[str] | None = None) -> int:
 def _eval(args: argparse.Namespace) -> int:
     if args.list:
         return _list()
-    from lowbit.config import resolve_eval
+    from lowbit.config import resolve_eval, split_eval_datasets
 
-    cfg = resolve_eval(args.overrides)
+    configs = [resolve_eval(overrides) for overrides in split_eval_datasets(args.overrides)]  # all checked first
     if args.dry_run:
         import yaml
 
-        first = cfg.task.load(cfg.resolved["data_dir"])[0]
-        print(yaml.safe_dump(cfg.resolved, sort_keys=False, allow_unicode=True))
-        print(f"# first sample: {first.id}\n" + json.dumps(first.messages, indent=2, ensure_ascii=False))
+        for cfg in configs:
+            first = cfg.task.load(cfg.resolved["data_dir"])[0]
+            print(yaml.safe_dump(cfg.resolved, sort_keys=False, allow_unicode=True))
+            print(f"# first sample: {first.id}\n" + json.dumps(first.messages, indent=2, ensure_ascii=False))
         return 0
     from lowbit.run import evaluate
 
-    run = evaluate(cfg)
-    _print_summary(run.path)
+    for cfg in configs:
+        run = evaluate(cfg)
+        _print_summary(run.path)
     return 0
 
 

@@ -124,6 +124,32 @@ class EvalConfig:
         return dict(self.resolved["predictor_conf"])
 
 
+def split_eval_datasets(overrides: list[str]) -> list[list[str]]:
+    """One override list per benchmark of `eval_dataset=[a,b]` (or `a,b`), each into its own directory: <output_dir>/<name>
+    when output_dir is given, else the default per benchmark. A single benchmark gives the overrides back unchanged."""
+    parsed = parse(overrides)
+    chosen = [o for o in parsed if o.key == "eval_dataset"]
+    if not chosen or not isinstance(chosen[-1].value, list):
+        return [list(overrides)]
+    names = [str(name) for name in chosen[-1].value]
+    if not names or len(set(names)) != len(names):
+        raise UsageError(f"eval_dataset={chosen[-1].text.partition('=')[2]}: list each benchmark once, "
+                         "e.g. eval_dataset=[mmlu-redux,math500]")
+    if any(o.key == "eval_dataset_config" for o in parsed):
+        raise UsageError("eval_dataset_config names one sampling block but eval_dataset lists several benchmarks: "
+                         "run them one by one, or describe them in a sweep file (lowbit sweep run)")
+    data_dirs = next((o.value for o in reversed(parsed) if o.key == "data_dir"), None)
+    if data_dirs is not None and not (isinstance(data_dirs, dict) and set(map(str, data_dirs)) == set(names)):
+        raise UsageError(f"with several benchmarks, give one data_dir each: data_dir={{{names[0]}:<dir>,...}} naming "
+                         f"exactly {', '.join(names)}")
+    output_dir = next((o.value for o in reversed(parsed) if o.key == "output_dir"), None)
+    kept = [o.text for o in parsed if o.key not in ("eval_dataset", "output_dir", "data_dir")]
+    return [[*kept, f"eval_dataset={name}",
+             *([f"output_dir={Path(str(output_dir)) / name}"] if output_dir else []),
+             *([f"data_dir={data_dirs[name]}"] if data_dirs else [])]
+            for name in names]
+
+
 def resolve_eval(overrides: list[str]) -> EvalConfig:
     cfg = compose_config(overrides)
     try:
