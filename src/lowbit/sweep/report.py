@@ -119,8 +119,19 @@ def print_matrix(matrix: ResultsMatrix, out: TextIO) -> None:
 
 
 def write_report(plan: Plan, margin: float | None = None, matrix: ResultsMatrix | None = None) -> list[Path]:
+    """The matrix files; with tracking on, every finished cell and the files go to the tracker too."""
     from lowbit.report.compare import DEFAULT_MARGIN
 
     if matrix is None:
         matrix = build_matrix(plan, DEFAULT_MARGIN if margin is None else margin)
-    return write_matrix(matrix, plan.sweep_dir / REPORT_DIR)
+    written = write_matrix(matrix, plan.sweep_dir / REPORT_DIR)
+    if plan.spec.tracking is not None:
+        from lowbit.sweep.tracking import Cell as TrackedCell
+        from lowbit.sweep.tracking import make_tracker
+
+        tracker = make_tracker(plan.spec.tracking, plan.sweep_dir, plan.spec.name)
+        if tracker is not None:
+            tracker.log_cells(TrackedCell(c.model, c.precision, c.task, Path(c.job.output_dir)) for c in plan.cells
+                              if matrix.cells.get((c.model, c.precision, c.task), MatrixCell("")).state == "done")
+            tracker.log_matrix(written)
+    return written

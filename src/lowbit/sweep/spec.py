@@ -22,9 +22,11 @@
     cells:                                           # overrides for the cells matching model/precision/task
       - {model: qwen3_30B, overrides: [predictor_conf.tensor_parallel_size=2]}
     launcher: {name: local, local: {max_parallel: 2}, slurm: {partition: gpu}}
+    tracking: {name: mlflow}                         # log finished cells to MLflow (lowbit.sweep.tracking)
 
 The file is composed with Hydra (a `defaults:` list may pull shared blocks from files beside it) and the
-command line's key=value items are applied on top (`launcher=slurm` picks the launcher). `load_sweep` checks the
+command line's key=value items are applied on top (`launcher=slurm` picks the launcher, `tracking=mlflow` the
+tracker). `load_sweep` checks the
 file's shape; `plan.py` checks each cell with lowbit's own validators.
 """
 
@@ -118,10 +120,11 @@ class SweepSpec:
     cells: tuple[CellRule, ...] = ()
     launcher: str = "local"
     launcher_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # launcher name -> its options
+    tracking: str | dict[str, Any] | None = None  # lowbit.sweep.tracking's block: where finished cells are logged
 
 
 TOP_KEYS = {"name": str, "output_dir": str, "overrides": list[str], "resources": dict, "quantize_resources": dict,
-            "quantize": dict, "models": dict, "precisions": dict, "tasks": dict, "cells": list, "launcher": dict}
+            "quantize": dict, "models": dict, "precisions": dict, "tasks": dict, "cells": list, "launcher": dict, "tracking": str | dict}
 MODEL_KEYS = {"model": str, "source": str, "precisions": list[str], "tasks": list[str], "overrides": list[str],
               "resources": dict, "quantize_resources": dict}
 PRECISION_KEYS = {"checkpoint": str | dict, "recipe": dict, "emulate": dict, "overrides": list[str]}
@@ -154,8 +157,8 @@ def compose_file(path: Path, items: list[str]) -> dict[str, Any]:
     rewritten = []
     for override in parse(items):
         key = override.key
-        if key == "launcher" and not isinstance(override.value, dict):
-            key, text = "launcher.name", f"launcher.name={override.text.partition('=')[2]}"
+        if key in ("launcher", "tracking") and not isinstance(override.value, dict):  # launcher=slurm
+            key, text = f"{key}.name", f"{key}.name={override.text.partition('=')[2]}"
         else:
             text = override.text.lstrip("+")
         top = key.split(".")[0]
@@ -195,12 +198,17 @@ def parse_sweep(path: Path, data: dict[str, Any]) -> SweepSpec:
     output_dir = top.get("output_dir") or f"outputs/sweeps/{path.stem}"
     for where, block in (("resources", top.get("resources")), ("quantize_resources", top.get("quantize_resources"))):
         _resources(block, where)
+    tracking = top.get("tracking")
+    if tracking is not None:
+        from lowbit.sweep.tracking import tracking_options
+
+        tracking_options(tracking)
     return SweepSpec(
         path=path, name=str(top.get("name") or path.stem), output_dir=Path(output_dir).expanduser().resolve(),
         models=models, precisions=precisions, tasks=tasks, overrides=shared,
         resources=dict(top.get("resources") or {}), quantize_resources=dict(top.get("quantize_resources") or {}),
         quantize=dict(top.get("quantize") or {}), cells=cells, launcher=str(launcher),
-        launcher_options=launcher_block,
+        launcher_options=launcher_block, tracking=tracking,
     )
 
 
