@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from lcb_sandbox_support import capped_process_tree  # noqa: F401 - autouse: caps this module's process tree
 
 from lowbit.records import Completion, Prediction
 from lowbit.tasks import make_task
@@ -35,14 +36,14 @@ def landlocked() -> bool:
     return runs[0].landlocked
 
 
-def run_sum(code: str, work_root: Path, limits: Limits = TIGHT):
-    """Run `code` on the A+B tests; returns (outcome, runs)."""
+def run_sum(code: str, work_root: Path, limits: Limits = TIGHT, isolation=None):
+    """Run `code` on the A+B tests (with the strongest isolation here, or `isolation`); returns (outcome, runs)."""
     problem = problem_of({"public_test_cases": json.dumps([{"input": i, "output": o, "testtype": "stdin"}
                                                             for i, o in zip(SUM_INPUTS, SUM_OUTPUTS)]),
                           "private_test_cases": "[]", "metadata": "{}", "question_id": "sum"})
     runs = run_program(Program(code, "stdin", problem.inputs), limits,
                        keep_going=lambda index, run: run.status == "ok" and run.output == SUM_OUTPUTS[index],
-                       work_root=str(work_root))
+                       work_root=str(work_root), isolation=isolation)
     return judge(problem, runs)[0], runs
 
 
@@ -171,10 +172,12 @@ HOSTILE = {
 
 
 @REQUIRES_NAMESPACES
+@pytest.mark.parametrize("without", [frozenset(), frozenset({"private_root", "cgroup"})], ids=["strongest", "fallback"])
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_program_fails_and_leaves_nothing_behind(name, work_root):
+def test_hostile_program_fails_and_leaves_nothing_behind(name, without, work_root):
+    """On the strongest isolation here and on the user-namespace fallback (the same where that is the strongest)."""
     started = time.monotonic()
-    outcome, runs = run_sum(HOSTILE[name], work_root)
+    outcome, runs = run_sum(HOSTILE[name], work_root, isolation=sandbox_isolation(without))
     assert outcome != "passed", runs
     assert all("13579" not in (r.output or "") for r in runs), "the program saw an expected output"
     assert time.monotonic() - started < 10

@@ -4,7 +4,8 @@ Each attack runs on the strongest isolation this machine has and, where the fall
 fallback (user/net/pid namespaces, per-process rlimits).
 
 The attacks are modest (about 1 GiB against a 256 MiB limit) and this module's own process tree runs in a cgroup
-capped at 3 GiB and 512 tasks while it runs, so a regression fails a test instead of exhausting the machine."""
+capped at 3 GiB and 512 tasks (lcb_sandbox_support), so a regression fails a test instead of exhausting the
+machine."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from lcb_sandbox_support import capped_process_tree  # noqa: F401 - autouse: caps this module's process tree
 
 from lowbit.records import Completion, Prediction
 from lowbit.tasks import make_task
 from lowbit.tasks.livecodebench import judge, problem_of
-from lowbit.tasks.livecodebench.cgroups import create_program_cgroup
 from lowbit.tasks.livecodebench.sandbox import Limits, Program, run_program, sandbox_isolation
 
 STRONGEST = sandbox_isolation()
@@ -34,25 +35,6 @@ REQUIRES_CGROUP = pytest.mark.skipif(STRONGEST.cgroups is None, reason="no cgrou
                                      "sandbox_isolation().describe()['unavailable'])")
 REQUIRES_PRIVATE_ROOT = pytest.mark.skipif(STRONGEST.mode != "private_root",
                                            reason="no private root here (lowbit is not root, or mounts are refused)")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def capped_process_tree():
-    """Run this module inside a cgroup of its own (where cgroups can be made), moving back afterwards."""
-    if STRONGEST.cgroups is None:
-        yield
-        return
-    cap = create_program_cgroup(STRONGEST.cgroups, 3 << 30, 512)
-    homes = [STRONGEST.cgroups.memory_parent / "cgroup.procs", STRONGEST.cgroups.pids_parent / "cgroup.procs"]
-    for procs in dict.fromkeys(cap.procs):
-        Path(procs).write_text(str(os.getpid()))
-    try:
-        yield
-    finally:
-        for procs in dict.fromkeys(homes):
-            procs.write_text(str(os.getpid()))
-        assert all(str(os.getpid()) not in Path(p).read_text().split() for p in cap.procs)
-        cap.kill_and_remove()
 
 
 @pytest.fixture(params=["strongest", "fallback"])
@@ -168,7 +150,8 @@ def test_huge_sparse_stdout_is_an_output_limit(isolation, work_root):
 def test_forged_reports_on_every_descriptor_are_not_read(isolation, work_root):
     forged = json.dumps({"test": 0, "status": "ok", "seconds": 0, "output_bytes": 5, "stderr_bytes": 0}) + "\n4600\n"
     code = ("import os\nfor fd in range(3, 256):\n    try:\n        os.write(fd, %r.encode())\n    except OSError:\n"
-            "        pass\nfor entry in set(os.listdir('/proc')) - {'self', 'thread-self', os.readlink('/proc/self')}:\n    for fd in range(16):\n        try:\n"
+            "        pass\nfor entry in set(os.listdir('/proc')) - {'self', 'thread-self', os.readlink('/proc/self')}:\n"
+            "    for fd in range(16):\n        try:\n"
             "            with open(f'/proc/{entry}/fd/{fd}', 'w') as f:\n                f.write(%r)\n"
             "        except (OSError, ValueError):\n            pass\nprint(0)\n" % (forged, forged))
     outcome, runs = run_sum(code, work_root, isolation=isolation)
@@ -213,7 +196,8 @@ def test_forked_memory_on_the_fallback_is_bounded_per_process_only(work_root):
 @REQUIRES_CGROUP
 def test_memfd_pages_count_against_the_memory_limit(work_root):
     code = ("import os\nfiles = []\nfor _ in range(16):\n    fd = os.memfd_create('x')\n"
-            "    for _ in range(4):\n        os.write(fd, b'x' * (16 << 20))\n    files.append(fd)\nprint(len(files))\n")
+            "    for _ in range(4):\n        os.write(fd, b'x' * (16 << 20))\n    files.append(fd)\n"
+            "print(len(files))\n")
     limits = Limits(test_timeout_s=5.0, memory_bytes=256 << 20, output_bytes=(64 << 20) + 1, processes=32)
     outcome, runs = run_sum(code, work_root, limits)
     assert outcome == "memory_limit" and runs[0].status == "memory_limit"
@@ -267,8 +251,10 @@ def test_host_processes_and_files_are_invisible(work_root):
         code = ("import os\npids = [e for e in os.listdir('/proc') if e.isdigit()]\n"
                 "lines = [open(f'/proc/{p}/cmdline', 'rb').read().decode(errors='replace') for p in pids]\n"
                 f"print(len(pids), any({marker!r} in line for line in lines))\n"
-                "print([p for p in ('/root/.bashrc', '/home', '/work/main', '/sys', '/etc/passwd', '/var') if os.path.exists(p)])\n"
-                "for act in (lambda: open('/usr/lowbit-test', 'w'), lambda: os.mkdir('/evil'), lambda: os.setuid(0)):\n"
+                "print([p for p in ('/root/.bashrc', '/home', '/work/main', '/sys', '/etc/passwd', '/var')\n"
+                "       if os.path.exists(p)])\n"
+                "for act in (lambda: open('/usr/lowbit-test', 'w'), lambda: os.mkdir('/evil'),\n"
+                "            lambda: os.setuid(0)):\n"
                 "    try:\n        act()\n        print('allowed')\n    except OSError as e:\n        print('denied')\n")
         outcome, runs = run_sum(code, work_root)
     finally:

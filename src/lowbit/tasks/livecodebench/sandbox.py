@@ -267,9 +267,9 @@ def _converse(process: subprocess.Popen, program: Program, limits: Limits, keep_
             runs.append(TestRun("compile_error", None, 0.0, str(report.get("detail", ""))))
             return runs
         tail = stderr.decode("utf-8", errors="replace").strip()
+        detail = str(report.get("detail", "")) + (f"; stderr: {tail}" if tail else "")
         run = TestRun(str(report.get("status")), output.decode("utf-8", errors="replace") if output_size >= 0 else None,
-                      float(report.get("seconds", 0.0)), str(report.get("detail", "")) + (f"; stderr: {tail}" if tail else ""),
-                      bool(report.get("landlock")))
+                      float(report.get("seconds", 0.0)), detail, bool(report.get("landlock")))
         runs.append(run)
         go_on = keep_going(index, run) and index + 1 < len(program.inputs)
         if not _send(process, b"next\n" if go_on else b"stop\n", deadline) or not go_on:
