@@ -19,7 +19,7 @@ from lowbit.errors import UsageError
 SWEEP_OPTIONS = """\
 FILE is a sweep YAML (see sweeps/); key=value items override it, e.g.
   launcher=local|slurm   launcher.local.max_parallel=2   launcher.slurm.partition=gpu
-  output_dir=<dir>       models.<name>.source=<dir>      overrides=[limit=10]
+  output_dir=<dir>       models.<name>.source=<dir>      overrides=['limit=10'] (replaces the list)
 """
 
 COMMAND = Command(

@@ -66,7 +66,11 @@ def build_plan(spec: SweepSpec, *, validate: bool = True) -> Plan:
     quantize_jobs: dict[tuple[str, str], Job] = {}
     cells: list[Cell] = []
     for model in spec.models.values():
-        source = model.source or model_hub_id(model.model)
+        try:
+            hub_id = model_hub_id(model.model)
+        except UsageError as e:
+            raise UsageError(f"models.{model.name}.model: {e}") from e
+        source = model.source or hub_id
         for precision_name in model.precisions:
             precision = spec.precisions[precision_name]
             if precision.recipe is not None:
@@ -208,7 +212,7 @@ def _hydra_value(value) -> str:
     text = str(value)
     if text and all(c.isalnum() or c in "._-/:~+" for c in text) and not text[0].isdigit():
         return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return "'" + text.replace("'", "\\'") + "'"  # Hydra keeps other backslashes as they are
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -226,8 +230,9 @@ def check_plan(plan: Plan) -> None:
         owners[key] = job.name
     for job in plan.quantize_jobs:
         check_recipe(job)
+    checked: set[tuple[str, ...]] = set()
     for cell in plan.cells:
-        check_eval(cell, plan)
+        check_eval(cell, plan, checked)
 
 
 def check_writable(directory: Path) -> None:
@@ -253,12 +258,25 @@ def check_recipe(job: Job) -> None:
         raise UsageError(f"{where}: {e}") from e
 
 
-def check_eval(cell: Cell, plan: Plan) -> None:
+# Keys that differ between cells without changing what the eval validation checks (a local model_name is
+# checked to be a directory on its own), so cells differing only in them are validated once.
+_PER_CELL_KEYS = ("model_name", "precision", "output_dir")
+
+
+def check_eval(cell: Cell, plan: Plan, checked: set[tuple[str, ...]]) -> None:
     """The cell's overrides through the eval config resolution; a checkpoint still to be made is checked as its
     model's source checkpoint."""
     from lowbit.config import resolve_eval
 
     items = list(cell.job.argv[1:])
+    model_name = next(item.partition("=")[2] for item in items if item.startswith("model_name="))
+    if not cell.job.depends_on and model_name.startswith("/") and not Path(model_name).is_dir():
+        raise UsageError(f"cell {cell.model}/{cell.precision}/{cell.task}: checkpoint {model_name} is not a "
+                         "directory: fix the precision's checkpoint or the model's source")
+    key = tuple(item for item in items if item.partition("=")[0] not in _PER_CELL_KEYS)
+    if key in checked:
+        return
+    checked.add(key)
     if cell.job.depends_on:
         model = plan.spec.models[cell.model]
         source = model.source or model_hub_id(model.model)
