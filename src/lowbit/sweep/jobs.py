@@ -4,7 +4,8 @@ A `Job` is one `lowbit` command (a quantize making a checkpoint, or an eval fill
 jobs it waits for and the resources it needs. A launcher (`Launcher`, registered in LAUNCHERS) runs jobs in
 dependency order and records what happened in one state file per job:
 
-    <sweep out>/.sweep/jobs/<name with / -> __>.json   launcher, external_id, submitted_at, state, log_path, reason
+    <sweep out>/.sweep/jobs/<name with / -> __>.json   launcher, external_id, submitted_at, started_at,
+                                                       finished_at, state, log_path, reason
     <sweep out>/.sweep/logs/<name with / -> __>.log    the job's stdout and stderr
 
 State files are read and written only through `read_state` / `write_state`. Whether a job's work is already
@@ -27,7 +28,7 @@ from lowbit.registry import Registry
 
 SWEEP_META = ".sweep"
 QUANTIZE, EVAL = "quantize", "eval"
-STATE_FIELDS = ("launcher", "external_id", "submitted_at", "state", "log_path", "reason", "finished_at")
+STATE_FIELDS = ("launcher", "external_id", "submitted_at", "started_at", "finished_at", "state", "log_path", "reason")
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def log_path(sweep_dir: Path, job: Job) -> Path:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def read_state(sweep_dir: Path, job: Job) -> dict[str, Any]:

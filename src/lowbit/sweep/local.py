@@ -62,7 +62,8 @@ class LocalLauncher:
         with _scheduler_lock(sweep_dir):
             for job in jobs:
                 write_state(sweep_dir, job, launcher=self.name, state=JobState.PENDING, external_id=None,
-                            submitted_at=now(), log_path=str(log_path(sweep_dir, job)), reason=None, finished_at=None)
+                            submitted_at=now(), log_path=str(log_path(sweep_dir, job)), reason=None, started_at=None,
+                            finished_at=None)
             _Scheduler(self, jobs, Path(sweep_dir)).run()
 
     def refresh(self, jobs: list[Job], sweep_dir: Path) -> None:
@@ -156,13 +157,15 @@ class _Scheduler:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         log = log_path(self.sweep_dir, job)
         log.parent.mkdir(parents=True, exist_ok=True)
+        devices = f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} " if self.launcher.gpus else ""
         with open(log, "a") as out:
-            out.write(f"# {now()} {' '.join(job_command(job))}\n")
+            out.write(f"# {now()} {devices}{' '.join(job_command(job))}\n")
             out.flush()
             process = subprocess.Popen(job_command(job), stdout=out, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         self.running[job.name] = (job, process, gpus)
-        write_state(self.sweep_dir, job, state=JobState.RUNNING, external_id=process.pid, log_path=str(log))
+        write_state(self.sweep_dir, job, state=JobState.RUNNING, external_id=process.pid, log_path=str(log),
+                    started_at=now())
         threading.Thread(target=lambda: self.exits.put((job, process.wait())), daemon=True).start()
 
     def _finish(self, job: Job, code: int) -> None:
