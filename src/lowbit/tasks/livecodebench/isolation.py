@@ -112,8 +112,9 @@ def candidates(without: frozenset[str]) -> tuple[list[Isolation], list[tuple[str
         layout, reason = find_cgroups()
         if layout is None:
             skipped.append(("cgroup", reason))
-    pythons = dict.fromkeys(p for p in (os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable),
-                                        shutil.which("python3", path="/usr/bin:/bin")) if p)
+    # The system's interpreter first: it starts faster than most virtualenv or pyenv builds (a shared libpython).
+    pythons = dict.fromkeys(p for p in (shutil.which("python3", path="/usr/bin:/bin"),
+                                        os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)) if p)
     tried = []
     for mode in modes:
         layouts = [layout, None] if mode == "private_root" and layout is not None else [None]
