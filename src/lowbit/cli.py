@@ -42,7 +42,7 @@ SCORE = Command(
     "score", "re-score a run directory without a model", run="lowbit.cli:_score",
     switches=(Switch(("-c", "--run-dir"), "run directory (holds predictions.jsonl)", metavar="RUN_DIR", required=True),
               Switch(("--check-truncation",), "report prompt+completion lengths and how many hit the limit")),
-    items_help="dataset.* scoring options, e.g. dataset.answer_key=ok_only",
+    items_help="task=<benchmark> and dataset.* scoring options, e.g. dataset.answer_key=ok_only",
     options="""\
 options (key=value):
   dataset.<key>=<value>   the benchmark's scoring options, e.g. dataset.answer_key=ok_only

@@ -45,6 +45,8 @@ def test_overrides_are_read_before_and_after_switches(mmlu_dir, tmp_path, capsys
      "predictor_conf.batch_size must be an integer, got 'abc'"),
     (["eval", "sampling.temperature=hot"], "sampling.temperature must be a number or null, got 'hot'"),
     (["eval", "debug=maybe"], "debug must be true or false, got 'maybe'"),
+    (["eval", "eval_dataset=math500", "dataset.time_limit_seconds=soon"],
+     "dataset.time_limit_seconds must be a number, got 'soon'"),
     (["eval", "predictor=openai", "predictor_conf.backoff.max_s=soon"],
      "predictor_conf.backoff.max_s must be a number, got 'soon'"),
     (["eval", "--dry-run", "limit=[3]"], "limit must be an integer or null, got [3]"),

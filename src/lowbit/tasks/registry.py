@@ -6,10 +6,12 @@ and one line in TASKS below.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import fields
 from typing import Any
 
 from lowbit.errors import UsageError
+from lowbit.overrides import check_type
 from lowbit.registry import Registry
 from lowbit.tasks.base import Task
 
@@ -42,8 +44,10 @@ def make_task(name: str, options: dict[str, Any] | None = None) -> Task:
     unknown = sorted(set(options or {}) - set(valid))
     if unknown:
         raise UsageError(f"unknown dataset option(s) {', '.join(unknown)} for {name}; valid: {', '.join(valid)}")
+    types = typing.get_type_hints(cls.Options)
+    options = {key: check_type(f"dataset.{key}", value, types[key]) for key, value in (options or {}).items()}
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls.Options), OmegaConf.create(options or {}))
+        merged = OmegaConf.merge(OmegaConf.structured(cls.Options), OmegaConf.create(options))
         return cls(OmegaConf.to_object(merged))
     except OmegaConfBaseException as e:
         raise UsageError(f"bad dataset option for {name}: {str(e).splitlines()[0]}") from e
