@@ -1,7 +1,7 @@
 """Synthetic run directories for the `lowbit compare` tests: `from report_support import write_run, planted`.
 
-The runs are written the way `lowbit eval` writes them: a real resolved config (`resolve_eval`), `RunDir.begin`
-and `record_session`, predictions through the append-only writer, and scores and metrics from the real task
+The runs are written the way `lowbit eval` writes them: a real resolved config (`resolve_eval`), `begin_run`
+and `RunDir.record_session`, predictions through the append-only writer, and scores and metrics from the real task
 scorers (`score_run`). Only the completions are made up, so that each run answers a planted set of questions right.
 """
 
@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from lowbit.config import EvalConfig, resolve_eval
-from lowbit.records import Completion, Prediction, write_json_atomic
-from lowbit.run import RunDir, score_run
+from lowbit.records import Completion, Prediction
+from lowbit.run import begin_run, score_run
+from lowbit.rundir import RunDir, Session
 
 N_SAMPLES = 2000
 LETTERS = "ABCD"
@@ -48,11 +49,11 @@ def write_run(path: Path, precision: str, correct: np.ndarray, *, overrides: tup
     base_cfg = resolved_config(eval_dataset, overrides)
     cfg = replace(base_cfg, resolved={**base_cfg.resolved, "precision": precision, "output_dir": str(path)})
     run = RunDir(path)
-    run.begin(cfg, overwrite=True)
+    begin_run(run, cfg, overwrite=True)
     if quantization is not None:
         info = run.run_info()
-        info["model"]["quantization_config"] = quantization
-        write_json_atomic(run.file("run.json"), info)
+        info.model.quantization_config = quantization
+        run.write_run_info(info)
     correct = np.atleast_2d(np.asarray(correct).T).T  # (samples, completions)
     reasoning = np.broadcast_to(np.asarray(reasoning_tokens, dtype=int), (len(correct),))
     rng = np.random.default_rng(len(correct))
@@ -80,10 +81,10 @@ def write_run(path: Path, precision: str, correct: np.ndarray, *, overrides: tup
     with run.prediction_writer() as writer:
         writer.append(predictions)
     completion_tokens = sum(c["completion_tokens"] for p in predictions for c in p["completions"])
-    run.record_session({"predicted": len(predictions), "prompt_tokens": 50 * len(predictions),
-                        "completion_tokens": completion_tokens,
-                        "generate_seconds": completion_tokens / tokens_per_second,
-                        **({"predictor": {"name": "transformers", "emulation": emulation}} if emulation else {})})
+    run.record_session(Session(predicted=len(predictions), prompt_tokens=50 * len(predictions),
+                               completion_tokens=completion_tokens,
+                               generate_seconds=completion_tokens / tokens_per_second,
+                               predictor={"name": "transformers", "emulation": emulation} if emulation else {}))
     score_run(run, cfg.task)
     return path
 

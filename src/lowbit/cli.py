@@ -42,7 +42,7 @@ SCORE = Command(
     "score", "re-score a run directory without a model", run="lowbit.cli:_score",
     switches=(Switch(("-c", "--run-dir"), "run directory (holds predictions.jsonl)", metavar="RUN_DIR", required=True),
               Switch(("--check-truncation",), "report prompt+completion lengths and how many hit the limit")),
-    items_help="task=<benchmark> and dataset.* scoring options, e.g. dataset.answer_key=ok_only",
+    items_help="dataset.* scoring options, e.g. dataset.answer_key=ok_only",
     options="""\
 options (key=value):
   dataset.<key>=<value>   the benchmark's scoring options, e.g. dataset.answer_key=ok_only
@@ -132,29 +132,32 @@ def _list() -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from lowbit.run import RunDir, score_run
+    from lowbit.run import score_run
+    from lowbit.rundir import CONFIG, METRICS, PREDICTIONS, RunDir
     from lowbit.tasks import make_task
     from lowbit.truncation import format_report, truncation_report
 
     task_option, dataset_options = _score_options(args.overrides)
     run = RunDir(args.run_dir)
-    if not run.file("predictions.jsonl").exists():
-        raise UsageError(f"{run.path} has no predictions.jsonl: give the output_dir of a `lowbit eval` run")
-    config = run.config() or {}
-    task_name = task_option or config.get("eval_dataset")
+    if not run.has_predictions():
+        raise UsageError(f"{run.path} has no {PREDICTIONS}: give the output_dir of a `lowbit eval` run")
+    config = run.config()
+    recorded_task = config.task if config else None
+    task_name = task_option or recorded_task
     if not task_name:
-        raise UsageError(f"{run.path} has no config.yaml: name the benchmark with task= (e.g. task=mmlu-redux)")
-    options = dict(config.get("dataset") or {}) if task_name == config.get("eval_dataset") else {}
+        raise UsageError(f"{run.path} has no {CONFIG}: name the benchmark with task= (e.g. task=mmlu-redux)")
+    options = dict(config.dataset) if config and task_name == recorded_task else {}
     options.update(dataset_options)
-    previous = (run.metrics() or {}).get("task_version")
-    metrics = score_run(run, make_task(task_name, options))
-    if previous is not None and previous != metrics["task_version"]:
+    scored_before = run.metrics()
+    previous = scored_before.task_version if scored_before else None
+    version = score_run(run, make_task(task_name, options))["task_version"]
+    if previous is not None and previous != version:
         print(f"note: the {task_name} scorer changed since this run was last scored "
-              f"(version {previous} -> {metrics['task_version']}); metrics.json now holds the new scores")
+              f"(version {previous} -> {version}); {METRICS} now holds the new scores")
     if args.check_truncation:
-        limit = (config.get("sampling") or {}).get("max_sequence_length")
+        limit = config.sampling.get("max_sequence_length") if config else None
         print(format_report(truncation_report(run.predictions(), limit)))
-    _print_summary(run.path, metrics)
+    _print_summary(run.path)
     return 0
 
 
@@ -174,14 +177,14 @@ def _score_options(items: list[str]) -> tuple[str | None, dict[str, object]]:
     return task, dataset_options
 
 
-def _print_summary(run_dir: Path, metrics: dict | None = None) -> None:
-    if metrics is None:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    name = metrics.get("headline", "accuracy")
-    headline = metrics["metrics"].get(name)
-    if headline and headline["value"] is not None:
-        print(f"{metrics['task']}: {name} {100 * headline['value']:.2f}% "
-              f"(95% CI {100 * headline['ci_low']:.2f}-{100 * headline['ci_high']:.2f}, n={headline['n']})")
+def _print_summary(run_dir: Path) -> None:
+    from lowbit.rundir import RunDir
+
+    metrics = RunDir(run_dir).metrics()
+    headline = metrics.headline_estimate if metrics else None
+    if headline is not None and headline.value is not None:
+        print(f"{metrics.task}: {metrics.headline} {100 * headline.value:.2f}% "
+              f"(95% CI {100 * headline.ci_low:.2f}-{100 * headline.ci_high:.2f}, n={headline.n})")
     print(f"run directory: {run_dir}")
 
 

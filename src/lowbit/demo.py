@@ -7,7 +7,6 @@ model is random, so its accuracy is chance level or below: the demo shows the ma
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lowbit.errors import UsageError
@@ -40,12 +39,12 @@ def run_demo() -> Path:
     run = evaluate(cfg)
     rescored = score_run(run, cfg.task)
     print(f"\nrun directory: {run.path}")
-    for name in sorted(p.name for p in run.path.iterdir() if p.is_file()):
-        print(f"  {name:<18} {(run.path / name).stat().st_size:>9,} bytes  {_DESCRIPTIONS.get(name, '')}")
-    first = json.loads((run.path / "predictions.jsonl").read_text().splitlines()[0])
-    completion = first["completions"][0]
-    print(f"\nfirst prediction ({first['id']}): finish_reason={completion['finish_reason']}, "
-          f"{completion['completion_tokens']} tokens, answer={completion['answer'][:60]!r}")
+    for name, size, what in run.listing():
+        print(f"  {name:<18} {size:>9,} bytes  {what}")
+    first = run.predictions()[0]
+    completion = first.completions[0]
+    print(f"\nfirst prediction ({first.id}): finish_reason={completion.finish_reason}, "
+          f"{completion.completion_tokens} tokens, answer={completion.answer[:60]!r}")
     accuracy = rescored["metrics"]["accuracy"]
     print(f"accuracy {100 * accuracy['value']:.1f}% on {accuracy['n']} samples "
           f"(95% CI {100 * accuracy['ci_low']:.1f}-{100 * accuracy['ci_high']:.1f}); "
@@ -53,11 +52,3 @@ def run_demo() -> Path:
     print(f"re-score it without a model: lowbit score -c {run.path} --check-truncation")
     return run.path
 
-
-_DESCRIPTIONS = {
-    "config.yaml": "the fully resolved config",
-    "run.json": "environment, model, timings, tokens/s, peak memory",
-    "predictions.jsonl": "one line per sample: prompt, item, completions, answers",
-    "scores.jsonl": "one line per sample: extracted letter, score, truncation",
-    "metrics.json": "accuracy with 95% interval, per-subject accuracy, failure counts",
-}

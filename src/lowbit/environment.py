@@ -1,4 +1,4 @@
-"""What run.json records about the machine and software an evaluation ran on."""
+"""What a run's info records about the machine and software an evaluation ran on."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Record types that flow through an evaluation, and crash-safe JSON / JSON-lines I/O.
 
 A `Sample` is one benchmark item ready to prompt; a predictor turns its prompt into `Generation`s; the chat
-format splits each generation into reasoning and answer, giving a `Completion`; a `Prediction` is one line of
-predictions.jsonl. Writers never leave a half-written file behind: whole files go through a temp file and a
-rename, and append-only files are flushed and fsynced per chunk, with a torn last line repaired on reopen.
+format splits each generation into reasoning and answer, giving a `Completion`; a `Prediction` is one line of a
+run's predictions file (`lowbit.rundir`). Writers never leave a half-written file behind: whole files go through
+a temp file and a rename, and append-only files are flushed and fsynced per chunk, with a torn last line repaired
+on reopen.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Completion:
 
 @dataclass
 class Prediction:
-    """One line of predictions.jsonl."""
+    """One sample's prompt, source record and completions: a line of the run's predictions file."""
 
     id: str
     prompt: str

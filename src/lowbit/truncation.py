@@ -1,6 +1,6 @@
 """How long completions were and how close they came to the token limit.
 
-`generation_summary` goes into every metrics.json, so a precision's effect on reasoning length and truncation is
+`generation_summary` goes into every run's metrics, so a precision's effect on reasoning length and truncation is
 seen beside its accuracy; `truncation_report` is `lowbit score --check-truncation`.
 """
 

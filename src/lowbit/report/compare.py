@@ -5,13 +5,13 @@
 For each group of runs (model family x task x prompt-changing dataset options, see `pairing.py`) the baseline is
 the run with precision `bf16` (or the precision label given as `baseline`, or the run directory given as
 `baseline`, which then serves its own group). Every other run of the group is paired with it by sample id, and one
-row per run reports: the headline metric of metrics.json with its 95% interval (over the run's own samples);
+row per run reports: the run's headline metric with its 95% interval (over the run's own samples);
 recovery, the paired difference with its bootstrap interval, the test of no difference, flip counts and the
 non-inferiority verdict (over the paired samples, `paired_stats.py`); the same paired difference within each
 subject, level or other grouping the runs' scores carry (`breakdown.py`); the change in the share of completions
-cut by the length limit and the drift of reasoning length (metrics.json `generation`, over all completions);
-throughput (run.json `totals.completion_tokens_per_second`, comparable only on the same hardware and backend);
-and bits per weight (`bits.py`).
+cut by the length limit and the drift of reasoning length (the metrics' `generation`, over all completions);
+throughput (completion tokens per second over the run's sessions, comparable only on the same hardware and
+backend); and bits per weight (`bits.py`). The result model is `comparison.py`; `render.py` presents it.
 
 Exit status: 0 when every run was compared, 1 when some were refused or had no baseline (listed after the
 table); bad input raises `UsageError` (exit 2 from the CLI), including when nothing at all could be compared.
@@ -21,71 +21,22 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lowbit.errors import UsageError
 from lowbit.report.arguments import split_compare_arguments
 from lowbit.report.bits import bits_per_weight
-from lowbit.report.breakdown import GroupDelta, group_deltas
-from lowbit.report.paired_stats import PairedResult, compare_paired
+from lowbit.report.breakdown import group_deltas
+from lowbit.report.comparison import Comparison, ComparisonRow, GroupComparison
+from lowbit.report.paired_stats import compare_paired
 from lowbit.report.pairing import (RunSummary, expand_run_paths, input_differences, load_run, pair_samples,
                                    scoring_option_notes)
+from lowbit.report.render import FILE_FORMATS, print_text, write_outputs
 
 DEFAULT_BASELINE = "bf16"
 DEFAULT_MARGIN = 1.0
 MISSING_ID_EXAMPLES = 3
-
-
-@dataclass
-class ComparisonRow:
-    run: str
-    precision: str
-    is_baseline: bool
-    metric: dict[str, Any]  # the headline Estimate of metrics.json
-    paired: PairedResult | None = None
-    paired_samples: int | None = None
-    only_in_baseline: int = 0
-    only_in_candidate: int = 0
-    excluded_on_one_side: int = 0
-    truncation_share: float | None = None  # completions with finish_reason length
-    truncation_change_points: float | None = None
-    ended_in_reasoning_share: float | None = None
-    ended_in_reasoning_change_points: float | None = None
-    reasoning_tokens_mean: float | None = None
-    reasoning_tokens_median: float | None = None
-    reasoning_mean_drift_percent: float | None = None
-    reasoning_median_drift_percent: float | None = None
-    completion_tokens_mean: float | None = None
-    completion_mean_drift_percent: float | None = None
-    tokens_per_second: float | None = None
-    throughput_ratio: float | None = None
-    bits_per_weight: float | None = None  # None: unknown precision (see bits.py)
-    bits_source: str = ""
-    emulation: str = ""  # e.g. "weights nvfp4, activations nvfp4 emulated on 196 Linear layers"; "" for none
-    verdict: str = ""
-    notes: list[str] = field(default_factory=list)
-    breakdowns: dict[str, list[GroupDelta]] = field(default_factory=dict)  # grouping -> per-group differences
-
-
-@dataclass
-class GroupComparison:
-    family: str
-    task: str
-    prompt_options: dict[str, Any]
-    metric: str
-    baseline: str
-    rows: list[ComparisonRow]
-
-
-@dataclass
-class Comparison:
-    margin_points: float
-    groups: list[GroupComparison]
-    refused: list[tuple[str, str]]  # (run, why it was not compared)
-    # run -> reasoning tokens of each of its completions (for the plots; not written to the JSON/CSV files)
-    reasoning_tokens: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
 
 # ------------------------------------------------------------------------------------------- entry point
@@ -99,8 +50,6 @@ def compare_main(paths: list[str], baseline: str | None = None, margin: float | 
     `out=`, `format=`; lowbit.report.arguments); they must agree with the arguments when both are given.
     `formats` (markdown, csv, json, html; default all) are the files written to `out_dir`. Returns the exit
     status."""
-    from lowbit.report.render import FILE_FORMATS, print_text, write_outputs
-
     paths, options = split_compare_arguments(paths)
     baseline = _one_value("baseline", options.get("baseline"), baseline)
     margin = _one_value("margin", options.get("margin"), margin)
@@ -257,8 +206,8 @@ def _candidate_row(base: RunSummary, candidate: RunSummary, margin: float) -> Co
 
 
 def _fill_generation(row: ComparisonRow, run: RunSummary, base: RunSummary | None) -> None:
-    """Truncation and reasoning length from metrics.json `generation`; throughput and bits per weight from
-    run.json (bits from the precision label where run.json has no quantization metadata)."""
+    """Truncation and reasoning length from the metrics' `generation`; throughput and bits per weight from the
+    run info (bits from the precision label where it has no quantization metadata)."""
     generation, base_generation = run.generation, (base.generation if base else {})
     row.truncation_share = generation.get("finish_length_share")
     row.ended_in_reasoning_share = generation.get("ended_in_reasoning_share")

@@ -12,10 +12,11 @@ import base64
 from html import escape
 from pathlib import Path
 
-from lowbit.report.compare import Comparison, ComparisonRow
+from lowbit.report.comparison import Comparison, ComparisonRow
 from lowbit.report.paired_stats import CONFIDENCE, RESAMPLES, SEED
 from lowbit.report.plots import Plot, comparison_plots
 from lowbit.report.render import HEADERS, cells, group_title, legend, row_notes
+from lowbit.rundir import RUN_INFO
 
 STYLE = """
 :root { color-scheme: light; }
@@ -107,7 +108,7 @@ def _bits_section(comparison: Comparison) -> list[str]:
     lines = ["<section><h2>Bits per weight</h2>",
              '<p class="source">Storage of one quantized linear-layer weight, its share of the scales included '
              "(embeddings, norms and unquantized layers are not counted). From the checkpoint's quantization "
-             "metadata in run.json where recorded, else from the precision label.</p>"]
+             f"metadata in {RUN_INFO} where recorded, else from the precision label.</p>"]
     if known:
         lines.append("<table><thead><tr><th>precision</th><th>bits per weight</th><th>from</th></tr></thead><tbody>")
         lines += [f'<tr><td>{escape(p)}</td><td class="number">{precisions[p].bits_per_weight:g}</td>'

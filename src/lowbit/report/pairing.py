@@ -1,21 +1,21 @@
 """Which runs can be compared, and on which samples.
 
-A run is loaded from its run directory through `RunDir` (config.yaml, run.json, metrics.json, scores.jsonl and,
-for the prompt check, predictions.jsonl). Runs are grouped by model family (the model config's hub id, which a
+A run is loaded from its run directory through `lowbit.rundir` (its config, run info, metrics, score rows and,
+for the prompt check, predictions). Runs are grouped by model family (the model config's hub id, which a
 quantized checkpoint's `model_name` override does not change), task (`eval_dataset`) and the dataset options that
 change prompts (every option but the task's `non_prompt_options`). One run per group is the baseline.
 
 A candidate is paired with its baseline only when their inputs agree; otherwise the pairing is refused with what
-differs: the task version (prompts, run.json) or scorer version (metrics.json), the effective sampling block of
-config.yaml (which holds the chat template, thinking mode and token limit), the chat messages of any shared
+differs: the task version (prompts, run info) or scorer version (metrics), the effective sampling block of the
+config (which holds the chat template, thinking mode and token limit), the chat messages of any shared
 sample id (a different dataset), and, when both runs rendered prompts locally, the rendered prompts (a different
 chat template in the checkpoint). Samples are paired by id; ids on one side only, and ids excluded on one side
 only, are counted and reported, and the statistics use the ids scored on both sides.
 
 For the report a run also brings what its breakdowns and plots need: each sample's value of every grouping that
-metrics.json `groups` reports and scores.jsonl rows carry as a plain field (MMLU-Redux `subject`, MATH-500
+the metrics' `groups` report and score rows carry as a plain field (MMLU-Redux `subject`, MATH-500
 `subject` and `level`), the reasoning token count of every completion, and the checkpoint's quantization metadata
-(run.json) from which bits per weight are derived.
+(run info) from which bits per weight are derived.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.errors import UsageError
-from lowbit.run import CONFIG, METRICS, SCORES, RunDir
+from lowbit.rundir import CONFIG, METRICS, RUN_INFO, SCORES, RunDir, ScoreRow
 
 LOCAL_RENDERERS = ("vllm", "transformers")  # the openai predictor's "prompt" is the request, not a rendering
 GLOB_CHARACTERS = "*?["
@@ -48,8 +48,8 @@ class RunSummary:
     prompt_options: dict[str, Any]
     scoring_options: dict[str, Any]
     sampling: dict[str, Any]
-    task_version: str | None  # prompts (run.json)
-    scorer_version: str | None  # scores (metrics.json)
+    task_version: str | None  # prompts (run info)
+    scorer_version: str | None  # scores (metrics)
     predictor: str | None
     headline: str
     headline_estimate: dict[str, Any]
@@ -60,8 +60,8 @@ class RunSummary:
     device: dict[str, Any] | None
     message_digests: dict[str, str] = field(repr=False)
     prompt_digests: dict[str, str] = field(repr=False)
-    quantization: dict[str, Any] | None = None  # the checkpoint's quantization_config (run.json)
-    emulation: dict[str, Any] | None = None  # what the transformers predictor fake-quantized (run.json), if anything
+    quantization: dict[str, Any] | None = None  # the checkpoint's quantization_config (run info)
+    emulation: dict[str, Any] | None = None  # what the transformers predictor fake-quantized (run info), if anything
     groupings: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)  # grouping -> id -> value
     reasoning_tokens: list[int] = field(default_factory=list, repr=False)  # per completion that counted them
 
@@ -91,15 +91,15 @@ class Pairing:
 
 def expand_run_paths(patterns: list[str]) -> list[tuple[str, Path]]:
     """(label, resolved path) per run directory, in the order given, without repeats. A glob keeps only the
-    directories holding a config.yaml; a path named explicitly must be a run directory."""
+    directories holding a run config; a path named explicitly must be a run directory."""
     if not patterns:
         raise UsageError("give at least two run directories (or globs) to compare")
     found: dict[Path, str] = {}
     for pattern in patterns:
         if any(c in pattern for c in GLOB_CHARACTERS) and not Path(pattern).exists():
-            matches = [m for m in sorted(glob.glob(pattern)) if RunDir(m).file(CONFIG).is_file()]
+            matches = [m for m in sorted(glob.glob(pattern)) if RunDir(m).has_config()]
             if not matches:
-                raise UsageError(f"'{pattern}' matches no run directory (a directory holding config.yaml)")
+                raise UsageError(f"'{pattern}' matches no run directory (a directory holding {CONFIG})")
         else:
             matches = [pattern]
         for match in matches:
@@ -115,51 +115,41 @@ def load_run(path: Path, label: str) -> RunSummary:
     if config is None:
         raise UsageError(f"{label} has no {CONFIG}: give the output_dir of a `lowbit eval` run")
     metrics = run.metrics()
-    if metrics is None or not run.file(SCORES).is_file():
+    if metrics is None or not run.is_scored():
         raise UsageError(f"{label} has no {METRICS} or {SCORES}: score it first with `lowbit score -c {label}`")
-    task = str(config.get("eval_dataset"))
-    headline = metrics.get("headline", "accuracy")
-    estimate = (metrics.get("metrics") or {}).get(headline)
-    if not isinstance(estimate, dict) or "value" not in estimate:
-        raise UsageError(f"{label}: {METRICS} has no headline metric '{headline}' with an estimate")
+    task = str(config.task)
+    if metrics.headline_estimate is None:
+        raise UsageError(f"{label}: {METRICS} has no headline metric '{metrics.headline}' with an estimate")
     rows = run.scores()
     scores, excluded = _score_rows(rows, label)
     messages, prompts, reasoning_tokens = _prediction_facts(run)
     info = run.run_info()
-    dataset = dict(config.get("dataset") or {})
     non_prompt = _non_prompt_options(task)
     return RunSummary(
-        path=run.path, label=label, precision=str(config.get("precision")),
-        family=str((config.get("model") or {}).get("model_name") or config.get("model_name")), task=task,
-        prompt_options={k: v for k, v in sorted(dataset.items()) if k not in non_prompt},
-        scoring_options={k: v for k, v in sorted((metrics.get("dataset_options") or dataset).items())
+        path=run.path, label=label, precision=str(config.precision), family=str(config.family), task=task,
+        prompt_options={k: v for k, v in sorted(config.dataset.items()) if k not in non_prompt},
+        scoring_options={k: v for k, v in sorted((metrics.dataset_options or config.dataset).items())
                          if k in non_prompt},
-        sampling=dict(config.get("sampling") or {}),
-        task_version=_text_or_none((info.get("task") or {}).get("version")),
-        scorer_version=_text_or_none(metrics.get("task_version")),
-        predictor=(config.get("predictor_conf") or {}).get("name"),
-        headline=headline, headline_estimate=estimate, scores=scores, excluded_ids=excluded,
-        generation=metrics.get("generation") or {},
-        throughput=(info.get("totals") or {}).get("completion_tokens_per_second"),
-        device=(info.get("environment") or {}).get("device"),
-        message_digests=messages, prompt_digests=prompts,
-        quantization=_quantization(info), emulation=_emulation(info), groupings=_groupings(rows, metrics.get("groups") or {}),
-        reasoning_tokens=reasoning_tokens,
+        sampling=config.sampling, task_version=info.task.version, scorer_version=metrics.task_version,
+        predictor=config.predictor, headline=metrics.headline, headline_estimate=metrics.metrics[metrics.headline],
+        scores=scores, excluded_ids=excluded, generation=metrics.generation,
+        throughput=info.totals.completion_tokens_per_second, device=info.device,
+        message_digests=messages, prompt_digests=prompts, quantization=info.quantization, emulation=info.emulation,
+        groupings=_groupings(rows, metrics.groups), reasoning_tokens=reasoning_tokens,
     )
 
 
-def _score_rows(rows: list[dict[str, Any]], label: str) -> tuple[dict[str, float], set[str]]:
+def _score_rows(rows: list[ScoreRow], label: str) -> tuple[dict[str, float], set[str]]:
     """id -> score of the samples that count, and the ids excluded (e.g. flawed questions)."""
     scores: dict[str, float] = {}
     excluded: set[str] = set()
     for row in rows:
-        sample_id = str(row["id"])
-        if sample_id in scores or sample_id in excluded:
-            raise UsageError(f"{label}: {SCORES} holds id {sample_id} twice: rescore with `lowbit score -c {label}`")
-        if row.get("excluded"):
-            excluded.add(sample_id)
+        if row.id in scores or row.id in excluded:
+            raise UsageError(f"{label}: {SCORES} holds id {row.id} twice: rescore with `lowbit score -c {label}`")
+        if row.excluded:
+            excluded.add(row.id)
         else:
-            scores[sample_id] = float(row["score"])
+            scores[row.id] = float(row.score)
     return scores, excluded
 
 
@@ -176,30 +166,14 @@ def _prediction_facts(run: RunDir) -> tuple[dict[str, str], dict[str, str], list
     return messages, prompts, reasoning_tokens
 
 
-def _groupings(rows: list[dict[str, Any]], reported: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """grouping -> id -> value, for each grouping of metrics.json that every score row carries as a plain value."""
+def _groupings(rows: list[ScoreRow], reported: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """grouping -> id -> value, for each grouping of the metrics that every score row carries as a plain value."""
     groupings = {}
     for key in reported:
-        values = {str(r["id"]): r.get(key) for r in rows}
+        values = {row.id: row.task_fields.get(key) for row in rows}
         if values and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values.values()):
             groupings[key] = {sample_id: str(value) for sample_id, value in values.items()}
     return groupings
-
-
-def _emulation(info: dict[str, Any]) -> dict[str, Any] | None:
-    """The latest session's fake-quant record (lowbit.quant.fake_quant.Emulation.describe); None when the
-    predictor emulated nothing."""
-    sessions = info.get("sessions") or []
-    described = ((sessions[-1].get("predictor") or {}).get("emulation") if sessions else None) or {}
-    if described.get("act_quant", "none") == "none" and described.get("weight_quant", "none") == "none":
-        return None
-    return described
-
-
-def _quantization(info: dict[str, Any]) -> dict[str, Any] | None:
-    """The checkpoint's quantization metadata recorded in run.json (None for an unquantized checkpoint)."""
-    recorded = info.get("quantization") or (info.get("model") or {}).get("quantization_config")
-    return recorded if isinstance(recorded, dict) else None
 
 
 def _digest(text: str) -> str:
@@ -216,22 +190,18 @@ def _non_prompt_options(task: str) -> frozenset[str]:
         return frozenset()
 
 
-def _text_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
 # ------------------------------------------------------------------------------------------- pairing
 
 
 def input_differences(baseline: RunSummary, candidate: RunSummary) -> list[str]:
     """What makes the two runs' samples incomparable; empty when they may be paired."""
     problems = []
-    # a run.json without a task version (runs older than the field) is not held against a pairing; metrics.json
-    # always records the scorer's version
+    # a run info without a task version (runs older than the field) is not held against a pairing; metrics
+    # always record the scorer's version
     if None not in (baseline.task_version, candidate.task_version) and baseline.task_version != candidate.task_version:
-        problems.append(f"task version (run.json) {baseline.task_version} vs {candidate.task_version}")
+        problems.append(f"task version ({RUN_INFO}) {baseline.task_version} vs {candidate.task_version}")
     if baseline.scorer_version != candidate.scorer_version:
-        problems.append(f"scorer version (metrics.json) {baseline.scorer_version} vs {candidate.scorer_version}")
+        problems.append(f"scorer version ({METRICS}) {baseline.scorer_version} vs {candidate.scorer_version}")
     if baseline.task != candidate.task:
         problems.append(f"task {baseline.task} vs {candidate.task}")
     option_changes = _changed_keys(baseline.prompt_options, candidate.prompt_options)

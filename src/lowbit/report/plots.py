@@ -19,7 +19,8 @@ import math
 from dataclasses import dataclass
 
 from lowbit.errors import UsageError
-from lowbit.report.compare import Comparison, ComparisonRow, GroupComparison
+from lowbit.report.comparison import Comparison, ComparisonRow, GroupComparison
+from lowbit.rundir import RUN_INFO
 
 DPI = 110
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "h", "<", ">")
@@ -98,8 +99,8 @@ def score_vs_bits(comparison: Comparison) -> list[Plot]:
         axes.set_title(f"{task}: score against bits per weight")
         axes.legend(loc="lower right")
         plots.append(Plot("score_vs_bits", f"{task}: score against bits per weight",
-                          "Headline score with its 95% interval; one line per model; bits per weight from run.json "
-                          "or the precision label (see the table below).", _png(figure)))
+                          "Headline score with its 95% interval; one line per model; bits per weight from "
+                          f"{RUN_INFO} or the precision label (see the table below).", _png(figure)))
     return plots
 
 

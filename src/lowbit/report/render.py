@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lowbit.records import write_json_atomic, write_text_atomic
-from lowbit.report.compare import Comparison, ComparisonRow, GroupComparison
+from lowbit.report.comparison import Comparison, ComparisonRow, GroupComparison
 from lowbit.report.paired_stats import CONFIDENCE, RESAMPLES, SEED, SIGNIFICANCE
 
 FILE_FORMATS = ("markdown", "csv", "json", "html")

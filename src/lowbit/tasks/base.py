@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from lowbit.metrics.pass_at_k import pass_at_k
 from lowbit.metrics.stats import mean_estimate, problem_mean_estimate
 from lowbit.records import Prediction, Sample
+from lowbit.rundir.records import ScoreRow
 
 
 class Task(ABC):
@@ -40,7 +41,7 @@ class Task(ABC):
 
     def dataset_fingerprint(self) -> dict[str, Any] | None:
         """After load(): what identifies the exact data loaded (e.g. a content hash of generated prompts), recorded
-        in run.json; None when the task version and the source identify the data."""
+        in the run info; None when the task version and the source identify the data."""
         return None
 
     @abstractmethod
@@ -49,7 +50,7 @@ class Task(ABC):
 
     @abstractmethod
     def score(self, prediction: Prediction) -> dict[str, Any]:
-        """One scores.jsonl row: at least id, scores (one per completion), score (their mean), excluded."""
+        """One score row (`score_row`): at least id, scores (one per completion), score (their mean), excluded."""
 
     def score_many(self, predictions: list[Prediction]) -> list[dict[str, Any]]:
         """Score rows for many predictions; tasks that can score in parallel (running programs) override it."""
@@ -57,20 +58,15 @@ class Task(ABC):
 
     @abstractmethod
     def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """metrics.json's `metrics` and `groups` from all score rows."""
+        """The run metrics' `metrics` and `groups` from all score rows."""
 
 
 def score_row(prediction: Prediction, scores: list[float], excluded: str | None = None, **fields: Any) -> dict[str, Any]:
-    """The fields every scores.jsonl row has; a sample's score is the mean over its completions.
+    """The fields every score row has (`lowbit.rundir.ScoreRow`); a sample's score is the mean over its completions.
     `excluded` names why a sample does not count (e.g. a flawed question), or is None."""
-    return {
-        "id": prediction.id,
-        "score": sum(scores) / len(scores) if scores else 0.0,
-        "scores": scores,
-        "truncated": [c.truncated for c in prediction.completions],
-        "excluded": excluded,
-        **fields,
-    }
+    return ScoreRow(id=prediction.id, score=sum(scores) / len(scores) if scores else 0.0, scores=scores,
+                    truncated=[c.truncated for c in prediction.completions], excluded=excluded,
+                    task_fields=fields).to_json()
 
 
 def accuracy_metrics(rows: list[dict[str, Any]], group_by: tuple[str, ...] = ()) -> dict[str, Any]:

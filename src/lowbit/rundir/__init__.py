@@ -1,0 +1,135 @@
+"""The run directory: the contract between eval, score and compare. Only this package knows its files.
+
+    <output_dir>/
+      config.yaml        the fully resolved config
+      run.json           environment, task, model, and one entry per eval session (timings, tokens, memory)
+      predictions.jsonl  one line per sample, appended chunk by chunk; a rerun skips ids already there
+      scores.jsonl       one line per sample, rewritten by every scoring
+      metrics.json       aggregate metrics with intervals, rewritten by every scoring
+
+`RunDir` reads each file into its typed record (`records.py`; predictions are `lowbit.records.Prediction`) and
+writes it back: whole files atomically (a temp file and a rename), predictions append-only with an fsync per
+chunk. It imports nothing heavy, so a reader of runs (`lowbit compare`) needs neither the eval flow nor a model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+
+from lowbit.records import JsonlAppender, Prediction, iter_jsonl, legacy_id
+from lowbit.records import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from lowbit.rundir.records import (SCHEMA_VERSION, Metrics, ModelInfo, RunConfig, RunInfo, ScoreRow, Session,
+                                   TaskInfo, Totals, estimate_from_json)
+
+CONFIG = "config.yaml"
+RUN_INFO = "run.json"
+PREDICTIONS = "predictions.jsonl"
+SCORES = "scores.jsonl"
+METRICS = "metrics.json"
+# What each file holds, in the order a listing shows them.
+RUN_FILES = {
+    CONFIG: "the fully resolved config",
+    RUN_INFO: "environment, model, timings, tokens/s, peak memory",
+    PREDICTIONS: "one line per sample: prompt, item, completions, answers",
+    SCORES: "one line per sample: extracted answer, score, truncation",
+    METRICS: "headline metric with 95% interval, per-group estimates, failure counts",
+}
+
+__all__ = ["CONFIG", "METRICS", "PREDICTIONS", "RUN_FILES", "RUN_INFO", "SCHEMA_VERSION", "SCORES", "Metrics",
+           "ModelInfo", "RunConfig", "RunDir", "RunInfo", "ScoreRow", "Session", "TaskInfo", "Totals",
+           "estimate_from_json"]
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def has_config(self) -> bool:
+        return self.file(CONFIG).is_file()
+
+    def has_predictions(self) -> bool:
+        return self.file(PREDICTIONS).is_file()
+
+    def is_scored(self) -> bool:
+        return self.file(METRICS).is_file() and self.file(SCORES).is_file()
+
+    def listing(self) -> list[tuple[str, int, str]]:
+        """(name, size in bytes, what it holds) of each run file present."""
+        return [(name, self.file(name).stat().st_size, what) for name, what in RUN_FILES.items()
+                if self.file(name).is_file()]
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    def config(self) -> RunConfig | None:
+        path = self.file(CONFIG)
+        return RunConfig.from_json(yaml.safe_load(path.read_text()) or {}) if path.exists() else None
+
+    def run_info(self) -> RunInfo:
+        """The run's info; an empty one before the run has begun."""
+        path = self.file(RUN_INFO)
+        return RunInfo.from_json(json.loads(path.read_text()), str(path)) if path.exists() else RunInfo()
+
+    def metrics(self) -> Metrics | None:
+        path = self.file(METRICS)
+        return Metrics.from_json(json.loads(path.read_text()), str(path)) if path.exists() else None
+
+    def predictions(self) -> list[Prediction]:
+        """All predictions, first occurrence of each id; current lines and the older `{prompt, item, preds}` ones."""
+        path = self.file(PREDICTIONS)
+        if not path.exists():
+            return []
+        seen: dict[str, Prediction] = {}
+        for number, row in enumerate(iter_jsonl(path), start=1):
+            prediction = Prediction.from_json(row, number)
+            seen.setdefault(prediction.id, prediction)
+        return list(seen.values())
+
+    def predicted_ids(self) -> set[str]:
+        path = self.file(PREDICTIONS)
+        if not path.exists():
+            return set()
+        return {str(row["id"]) if "id" in row else legacy_id(row.get("item") or {}, row.get("prompt", ""))
+                for row in iter_jsonl(path)}
+
+    def scores(self) -> list[ScoreRow]:
+        """The rows of scores.jsonl (empty before the run is scored)."""
+        path = self.file(SCORES)
+        if not path.exists():
+            return []
+        return [ScoreRow.from_json(row, f"{path}: line {number}")
+                for number, row in enumerate(iter_jsonl(path), start=1)]
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Remove every run file (a run started over)."""
+        for name in RUN_FILES:
+            self.file(name).unlink(missing_ok=True)
+
+    def write_config(self, config: RunConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.file(CONFIG), yaml.safe_dump(config.to_json(), sort_keys=False, allow_unicode=True))
+
+    def write_run_info(self, info: RunInfo) -> None:
+        write_json_atomic(self.file(RUN_INFO), info.to_json())
+
+    def record_session(self, session: Session) -> RunInfo:
+        """Append a finished eval session to run.json (its totals follow)."""
+        info = self.run_info()
+        info.sessions.append(session)
+        self.write_run_info(info)
+        return info
+
+    def prediction_writer(self) -> JsonlAppender:
+        return JsonlAppender(self.file(PREDICTIONS))
+
+    def write_scores(self, rows: Iterable[ScoreRow], metrics: Metrics) -> None:
+        write_jsonl_atomic(self.file(SCORES), (row.to_line() for row in rows))
+        write_json_atomic(self.file(METRICS), metrics.to_json())
