@@ -27,6 +27,7 @@ from lowbit.overrides import check_type, did_you_mean, parse
 from lowbit.predictors.options import option_type, predictor_options
 from lowbit.sampling import Sampling
 from lowbit.tasks import Task, make_task
+from lowbit.tasks.prompts import PromptContext
 
 CONFIG_MODULE = "lowbit.conf"
 GROUPS = ("model", "predictor")
@@ -183,7 +184,7 @@ def resolve_eval(overrides: list[str]) -> EvalConfig:
     if not resolved["output_dir"]:
         model_tag = Path(str(resolved["model_name"]).rstrip("/")).name
         resolved["output_dir"] = f"outputs/{model_tag}_{resolved['precision']}_{block_name}"
-    task.bind_model(model_name, chat.template_kwargs(sampling))
+    task.bind_model(model_name, chat.template_kwargs(sampling), PromptContext(sampling.template, block_name))
     resolved["eval_dataset_config"] = block_name
     resolved["sampling"] = sampling.to_json()
     resolved["dataset"] = asdict(task.options)

@@ -30,9 +30,6 @@ def test_loads_both_parts_with_integer_answers(samples):
     assert [s.id for s in samples] == [f"2025-{p}-{n}" for p in ("I", "II") for n in range(1, 16)]
     assert all(0 <= int(s.item["answer"]) <= 999 for s in samples)
     assert samples[0].item["answer"] == "70" and samples[0].item["part"] == "I"
-    assert samples[0].messages[0]["content"] == (
-        "Find the sum of all integer bases $b>9$ for which $17_b$ is a divisor of $97_b.$\n"
-        "Please reason step by step, and put your final answer within \\boxed{}.")
 
 
 @pytest.mark.parametrize("answer,correct", [

@@ -46,15 +46,6 @@ def test_loads_500_problems_with_stable_unique_ids(samples):
     assert Counter(s.item["level"] for s in samples) == {1: 43, 2: 90, 3: 105, 4: 128, 5: 134}
 
 
-def test_prompt_is_the_problem_then_the_boxed_instruction(samples):
-    (message,) = samples[0].messages
-    assert message["role"] == "user"
-    assert message["content"] == (
-        "Convert the point $(0,3)$ in rectangular coordinates to polar coordinates.  Enter your answer in the "
-        "form $(r,\\theta),$ where $r > 0$ and $0 \\le \\theta < 2 \\pi.$\n"
-        "Please reason step by step, and put your final answer within \\boxed{}.")
-
-
 def test_every_gold_solution_scores_as_correct(task, samples):
     rows = [task.score(answered(s, s.item["solution"])) for s in samples]
     wrong = [(r["id"], r["extracted"], r["gold"]) for r in rows if r["score"] != 1.0]

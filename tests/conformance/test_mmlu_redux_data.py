@@ -33,15 +33,6 @@ def test_seed30_subset(mmlu_redux_dir):
     assert {s.item["subject"] for s in samples} == set(SEED30) and len(samples) == 3000
 
 
-def test_prompt_has_question_lettered_options_and_answer_format(samples):
-    sample = next(s for s in samples if s.id == "anatomy/0")
-    content = sample.messages[0]["content"]
-    assert sample.messages[0]["role"] == "user"
-    assert "'ANSWER: $LETTER'" in content and "one of ABCD" in content
-    assert "uncontrollable episodes of falling asleep" in content
-    assert content.endswith("A) Dyslexia\nB) Epilepsy\nC) Hydrocephalus\nD) Narcolepsy")
-
-
 @pytest.mark.parametrize("policy, included", [("corrected", 5700 - 132 - 39 - 35 - 25 - 5), ("ok_only", 5330),
                                               ("original", 5700)])
 def test_answer_key_policies(samples, policy, included):

@@ -59,7 +59,7 @@ def test_run_directory_holds_every_file_with_its_contract(finished_run, tiny_mod
     assert config["sampling"]["max_sequence_length"] == 320 and config["sampling"]["top_k"] == -1
     assert config["sampling"]["presence_penalty"] == 1.0  # from the model config's mmlu-redux block
     assert config["dataset"] == {"subset": "all", "subjects": SUBJECTS, "answer_key": "corrected",
-                                 "hub_id": "edinburgh-dawg/mmlu-redux-2.0"}
+                                 "hub_id": "edinburgh-dawg/mmlu-redux-2.0", "prompt": "reference"}
 
     predictions = read_jsonl(output_dir / "predictions.jsonl")
     assert [p["id"] for p in predictions] != [] and len({p["id"] for p in predictions}) == 12
@@ -219,3 +219,42 @@ def test_score_without_a_task_name_is_a_clear_error(tmp_path):
     (tmp_path / "predictions.jsonl").write_text('{"prompt": "p", "item": {}, "preds": ["A"]}\n')
     result = run_lowbit("score", "-c", str(tmp_path))
     assert result.returncode == 2 and "task=" in result.stderr
+
+
+def test_the_run_sends_the_reference_messages_and_reports_both_extractions(finished_run):
+    output_dir, _ = finished_run
+    first = read_jsonl(output_dir / "predictions.jsonl")[0]
+    assert first["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
+    assert first["messages"][1]["content"].startswith("There is a single choice question about anatomy.")
+    metrics = json.loads((output_dir / "metrics.json").read_text())["metrics"]
+    assert 0 <= metrics["extraction_disagreements"] <= metrics["completions"]
+    assert metrics["reference_rule_accuracy"]["n"] == metrics["samples"]
+
+
+def test_a_resume_under_another_prompt_profile_is_refused(finished_run, tiny_model_stopping, data_dir):
+    output_dir, _ = finished_run
+    before = {p.name: p.read_bytes() for p in output_dir.iterdir()}
+    result = run_lowbit(*eval_args(tiny_model_stopping, data_dir, output_dir, "limit=12", "dataset.prompt=lowbit"))
+    assert result.returncode == 2
+    error = result.stderr.strip()
+    assert "\n" not in error and "dataset.prompt: 'reference' -> 'lowbit'" in error
+    assert {p.name: p.read_bytes() for p in output_dir.iterdir()} == before
+
+
+def test_dry_run_shows_the_reference_messages_by_default(tiny_model, data_dir, tmp_path):
+    args = ["eval", "model=qwen3_4B", f"model_name={tiny_model}", "eval_dataset=mmlu-redux", f"data_dir={data_dir}",
+            "dataset.subjects=[anatomy]", f"output_dir={tmp_path / 'never'}", "--dry-run"]
+    shown = {}
+    for profile in ("default", "lowbit"):
+        result = run_lowbit(*args, *(["dataset.prompt=lowbit"] if profile == "lowbit" else []))
+        assert result.returncode == 0, result.stderr
+        config, _, messages = result.stdout.partition("# first sample: anatomy/0\n")
+        assert f"prompt: {'lowbit' if profile == 'lowbit' else 'reference'}" in config
+        shown[profile] = json.loads(messages)
+    reference_user = shown["default"][1]["content"]
+    assert shown["default"][0] == {"role": "system", "content": "You are a helpful assistant."}
+    assert reference_user.startswith("There is a single choice question about anatomy. Answer the question by")
+    assert "\nOptions:\nA. " in reference_user and reference_user.endswith("\n")
+    (lowbit_user,) = shown["lowbit"]
+    assert lowbit_user["role"] == "user" and "\nA) " in lowbit_user["content"]
+    assert not (tmp_path / "never").exists()

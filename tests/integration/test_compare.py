@@ -76,10 +76,12 @@ def test_sampling_mismatch_is_refused_with_what_differs(runs, capsys):
 def test_task_version_mismatch_is_refused(runs, tmp_path, monkeypatch):
     from lowbit.tasks.mmlu_redux import MMLURedux
 
-    monkeypatch.setattr(MMLURedux, "version", "2")
+    current = MMLURedux.version
+    monkeypatch.setattr(MMLURedux, "version", current + "-next")
     baseline, _ = planted(1400, 0, 0, n=200)
     newer = write_run(tmp_path / "newer", "nvfp4", baseline)
-    with pytest.raises(UsageError, match=r"task version \(run.json\) 1 vs 2; scorer version \(metrics.json\) 1 vs 2"):
+    differ = f"{current} vs {current}-next"
+    with pytest.raises(UsageError, match=rf"task version \(run.json\) {differ}; scorer version \(metrics.json\) {differ}"):
         compare_runs([str(runs["bf16"]), str(newer)])
 
 

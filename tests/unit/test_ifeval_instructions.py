@@ -246,7 +246,8 @@ def test_score_rows_and_aggregate(nltk_option, tmp_path):
         '"kwargs": [{"keyword": "cat", "frequency": 2, "relation": "at least", "num_words": null}]}\n')
     task = make_task("ifeval", {"nltk_data": nltk_option})
     first, second = task.load(str(tmp_path))
-    assert (first.id, first.messages) == ("1", [{"role": "user", "content": "Say hi without commas, in lowercase."}])
+    assert (first.id, first.messages) == ("1", [{"role": "system", "content": "You are a helpful assistant."},
+                                                {"role": "user", "content": "Say hi without commas, in lowercase."}])
     assert second.item["kwargs"] == [{"keyword": "cat", "frequency": 2, "relation": "at least"}]
     english = "this is a short answer written in plain english for you"
     rows = [task.score(_prediction(first.item, (f"hi there, my friend, {english}", False),

@@ -6,6 +6,9 @@ and takes the *last* one, so "Answer: B … on reflection, ANSWER: C" gives C. O
 commitment does a final line consisting of a letter (optionally with its option text) count. A letter that
 merely appears in prose ("Based on…", "A is wrong") is never an answer. Keywords are matched in any case;
 choice letters must be capitals, so the article "a" is not read as option A.
+
+`first_match_choice` is the reference quantization study's rule (first match of a fixed pattern list in the
+lower-cased text); MMLU-Redux scores with `extract_choice` and reports how often the two read different letters.
 """
 
 from __future__ import annotations
@@ -57,3 +60,30 @@ def extract_choice(text: str, letters: str = "ABCD") -> Extraction:
         if match:
             return Extraction(match.group(1), "last_line")
     return Extraction(None, "none")
+
+
+# The reference quantization study's MMLU-Redux rule, on the lower-cased, stripped answer text: these patterns in
+# this order, the first that matches anywhere wins (not the last commitment, as extract_choice).
+_FIRST_MATCH_RULES = tuple(re.compile(p, re.MULTILINE) for p in (
+    r"^answer:\s*([a-d])\s*$",  # a line that is only "answer: x"
+    r"answer:\s*([a-d])",  # its first occurrence anywhere (no word boundary: "answer: because" reads b)
+    r"\*\*answer\*\*:\s*([a-d])",
+    r"\*\*answer:\*\*\s*([a-d])",
+    r"\A([a-d])\Z",  # the whole text is one letter
+    r"\\boxed\{([a-d])\}",
+    r"\\boxed\{\\text\{([a-d])",
+    r"answer:\s*\*\*([a-d])\*\*",
+    r"\\text\{answer\}\s*:\s*\\text\{([a-d])\}",  # LaTeX variants
+    r"\\text\{answer\}\s*:\s*([a-d])",
+    r"\\text\{answer:\}\s*([a-d])",
+))
+
+
+def first_match_choice(text: str | None) -> str | None:
+    """The letter (upper case) the reference study's first-match rule reads from an answer, or None."""
+    clean = (text or "").lower().strip()
+    for pattern in _FIRST_MATCH_RULES:
+        match = pattern.search(clean)
+        if match:
+            return match.group(1).upper()
+    return None

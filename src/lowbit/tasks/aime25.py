@@ -5,7 +5,9 @@ Data: the Hugging Face dataset `opencompass/AIME2025` (configs `AIME2025-I` and 
 fields question/problem and answer), or `data_dir` with a `test.jsonl` of records {id, problem, answer}.
 Sample ids are `2025-I-<n>` / `2025-II-<n>` (n = 1..15 in exam order), the same from either source.
 
-Prompt: as MATH-500's (lowbit.tasks.math500.math_messages). Scoring: the last `\\boxed{}` of the answer text,
+Prompts (`dataset.prompt`, lowbit.tasks.prompts): `reference` (default) is the reference study's, for Qwen3 an
+AIME prompt after the system message "You are an expert mathematician.", for GPT-OSS its MATH prompt
+(lowbit.tasks.math500); `lowbit` is lowbit's MATH prompt. Scoring: the last `\\boxed{}` of the answer text,
 read as an integer (lowbit.metrics.math_answers.integer_answer); a box holding anything else is wrong, and no
 box is a parse failure.
 
@@ -27,21 +29,36 @@ from lowbit.metrics.stats import mean_estimate
 from lowbit.records import Prediction, Sample
 from lowbit.tasks.base import Task, sampled_accuracy_metrics, score_row
 from lowbit.tasks.data import read_hub, read_local_jsonl
-from lowbit.tasks.math500 import math_messages
+from lowbit.tasks.math500 import gpt_oss_math_messages, lowbit_math_messages
+from lowbit.tasks.prompts import REFERENCE, PromptProfiles, chat
 
 HUB_ID = "opencompass/AIME2025"
 PARTS = ("I", "II")
 
 
+def qwen3_aime_messages(item: dict[str, Any]) -> list[dict[str, str]]:
+    return chat("This is an AIME problem. The answer must be an integer from 0 to 999.\n\n"
+                f"Problem: {item['problem']}\n\nSolve step by step and put your final answer in \\boxed{{}}.",
+                system="You are an expert mathematician.")
+
+
+PROMPTS = PromptProfiles("aime25", "aime25", lowbit=lowbit_math_messages, reference={
+    ("qwen3", "aime25"): qwen3_aime_messages,
+    ("gpt_oss", "aime25"): gpt_oss_math_messages,
+})
+
+
 @dataclass
 class AIME25Options:
     hub_id: str = HUB_ID
+    prompt: str = REFERENCE  # reference | lowbit (lowbit.tasks.prompts)
 
 
 class AIME25(Task):
     name = "aime25"
-    version = "1"
+    version = "2"
     Options = AIME25Options
+    prompt_profiles = PROMPTS
 
     # -- data -------------------------------------------------------------------------------------------
 
@@ -59,10 +76,6 @@ class AIME25(Task):
         if len({s.id for s in samples}) != len(samples):
             raise UsageError("AIME data has repeated ids: sample ids must be unique")
         return samples
-
-    @staticmethod
-    def messages(item: dict[str, Any]) -> list[dict[str, str]]:
-        return math_messages(item["problem"])
 
     # -- scoring ----------------------------------------------------------------------------------------
 

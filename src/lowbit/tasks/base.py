@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from lowbit.metrics.pass_at_k import pass_at_k
 from lowbit.metrics.stats import mean_estimate, problem_mean_estimate
 from lowbit.records import Prediction, Sample
+from lowbit.tasks.prompts import DEFAULT_FAMILY, PromptContext, PromptProfiles, check_profile
 from lowbit.rundir.records import ScoreRow
 
 
@@ -28,12 +29,36 @@ class Task(ABC):
     # The model config's sampling block used when eval_dataset_config is unset (None: the block named like the task).
     sampling_config: ClassVar[str | None] = None
 
+    # The task's message builders per prompt profile (`dataset.prompt`, lowbit.tasks.prompts); None for a task with
+    # one fixed prompt, which then builds its messages itself.
+    prompt_profiles: ClassVar[PromptProfiles | None] = None
+    _prompt_context: PromptContext | None = None
+
     def __init__(self, options: Any):
         self.options = options
+        if self.prompt_profiles is not None:
+            check_profile(options.prompt)
 
-    def bind_model(self, model_name: str, template_kwargs: dict[str, Any]) -> None:
-        """Called before load() with the evaluated model and its chat-template arguments. Tasks whose data depend
-        on the model's tokenizer (prompts fitted to a token length) keep them; the others ignore them."""
+    def bind_model(self, model_name: str, template_kwargs: dict[str, Any],
+                   prompt_context: PromptContext | None = None) -> None:
+        """Called before load() with the evaluated model, its chat-template arguments and the context its messages
+        are chosen by (model family, sampling block). Tasks whose data depend on the model's tokenizer (prompts
+        fitted to a token length) keep the model. A prompt profile without messages for the context fails here,
+        before any model loads."""
+        self._prompt_context = prompt_context
+        if self.prompt_profiles is not None:
+            self.prompt_profiles.builder(self.options.prompt, self.prompt_context)
+
+    @property
+    def prompt_context(self) -> PromptContext:
+        """The bound context; unbound, that of lowbit's default model (qwen3, the task's default sampling block)."""
+        return self._prompt_context or PromptContext(DEFAULT_FAMILY, self.sampling_config or self.name)
+
+    def messages(self, item: dict[str, Any]) -> list[dict[str, str]]:
+        """The chat messages of one source record under `dataset.prompt` in the prompt context."""
+        if self.prompt_profiles is None:
+            raise NotImplementedError(f"{self.name} has no prompt profiles and builds its own messages")
+        return self.prompt_profiles.builder(self.options.prompt, self.prompt_context)(item)
 
     def required_sequence_length(self) -> int | None:
         """The sampling.max_sequence_length this task's prompts need (RULER: its target length); None: any."""

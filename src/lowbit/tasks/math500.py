@@ -5,8 +5,10 @@ Data: the Hugging Face dataset `HuggingFaceH4/MATH-500` (split `test`; fields pr
 subject, level, unique_id), or `data_dir` with a `test.jsonl` in the same schema. Sample ids are `unique_id`
 (e.g. `test/precalculus/807.json`), stable across runs and precisions.
 
-Prompt: the problem, then "Please reason step by step, and put your final answer within \\boxed{}.", as one
-user message.
+Prompts (`dataset.prompt`, lowbit.tasks.prompts): the problem, then "Please reason step by step, and put your final
+answer within \\boxed{}.", as one user message. `reference` (default) joins them as the reference study did per
+family: a space for Qwen3 (`math500`, `math500-nonthinking`), a newline for GPT-OSS, the problem as given;
+`lowbit` strips the problem and joins with a newline.
 
 Scoring (lowbit.metrics.math_answers): the last `\\boxed{}` of the answer text (after the reasoning split) is
 compared with the gold `answer` by math-verify, in a worker process with a per-item time limit
@@ -26,27 +28,48 @@ from lowbit.metrics.math_answers import DEFAULT_TIME_LIMIT, MathVerifier, boxed_
 from lowbit.records import Prediction, Sample
 from lowbit.tasks.base import Task, sampled_accuracy_metrics, score_row
 from lowbit.tasks.data import read_hub, read_local_jsonl
+from lowbit.tasks.prompts import REFERENCE, PromptProfiles, chat
 
 HUB_ID = "HuggingFaceH4/MATH-500"
 FIELDS = ("problem", "answer", "subject", "level", "unique_id")
 PROMPT_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-def math_messages(problem: str) -> list[dict[str, str]]:
-    """The one user message of the boxed-answer math prompt (MATH-500, AIME 2025)."""
-    return [{"role": "user", "content": f"{problem.strip()}\n{PROMPT_SUFFIX}"}]
+def lowbit_math_messages(item: dict[str, Any]) -> list[dict[str, str]]:
+    """lowbit's boxed-answer math prompt (MATH-500, AIME 2025): one user message."""
+    return chat(f"{item['problem'].strip()}\n{PROMPT_SUFFIX}")
+
+
+def qwen3_math_messages(item: dict[str, Any]) -> list[dict[str, str]]:
+    """The reference study's Qwen3 MATH prompt: the problem as given, one space, the instruction."""
+    return chat(f"{item['problem']} {PROMPT_SUFFIX}")
+
+
+def gpt_oss_math_messages(item: dict[str, Any]) -> list[dict[str, str]]:
+    """The reference study's GPT-OSS MATH prompt (also its AIME prompt): the problem as given, a newline, the
+    instruction."""
+    return chat(f"{item['problem']}\n{PROMPT_SUFFIX}")
+
+
+PROMPTS = PromptProfiles("math500", "math500", lowbit=lowbit_math_messages, reference={
+    ("qwen3", "math500"): qwen3_math_messages,
+    ("qwen3", "math500-nonthinking"): qwen3_math_messages,
+    ("gpt_oss", "math500"): gpt_oss_math_messages,
+})
 
 
 @dataclass
 class Math500Options:
     time_limit_seconds: float = DEFAULT_TIME_LIMIT  # per completion, for answer checking
     hub_id: str = HUB_ID
+    prompt: str = REFERENCE  # reference | lowbit (lowbit.tasks.prompts)
 
 
 class Math500(Task):
     name = "math500"
-    version = "1"
+    version = "2"
     Options = Math500Options
+    prompt_profiles = PROMPTS
     non_prompt_options = frozenset({"time_limit_seconds"})
 
     def __init__(self, options: Math500Options):
@@ -69,10 +92,6 @@ class Math500(Task):
         if len({s.id for s in samples}) != len(samples):
             raise UsageError("MATH-500 data has repeated unique_id values: sample ids must be unique")
         return samples
-
-    @staticmethod
-    def messages(item: dict[str, Any]) -> list[dict[str, str]]:
-        return math_messages(item["problem"])
 
     # -- scoring ----------------------------------------------------------------------------------------
 

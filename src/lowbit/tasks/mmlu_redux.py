@@ -9,6 +9,12 @@ Answer keys (`dataset.answer_key`), applied at scoring time so a run can be re-s
   annotators' `correct_answer` (excluded when they gave none); the other error types are excluded.
 - `ok_only`: only `ok` rows, with `answer` (what lm-evaluation-harness reports).
 - `original`: every row with the original MMLU `answer`.
+
+Prompts (`dataset.prompt`, lowbit.tasks.prompts): `reference` (default) is the reference study's message, a
+subject hint asking for 'ANSWER: $LETTER' and "A. choice" options, after a system message for Qwen3; `lowbit` is
+lowbit's own single user message. Scoring reads the last committed letter (lowbit.metrics.multiple_choice);
+metrics.json also counts the completions whose letter the study's first-match rule reads differently
+(`extraction_disagreements`) and gives the accuracy under that rule (`reference_rule_accuracy`).
 """
 
 from __future__ import annotations
@@ -18,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from lowbit.errors import UsageError
-from lowbit.metrics.multiple_choice import extract_choice
+from lowbit.metrics.multiple_choice import extract_choice, first_match_choice
+from lowbit.metrics.stats import mean_estimate
 from lowbit.records import Prediction, Sample
 from lowbit.tasks.base import Task, accuracy_metrics, score_row
 from lowbit.tasks.data import read_hub, read_local_jsonl
+from lowbit.tasks.prompts import (HELPFUL_ASSISTANT, LETTERS, REFERENCE, PromptProfiles, chat, lettered_options,
+                                  mmlu_subject_hint)
 
 HUB_ID = "edinburgh-dawg/mmlu-redux-2.0"
-LETTERS = "ABCD"
 
 SUBJECTS = (
     "abstract_algebra", "anatomy", "astronomy", "business_ethics", "clinical_knowledge", "college_biology",
@@ -54,10 +62,26 @@ SEED30 = (
 SUBSETS = {"all": SUBJECTS, "seed30": SEED30}
 ANSWER_KEYS = ("corrected", "ok_only", "original")
 
-PROMPT = (
+LOWBIT_PROMPT = (
     "Answer the following multiple choice question. The last line of your response should be of the following "
     "format: 'ANSWER: $LETTER' (without quotes) where LETTER is one of {letters}.\n\n{question}\n\n{options}"
 )
+
+
+def lowbit_messages(item: dict[str, Any]) -> list[dict[str, str]]:
+    choices = "\n".join(f"{letter}) {choice}" for letter, choice in zip(LETTERS, item["choices"]))
+    return chat(LOWBIT_PROMPT.format(letters=LETTERS, question=item["question"].strip(), options=choices))
+
+
+def reference_user_message(item: dict[str, Any]) -> str:
+    return (f"{mmlu_subject_hint(item['subject'])}\nQuestion: {item['question']}\nOptions:\n"
+            f"{lettered_options(item['choices'])}\n")
+
+
+PROMPTS = PromptProfiles("mmlu-redux", "mmlu-redux", lowbit=lowbit_messages, reference={
+    ("qwen3", "mmlu-redux"): lambda item: chat(reference_user_message(item), system=HELPFUL_ASSISTANT),
+    ("gpt_oss", "mmlu-redux"): lambda item: chat(reference_user_message(item)),
+})
 
 
 @dataclass
@@ -66,12 +90,14 @@ class MMLUReduxOptions:
     subjects: list[str] | None = None  # explicit subject list; overrides subset
     answer_key: str = "corrected"  # corrected | ok_only | original (see module docstring)
     hub_id: str = HUB_ID
+    prompt: str = REFERENCE  # reference | lowbit (lowbit.tasks.prompts)
 
 
 class MMLURedux(Task):
     name = "mmlu-redux"
-    version = "1"
+    version = "2"
     Options = MMLUReduxOptions
+    prompt_profiles = PROMPTS
     non_prompt_options = frozenset({"subset", "subjects", "answer_key"})
 
     def __init__(self, options: MMLUReduxOptions):
@@ -102,12 +128,6 @@ class MMLURedux(Task):
                 samples.append(Sample(id=f"{subject}/{index}", messages=self.messages(item), item=item))
         return samples
 
-    @staticmethod
-    def messages(item: dict[str, Any]) -> list[dict[str, str]]:
-        options = "\n".join(f"{letter}) {choice}" for letter, choice in zip(LETTERS, item["choices"]))
-        content = PROMPT.format(letters=LETTERS, question=item["question"].strip(), options=options)
-        return [{"role": "user", "content": content}]
-
     # -- scoring ----------------------------------------------------------------------------------------
 
     def gold(self, item: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -134,7 +154,23 @@ class MMLURedux(Task):
             **score_row(prediction, scores, excluded, subject=prediction.item.get("subject", "unknown"), gold=gold),
             "extracted": [e.letter for e in extractions],
             "parse_failed": [e.letter is None for e in extractions],
+            "reference_rule_extracted": [first_match_choice(c.answer) for c in prediction.completions],
         }
 
     def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        return accuracy_metrics(rows, group_by=("subject",))
+        result = accuracy_metrics(rows, group_by=("subject",))
+        result["metrics"].update(reference_rule_metrics([r for r in rows if not r.get("excluded")]))
+        return result
+
+
+def reference_rule_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the reference study's first-match extraction reads the same answers: completions whose letter differs
+    from lowbit's (`extraction_disagreements`) and the accuracy under its letters (`reference_rule_accuracy`)."""
+    disagreements, sample_scores = 0, []
+    for row in rows:
+        letters = row["reference_rule_extracted"]
+        disagreements += sum(ours != theirs for ours, theirs in zip(row["extracted"], letters))
+        right = [float(letter is not None and letter == row["gold"]) for letter in letters]
+        sample_scores.append(sum(right) / len(right) if right else 0.0)
+    return {"extraction_disagreements": disagreements,
+            "reference_rule_accuracy": mean_estimate(sample_scores).to_json()}

@@ -2,7 +2,9 @@
 
 Data: the Hugging Face dataset `google/IFEval` (split `train`; fields key, prompt, instruction_id_list, kwargs),
 or `data_dir` holding `input_data.jsonl` in the same schema (the reference repository's file). Sample ids are
-`str(key)`. The prompt is sent unchanged as one user message.
+`str(key)`. The prompt is sent unchanged as the user message; under `dataset.prompt=reference` (default, the
+reference study's messages) Qwen3 gets the system message "You are a helpful assistant." before it, GPT-OSS
+none; `dataset.prompt=lowbit` sends the user message alone (lowbit.tasks.prompts).
 
 Scoring (lowbit's own checkers, following the paper and the reference implementation's behaviour; the
 definitions are in `checks_words.py` and `checks_format.py`, strict and loose evaluation in `instructions.py`):
@@ -36,24 +38,31 @@ from lowbit.metrics.stats import mean_estimate
 from lowbit.records import Prediction, Sample
 from lowbit.tasks.base import Task, score_row
 from lowbit.tasks.data import read_hub, read_local_jsonl
+from lowbit.tasks.prompts import HELPFUL_ASSISTANT, REFERENCE, PromptProfiles, chat
 from lowbit.tasks.ifeval.instructions import INSTRUCTION_TYPES, build_checks, judge
 from lowbit.tasks.ifeval.metrics import instruction_level_estimate
 from lowbit.tasks.ifeval.text import TextAnalyzer
 
 HUB_ID = "google/IFEval"
 DATA_FILE = "input_data.jsonl"
+PROMPTS = PromptProfiles("ifeval", "ifeval", lowbit=lambda item: chat(item["prompt"]), reference={
+    ("qwen3", "ifeval"): lambda item: chat(item["prompt"], system=HELPFUL_ASSISTANT),
+    ("gpt_oss", "ifeval"): lambda item: chat(item["prompt"]),
+})
 
 
 @dataclass
 class IFEvalOptions:
     nltk_data: str | None = None  # directory holding tokenizers/punkt_tab (default: $NLTK_DATA, then NLTK's path)
     hub_id: str = HUB_ID
+    prompt: str = REFERENCE  # reference | lowbit (lowbit.tasks.prompts)
 
 
 class IFEval(Task):
     name = "ifeval"
-    version = "1"
+    version = "2"
     Options = IFEvalOptions
+    prompt_profiles = PROMPTS
     non_prompt_options = frozenset({"nltk_data"})
     headline_metric = "prompt_strict"
 
@@ -76,10 +85,6 @@ class IFEval(Task):
                 raise UsageError(f"IFEval key {item['key']}: {e}") from e
             samples.append(Sample(id=str(item["key"]), messages=self.messages(item), item=item))
         return samples
-
-    @staticmethod
-    def messages(item: dict[str, Any]) -> list[dict[str, str]]:
-        return [{"role": "user", "content": item["prompt"]}]
 
     # -- scoring ----------------------------------------------------------------------------------------
 

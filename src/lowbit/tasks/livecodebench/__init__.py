@@ -6,7 +6,8 @@ files, keeping contests from `dataset.start_date` to `dataset.end_date` inclusiv
 2025-02-01), or `data_dir` with jsonl files in the same schema. Sample ids are question_id. Each sample's item is
 the source record, tests still encoded as published, so `lowbit score` needs nothing but the run directory.
 
-Prompt (lowbit.tasks.livecodebench.prompts): the lighteval / QwQ wording, with the starter code when there is one.
+Prompts (lowbit.tasks.livecodebench.prompts, `dataset.prompt`): the reference study's per model family and
+sampling block (default), or lowbit's lighteval / QwQ wording; both with the starter code when there is one.
 The program is the last fenced python block of the answer text (after the reasoning split); no block is a parse
 failure.
 
@@ -40,8 +41,9 @@ from lowbit.records import Prediction, Sample
 from lowbit.tasks.base import Task, sampled_accuracy_metrics, score_row
 from lowbit.tasks.livecodebench import data
 from lowbit.tasks.livecodebench.compare import return_value_matches, stdout_matches
-from lowbit.tasks.livecodebench.prompts import extract_code, messages
+from lowbit.tasks.livecodebench.prompts import PROMPTS, extract_code
 from lowbit.tasks.livecodebench.sandbox import OUTCOMES, Limits, Program, TestRun, run_programs, sandbox_isolation
+from lowbit.tasks.prompts import REFERENCE
 
 GROUPS = ("difficulty", "platform")
 
@@ -58,6 +60,7 @@ class LiveCodeBenchOptions:
     output_mb: int = 64  # stdout cap
     disk_mb: int = 256  # size of a program's private working directory
     workers: int = 0  # programs run at once; 0: one per CPU core
+    prompt: str = REFERENCE  # reference | lowbit (lowbit.tasks.prompts)
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,9 @@ class Problem:
 
 class LiveCodeBench(Task):
     name = "livecode_v5"
-    version = "1"
+    version = "2"
     Options = LiveCodeBenchOptions
+    prompt_profiles = PROMPTS
     non_prompt_options = frozenset({"test_timeout_seconds", "problem_timeout_seconds", "memory_mb", "output_mb",
                                     "disk_mb", "workers"})
     headline_metric = "pass@1"
@@ -106,7 +110,7 @@ class LiveCodeBench(Task):
         for number, record in enumerate(records, start=1):
             data.check_record(record, f"LiveCodeBench record {number}")
         kept = data.in_window(records, self.options.start_date, self.options.end_date)
-        samples = [Sample(id=str(r["question_id"]), messages=messages(r), item=dict(r)) for r in kept]
+        samples = [Sample(id=str(r["question_id"]), messages=self.messages(r), item=dict(r)) for r in kept]
         if len({s.id for s in samples}) != len(samples):
             raise UsageError("LiveCodeBench data has repeated question_id values: sample ids must be unique")
         return samples

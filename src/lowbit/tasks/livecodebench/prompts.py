@@ -1,9 +1,14 @@
-"""The LiveCodeBench code-generation prompt and the extraction of the program from an answer.
+"""The LiveCodeBench code-generation prompts and the extraction of the program from an answer.
 
-The wording is the one lighteval's `lcb:codegeneration` task and QwQ's v5 evaluation send as one user message
-(shared/data/livecodebench/qwq_v5_prompts.jsonl holds 279 real prompts; the conformance tests rebuild them
-byte for byte). The same message goes to every model family: the chat template (Qwen3, GPT-OSS harmony) wraps it,
-and the reasoning split happens before extraction.
+The lighteval prompt (`prompt_text`) is the wording lighteval's `lcb:codegeneration` task and QwQ's v5 evaluation
+send as one user message (shared/data/livecodebench/qwq_v5_prompts.jsonl holds 279 real prompts; the conformance
+tests rebuild them byte for byte). Profiles (`dataset.prompt`, lowbit.tasks.prompts):
+- `lowbit`: the lighteval prompt alone, for every model family.
+- `reference` (default), the reference study's messages by family and sampling block: Qwen3 `livecode_v5`
+  (non-thinking) the title, the question, the starter code and "Provide only the complete Python code
+  solution."; Qwen3 `livecode_v5-thinking` the lighteval prompt after the system message "You are a helpful
+  assistant" (no period); GPT-OSS `livecode_v5` the lighteval prompt alone.
+The chat template (Qwen3, GPT-OSS harmony) wraps the messages, and the reasoning split happens before extraction.
 
 Extraction: the last fenced code block of the answer text (after the reasoning split) whose info string is
 python/py/python3 or empty; None when there is none (scored as a failure to answer, not run).
@@ -12,6 +17,9 @@ python/py/python3 or empty; None when there is none (scored as a failure to answ
 from __future__ import annotations
 
 import re
+from typing import Any
+
+from lowbit.tasks.prompts import PromptProfiles, chat
 
 INSTRUCTION = ("You will be given a question (problem specification) and will generate a correct Python program "
                "that matches the specification and passes all tests.")
@@ -29,8 +37,25 @@ def prompt_text(question_content: str, starter_code: str | None) -> str:
     return text + f"{WITHOUT_STARTER_CODE}\n```python\n# YOUR CODE HERE\n```\n\n"
 
 
-def messages(record: dict) -> list[dict[str, str]]:
-    return [{"role": "user", "content": prompt_text(record["question_content"], record.get("starter_code"))}]
+def lighteval_messages(record: dict[str, Any]) -> list[dict[str, str]]:
+    return chat(prompt_text(record["question_content"], record.get("starter_code")))
+
+
+def qwen3_direct_messages(record: dict[str, Any]) -> list[dict[str, str]]:
+    """The reference study's Qwen3 non-thinking prompt: title, question, starter code, a request for code only."""
+    text = f"{record['question_title']}\n\n{record['question_content']}"
+    if record.get("starter_code"):
+        text += f"\n\nStarter Code:\n```python\n{record['starter_code']}\n```"
+    return chat(text + "\n\nProvide only the complete Python code solution.")
+
+
+PROMPTS = PromptProfiles("livecode_v5", "livecode_v5", lowbit=lighteval_messages, reference={
+    ("qwen3", "livecode_v5"): qwen3_direct_messages,
+    ("qwen3", "livecode_v5-thinking"): lambda record: chat(prompt_text(record["question_content"],
+                                                                      record.get("starter_code")),
+                                                          system="You are a helpful assistant"),
+    ("gpt_oss", "livecode_v5"): lighteval_messages,
+})
 
 
 # A fence of three or more backticks, an info string, the body, and a closing fence of the same length.

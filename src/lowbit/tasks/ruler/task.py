@@ -10,6 +10,11 @@ Data, in order of precedence:
   tokenizer fingerprint, length, seed and sample count, and reused by later runs.
 
 Sample ids are `<task>/<index>` (e.g. `niah_single_1/0`).
+
+Messages (`dataset.prompt`, lowbit.tasks.prompts): the generated prompt as the user message; under `reference`
+(default, the reference study's messages) Qwen3 gets the system message "You are a helpful assistant." before
+it (a few tokens the answer budget gives up, since prompts are fitted without it), GPT-OSS none; `lowbit` sends
+the user message alone.
 """
 
 from __future__ import annotations
@@ -24,12 +29,17 @@ from typing import Any, ClassVar
 from lowbit.errors import UsageError
 from lowbit.records import Prediction, Sample
 from lowbit.tasks.base import Task, score_row
+from lowbit.tasks.prompts import HELPFUL_ASSISTANT, REFERENCE, PromptContext, PromptProfiles, chat
 from lowbit.tasks.ruler import names
 from lowbit.tasks.ruler.scoring import aggregate, clean_answer, string_match_all
 
 HUB_ID = "lighteval/RULER-32768-Qwen-3"
 HUB_LENGTH = 32768
 SOURCES = ("generate", "hf")
+PROMPTS = PromptProfiles("RULER", "ruler-32k", lowbit=lambda record: chat(record["input"]), reference={
+    ("qwen3", "ruler-*"): lambda record: chat(record["input"], system=HELPFUL_ASSISTANT),
+    ("gpt_oss", "ruler-*"): lambda record: chat(record["input"]),
+})
 
 
 @dataclass
@@ -41,11 +51,13 @@ class RulerOptions:
     cache_dir: str | None = None  # generated data cache; null: $LOWBIT_CACHE/ruler or ~/.cache/lowbit/ruler
     haystack_dir: str | None = None  # folder with PaulGrahamEssays.json; null: the cache's copy, downloaded once
     hub_id: str = HUB_ID
+    prompt: str = REFERENCE  # reference | lowbit (lowbit.tasks.prompts)
 
 
 class RulerTask(Task):
-    version = "1"
+    version = "2"
     Options = RulerOptions
+    prompt_profiles = PROMPTS
     non_prompt_options = frozenset({"cache_dir", "haystack_dir"})
     headline_metric = "score"
     sampling_config = "ruler-32k"
@@ -64,7 +76,9 @@ class RulerTask(Task):
         self._model: tuple[str, dict[str, Any]] | None = None
         self._fingerprint: dict[str, Any] | None = None
 
-    def bind_model(self, model_name: str, template_kwargs: dict[str, Any]) -> None:
+    def bind_model(self, model_name: str, template_kwargs: dict[str, Any],
+                   prompt_context: PromptContext | None = None) -> None:
+        super().bind_model(model_name, template_kwargs, prompt_context)
         self._model = (model_name, dict(template_kwargs))
 
     def required_sequence_length(self) -> int:
@@ -94,10 +108,6 @@ class RulerTask(Task):
                                                                      for t in self.subtasks})
         return [Sample(id=f"{task}/{r['index']}", messages=self.messages(r), item={**r, "task": task})
                 for task in self.subtasks for r in records[task]]
-
-    @staticmethod
-    def messages(record: dict[str, Any]) -> list[dict[str, str]]:
-        return [{"role": "user", "content": record["input"]}]
 
     def _generated(self) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
         from lowbit.tasks.ruler import dataset
