@@ -50,9 +50,9 @@ def find_punkt_dir(configured: str | None) -> Path:
             return candidate
     where = ", ".join(str(p) for p in searched) or "(nowhere: NLTK_DATA is empty)"
     raise UsageError(
-        f"NLTK sentence data {PUNKT_SUBDIR} not found in {where}; IFEval needs it to count sentences: pass "
-        "dataset.nltk_data=<dir holding tokenizers/punkt_tab> or set NLTK_DATA (on a connected machine: "
-        "python -m nltk.downloader -d <dir> punkt_tab)")
+        f"IFEval counts sentences with NLTK's {PUNKT_SUBDIR} data, which is not on this machine: pass "
+        "dataset.nltk_data=<dir holding tokenizers/punkt_tab> or set $NLTK_DATA=<that dir> (fetch it on a connected "
+        f"machine: python -m nltk.downloader -d <dir> punkt_tab); searched {where}")
 
 
 @functools.cache
