@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 from lowbit.metrics.pass_at_k import pass_at_k
 from lowbit.metrics.stats import mean_estimate, problem_mean_estimate
 from lowbit.records import Prediction, Sample
-from lowbit.tasks.prompts import DEFAULT_FAMILY, PromptContext, PromptProfiles, check_profile
 from lowbit.rundir.records import ScoreRow
+from lowbit.tasks.prompts import DEFAULT_FAMILY, PromptContext, PromptProfiles, check_profile
 
 
 class Task(ABC):
