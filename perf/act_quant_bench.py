@@ -28,6 +28,7 @@ import time
 import torch
 
 from lowbit.quant import fake_quant
+from lowbit.quant.formats import registry
 
 QWEN3_1_7B_SHAPE = dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
                         num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=40960,
@@ -102,7 +103,7 @@ def environment(device: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--formats", default=",".join(fake_quant.ACT_FORMATS[1:]))
+    parser.add_argument("--formats", default=",".join(registry.activation_formats()))
     parser.add_argument("--backends", default="triton,ref", help="triton (fused kernels) and/or ref (torch)")
     parser.add_argument("--prefill-batch", type=int, default=4)
     parser.add_argument("--prefill-tokens", type=int, default=1024)

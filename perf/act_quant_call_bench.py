@@ -21,6 +21,7 @@ import torch
 
 from lowbit.quant import fake_quant
 from lowbit.quant import fake_quant_triton as fqt
+from lowbit.quant.formats import registry
 
 
 def host_us_per_call(fn, calls: int, rounds: int) -> float:
@@ -53,7 +54,7 @@ def main() -> None:
             x = torch.randn(rows, width, device="cuda", dtype=torch.bfloat16)
             linear = torch.nn.Linear(width, 2048, bias=False, device="cuda", dtype=torch.bfloat16)
             base = timed(lambda: linear(x))
-            for fmt in fake_quant.ACT_FORMATS[1:]:
+            for fmt in registry.activation_formats():
                 hook = fake_quant.ActivationFakeQuant(fmt, "triton")
                 handle = linear.register_forward_pre_hook(hook)
 

@@ -23,6 +23,7 @@ import time
 import torch
 
 from lowbit.quant import fake_quant, fake_quant_experts
+from lowbit.quant.formats import registry
 
 BLOCKS = {
     "qwen3_30b_a3b": {"hidden": 2048, "intermediate": 768, "experts": 128, "top_k": 8},
@@ -98,7 +99,7 @@ def main() -> None:
                 for implementation in ("grouped_mm", "eager"):
                     experts.config._experts_implementation = implementation
                     row[implementation] = median_ms(forward, args.repeats, args.device)
-                for fmt in ("none", *fake_quant.ACT_FORMATS[1:]):
+                for fmt in ("none", *registry.activation_formats()):
                     handle = fake_quant_experts.install(experts, fmt, backend)
                     row[f"emulated {fmt}"] = median_ms(forward, args.repeats, args.device)
                     handle.remove()

@@ -11,8 +11,9 @@ from quant_cases import DEVICE, requires_triton
 from torch import nn
 
 from lowbit.quant import fake_quant as fq
+from lowbit.quant.formats import registry
 
-FORMATS = fq.ACT_FORMATS[1:]
+FORMATS = registry.activation_formats()
 IN_FEATURES, OUT_FEATURES = 128, 48
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}  # relative Frobenius error of the layer output
 

@@ -10,14 +10,15 @@ from transformers import GptOssConfig, GptOssForCausalLM, Qwen3MoeConfig, Qwen3M
 
 from lowbit.quant import fake_quant as fq
 from lowbit.quant import fake_quant_experts as fqe
+from lowbit.quant.formats import fp8, integer, mx, nvfp4, registry
 
 HIDDEN, INTERMEDIATE, EXPERTS, LAYERS = 64, 64, 4, 2
 ACT_REFERENCES = {
-    "int8": fq.int8_per_token_ref,
-    "fp8": fq.fp8_per_token_ref,
-    "mxfp8": lambda x: fq.mx_blocks_ref(x, "fp8"),
-    "mxfp4": lambda x: fq.mx_blocks_ref(x, "fp4"),
-    "nvfp4": fq.nvfp4_blocks_ref,  # one global scale over the rows it is given: here one expert's tokens
+    "int8": integer.fake_quantize_activation_ref,
+    "fp8": fp8.fake_quantize_activation_ref,
+    "mxfp8": lambda x: mx.fake_quantize_activation_ref(x, "fp8"),
+    "mxfp4": lambda x: mx.fake_quantize_activation_ref(x, "fp4"),
+    "nvfp4": nvfp4.fake_quantize_activation_ref,  # one global scale over the rows it is given: one expert's tokens
 }
 
 
@@ -124,7 +125,7 @@ def test_unquantized_emulated_forward_is_bit_identical_to_eager(arch):
     assert all("forward" not in vars(experts) for experts in experts_of(model))
 
 
-@pytest.mark.parametrize("act, weight", [(act, "none") for act in fq.ACT_FORMATS[1:]] + [
+@pytest.mark.parametrize("act, weight", [(act, "none") for act in registry.activation_formats()] + [
     ("nvfp4", "nvfp4"), ("mxfp4", "mxfp4"), ("int8", "int4_g32"), ("fp8", "fp8")])
 @pytest.mark.parametrize("arch", BUILDERS)
 def test_moe_block_matches_a_float64_per_expert_reference(arch, act, weight):
@@ -180,7 +181,7 @@ def test_row_local_formats_quantize_the_expert_input_once(act, calls_per_layer, 
         assert calls[0] == (x.shape[1], HIDDEN)  # all tokens at once, before the expert loop
 
 
-@pytest.mark.parametrize("fmt", fq.WEIGHT_FORMATS[1:])
+@pytest.mark.parametrize("fmt", registry.weight_formats())
 @pytest.mark.parametrize("arch", BUILDERS)
 def test_weight_quant_replaces_each_expert_matrix_by_its_fake_quantized_values(arch, fmt):
     model = BUILDERS[arch]()

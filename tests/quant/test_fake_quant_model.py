@@ -6,7 +6,7 @@ from quant_cases import record_activation_quantizations
 from transformers import AutoModelForCausalLM
 
 from lowbit.quant import fake_quant as fq
-from lowbit.quant.formats import nvfp4
+from lowbit.quant.formats import nvfp4, registry
 
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -64,13 +64,13 @@ def test_sibling_projections_share_one_fake_quantized_input(model, token_ids, mo
         handle.remove()
 
 
-@pytest.mark.parametrize("fmt", fq.WEIGHT_FORMATS[1:])
+@pytest.mark.parametrize("fmt", registry.weight_formats())
 def test_weight_quant_replaces_weights_by_their_dequantized_values(model, fmt):
     q_proj = model.model.layers[0].self_attn.q_proj
     original = q_proj.weight.detach().clone()
     lm_head = model.lm_head.weight.detach().clone()
     emulation = fq.apply_fake_quant(model, weight_quant=fmt)
-    assert emulation.handles == [] and emulation.describe()["weight_scheme"] == fq.WEIGHT_SCHEMES[fmt]
+    assert emulation.handles == [] and emulation.describe()["weight_scheme"] == registry.get_format(fmt).description
     changed = q_proj.weight.detach()
     assert not torch.equal(changed, original)
     assert (changed - original).norm() / original.norm() < 0.2

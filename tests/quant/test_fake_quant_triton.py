@@ -5,9 +5,10 @@ import torch
 from quant_cases import FINITE_CASES, assert_values_equal, make_weight, requires_cuda, requires_triton
 
 from lowbit.quant import fake_quant as fq
+from lowbit.quant.formats import registry
 
 pytestmark = requires_triton
-FORMATS = fq.ACT_FORMATS[1:]
+FORMATS = registry.activation_formats()
 
 
 @pytest.fixture(scope="module")

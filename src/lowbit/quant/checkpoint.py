@@ -157,11 +157,9 @@ def plan_quantization(reader: CheckpointReader, request: QuantizeRequest) -> tup
     return {m: n for m, n in selected.items() if m not in misfits}, sorted(misfits)
 
 
-def _shared_global_scales(reader: CheckpointReader, plan: dict[str, str],
-                          device: torch.device) -> dict[str, torch.Tensor]:
+def _shared_global_scales(reader: CheckpointReader, plan: dict[str, str], device: torch.device,
+                          shared_global_scale) -> dict[str, torch.Tensor]:
     """NVFP4: one global scale per vLLM-fused group, from a first pass that reads each member once."""
-    from lowbit.quant.formats import nvfp4
-
     amax: dict[str, torch.Tensor] = {}
     for module, name in plan.items():
         if (group := fused_group(module)) is not None:
@@ -171,7 +169,7 @@ def _shared_global_scales(reader: CheckpointReader, plan: dict[str, str],
                 raise UsageError(f"{name} contains NaN or Inf; fix the checkpoint or ignore= this module")
             amax[group] = torch.maximum(amax[group], value) if group in amax else value
     # The scale of a one-element tensor holding the group's amax is the scale of the group's tensors together.
-    return {group: nvfp4.shared_global_scale(a.reshape(1)) for group, a in amax.items()}
+    return {group: shared_global_scale(a.reshape(1)) for group, a in amax.items()}
 
 
 def quantization_config(request: QuantizeRequest, unquantized: list[str], source: str,
@@ -222,7 +220,8 @@ def quantize_checkpoint(request: QuantizeRequest) -> ConversionResult:
     plan, unquantized = plan_quantization(reader, request)
     result = ConversionResult(out=Path(request.out), quantized=sorted(plan), unquantized=unquantized)
     with staged_output(Path(request.out), request.overwrite) as staging:
-        global_scales = _shared_global_scales(reader, plan, device) if scheme.shared_global_scale else {}
+        global_scales = (_shared_global_scales(reader, plan, device, scheme.shared_global_scale)
+                         if scheme.shared_global_scale else {})
         writer = ShardWriter(staging, request.max_shard_bytes)
         quantize_names = {name: module for module, name in plan.items()}
         scale_dtypes: set[torch.dtype] = set()

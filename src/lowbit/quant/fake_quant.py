@@ -2,7 +2,9 @@
 call (activation emulation) and, optionally, of their weights once at load (weight emulation), so a W4A4 /
 W4A8 / W8A8 model can be evaluated on hardware, or from a BF16 checkpoint, that cannot run it natively.
 
-Activation conventions (all dynamic: computed from each input tensor at every call, nothing calibrated):
+Formats are the registry's (quant/formats/registry.py); the activation references are each format's
+`fake_quantize_activation`. Activation conventions (all dynamic: computed from each input tensor at every call,
+nothing calibrated):
     int8   per token: scale = amax_row / 127, q = round_half_even(x * (127 / amax_row)) saturated to [-128, 127],
            value = q * scale (vLLM's dynamic per-token INT8 kernel: reciprocal multiply, cvt.rni.sat.s8)
     fp8    per token E4M3: scale = amax_row / 448 (fp8.fake_quantize_per_token's arithmetic)
@@ -24,7 +26,7 @@ Weights (`weight_quant`) are quantized once with the formats' weight layouts (pe
 groups of 32 or 128, MX, NVFP4 with one global scale shared by q/k/v and by gate/up as vLLM fuses them) and
 replaced by their dequantized values. MoE experts held as fused 3-D parameters (transformers' Qwen3-MoE and
 GPT-OSS experts modules) get the same treatment per expert through fake_quant_experts.py. Torch references run
-on CPU; on CUDA the fused kernels of fake_quant_triton.py (bit-identical to the references here) quantize
+on CPU; on CUDA the fused kernels of fake_quant_triton.py (bit-identical to the formats' references) quantize
 activations in one launch per layer.
 """
 
@@ -40,141 +42,70 @@ import torch
 from torch import nn
 
 from lowbit.quant import fake_quant_experts
-from lowbit.quant.formats import fp8, integer, mx, nvfp4
-from lowbit.quant.formats import minifloat as mf
+from lowbit.quant.formats import registry
 from lowbit.quant.formats.backend import BACKENDS, check_backend, triton_available
+from lowbit.quant.formats.spec import FormatSpec
 from lowbit.quant.module_patterns import compile_patterns
 
-ACT_FORMATS = ("none", "int8", "fp8", "mxfp8", "mxfp4", "nvfp4")
-WEIGHT_FORMATS = ("none", "int8", "int4_g32", "int4_g128", "fp8", "mxfp8", "mxfp4", "nvfp4")
-ACT_SCHEMES = {
-    "int8": "INT8 symmetric, dynamic per token, scale amax/127",
-    "fp8": "FP8 E4M3, dynamic per token, scale amax/448",
-    "mxfp8": f"MXFP8 E4M3, dynamic 32-blocks along the input dim, E8M0 scales ({mx.CHECKPOINT_SCALE_RULE} rule)",
-    "mxfp4": f"MXFP4 E2M1, dynamic 32-blocks along the input dim, E8M0 scales ({mx.CHECKPOINT_SCALE_RULE} rule)",
-    "nvfp4": "NVFP4 E2M1, dynamic 16-blocks with E4M3 scales, dynamic per-tensor global scale 2688/amax",
-}
-WEIGHT_SCHEMES = {
-    "int8": "INT8 symmetric per output channel",
-    "int4_g32": "INT4 symmetric, groups of 32",
-    "int4_g128": "INT4 symmetric, groups of 128",
-    "fp8": "FP8 E4M3 per output channel",
-    "mxfp8": f"MXFP8 32-blocks, E8M0 scales ({mx.CHECKPOINT_SCALE_RULE} rule)",
-    "mxfp4": f"MXFP4 32-blocks, E8M0 scales ({mx.CHECKPOINT_SCALE_RULE} rule)",
-    "nvfp4": "NVFP4 16-blocks, E4M3 scales, global scale shared by q/k/v and by gate/up",
-}
-BLOCK_SIZES = {"mxfp8": mx.BLOCK_SIZE, "mxfp4": mx.BLOCK_SIZE, "nvfp4": nvfp4.BLOCK_SIZE,
-               "int4_g32": 32, "int4_g128": 128}
 DEFAULT_TARGETS = (r"(^|\.)layers\.\d+\.",)  # every Linear and experts module inside a decoder layer
 DEFAULT_IGNORE = (r"(^|\.)lm_head$", r"\.mlp\.gate$", r"shared_expert_gate$", r"router$")  # MoE routers stay exact
 FUSED_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
-INT8_MAX = 127.0
 
 
-# -- activation references ---------------------------------------------------------------------------------
+def activation_spec(fmt: str | FormatSpec | None) -> FormatSpec | None:
+    """The activation format `fmt` names (None for "none"); a spec is taken as it is."""
+    return fmt if isinstance(fmt, FormatSpec) or fmt is None else registry.activation_format(fmt)
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(-1, x.shape[-1]).to(torch.float32)
+def weight_spec(fmt: str | FormatSpec | None) -> FormatSpec | None:
+    """The weight format `fmt` names (None for "none"); a spec is taken as it is."""
+    return fmt if isinstance(fmt, FormatSpec) or fmt is None else registry.weight_format(fmt)
 
 
-def _nan_where(bad: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    return torch.where(bad, torch.full_like(values, float("nan")), values)
+def check_formats(act_quant: str, weight_quant: str) -> tuple[str, str]:
+    """The canonical names of `act_quant` and `weight_quant`; ValueError naming the key and the choices."""
+    act, weight = activation_spec(act_quant), weight_spec(weight_quant)
+    return (act.name if act else "none"), (weight.name if weight else "none")
 
 
-def int8_per_token_ref(x: torch.Tensor) -> torch.Tensor:
-    rows = _rows(x)
-    amax = rows.abs().amax(dim=1, keepdim=True)
-    bad = ~torch.isfinite(amax)
-    amax = torch.where(bad, torch.zeros_like(amax), amax)
-    inverse = torch.where(amax > 0, torch.full_like(amax, INT8_MAX) / amax, torch.zeros_like(amax))
-    q = torch.clamp(torch.round(rows * inverse), -INT8_MAX - 1, INT8_MAX)  # torch.round: half to even
-    values = _nan_where(bad, q * mf.true_divide(amax, INT8_MAX))
-    return values.reshape(x.shape).to(x.dtype)
+# -- activations -------------------------------------------------------------------------------------------
 
 
-def fp8_per_token_ref(x: torch.Tensor) -> torch.Tensor:
-    rows = _rows(x)
-    bad = ~torch.isfinite(rows).all(dim=1, keepdim=True)
-    rows = torch.where(torch.isfinite(rows), rows, torch.zeros_like(rows))
-    scale = fp8.scale_from_amax(rows.abs().amax(dim=1, keepdim=True))
-    codes = mf.quantize_e4m3(rows / scale)
-    values = _nan_where(bad, codes.view(torch.float8_e4m3fn).to(torch.float32) * scale)
-    return values.reshape(x.shape).to(x.dtype)
-
-
-def mx_blocks_ref(x: torch.Tensor, element: str) -> torch.Tensor:
-    return mx.dequantize_ref(mx.quantize_ref(x, element, mx.CHECKPOINT_SCALE_RULE), element, x.dtype)
-
-
-def nvfp4_global_scale(amax: torch.Tensor) -> torch.Tensor:
-    """float32 (1,) global scale 2688 / amax with the nvfp4 module's floor; NaN/Inf amax give a NaN/0 scale."""
-    amax = torch.clamp(amax.to(torch.float32).reshape(1), min=nvfp4.AMAX_FLOOR)
-    return torch.full_like(amax, nvfp4.GLOBAL_SCALE_NUMERATOR) / amax
-
-
-def nvfp4_blocks_ref(x: torch.Tensor) -> torch.Tensor:
-    amax = torch.linalg.vector_norm(x, ord=float("inf"))
-    if not bool(torch.isfinite(amax)):
-        return torch.full_like(x, float("nan"))
-    q = nvfp4.quantize_ref(x, nvfp4_global_scale(amax))
-    return nvfp4.dequantize_ref(q, x.dtype)
-
-
-_ACT_REFERENCES = {
-    "int8": int8_per_token_ref,
-    "fp8": fp8_per_token_ref,
-    "mxfp8": lambda x: mx_blocks_ref(x, "fp8"),
-    "mxfp4": lambda x: mx_blocks_ref(x, "fp4"),
-    "nvfp4": nvfp4_blocks_ref,
-}
-
-
-def activation_quantizer(fmt: str, backend: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def activation_quantizer(fmt: str | FormatSpec, backend: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The function x -> fake-quantized x for `fmt` on `backend` (checked by the caller), resolved once."""
-    if fmt not in _ACT_REFERENCES:
-        raise ValueError(f"activation format must be one of {', '.join(_ACT_REFERENCES)}, got {fmt!r}")
+    spec = _required(activation_spec(fmt), "act_quant")
     if backend == "triton":
         from lowbit.quant import fake_quant_triton
 
-        return fake_quant_triton.ActivationQuantizer(fmt)
-    return _ACT_REFERENCES[fmt]
+        return fake_quant_triton.ActivationQuantizer(spec)
+    return spec.fake_quantize_activation
 
 
-def fake_quantize_activation(x: torch.Tensor, fmt: str, *, backend: str = "ref") -> torch.Tensor:
+def fake_quantize_activation(x: torch.Tensor, fmt: str | FormatSpec, *, backend: str = "ref") -> torch.Tensor:
     """x (..., K) quantized and dequantized per `fmt` (see the module docstring), in x's dtype."""
-    if fmt not in _ACT_REFERENCES:
-        raise ValueError(f"activation format must be one of {', '.join(_ACT_REFERENCES)}, got {fmt!r}")
+    spec = _required(activation_spec(fmt), "act_quant")
     check_backend(backend, x)
     if backend == "triton":
         from lowbit.quant import fake_quant_triton
 
-        return fake_quant_triton.fake_quantize(x, fmt)
-    return _ACT_REFERENCES[fmt](x)
+        return fake_quant_triton.fake_quantize(x, spec)
+    return spec.fake_quantize_activation(x)
 
 
 # -- weights -----------------------------------------------------------------------------------------------
 
 
 def fake_quantize_weight(
-    weight: torch.Tensor, fmt: str, *, backend: str = "ref", global_scale: torch.Tensor | None = None
+    weight: torch.Tensor, fmt: str | FormatSpec, *, backend: str = "ref", global_scale: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The dequantized values of `weight` (N, K) stored in `fmt`, in weight's dtype."""
-    dtype = weight.dtype
-    if fmt == "int8":
-        q = integer.quantize_int8(weight, None, backend=backend)
-        return integer.dequantize_int8(q, dtype, backend=backend)
-    if fmt in ("int4_g32", "int4_g128"):
-        q = integer.quantize_int4(weight, BLOCK_SIZES[fmt], backend=backend)
-        return integer.dequantize_int4(q, dtype, backend=backend)
-    if fmt == "fp8":
-        return fp8.dequantize(fp8.quantize(weight, "channel", backend=backend), dtype, backend=backend)
-    if fmt in ("mxfp8", "mxfp4"):
-        element = "fp8" if fmt == "mxfp8" else "fp4"
-        return mx.dequantize(mx.quantize(weight, element, backend=backend), element, dtype, backend=backend)
-    if fmt == "nvfp4":
-        return nvfp4.dequantize(nvfp4.quantize(weight, global_scale, backend=backend), dtype, backend=backend)
-    raise ValueError(f"weight format must be one of {', '.join(WEIGHT_FORMATS[1:])}, got {fmt!r}")
+    return _required(weight_spec(fmt), "weight_quant").fake_quantize_weight(weight, backend, global_scale)
+
+
+def _required(spec: FormatSpec | None, key: str) -> FormatSpec:
+    if spec is None:
+        raise ValueError(f"{key} 'none' quantizes nothing: apply_fake_quant leaves such inputs exact")
+    return spec
 
 
 # -- applying to a model -----------------------------------------------------------------------------------
@@ -189,10 +120,11 @@ class ActivationFakeQuant:
     launches) is resolved in `activation_quantizer`.
     """
 
-    def __init__(self, fmt: str, backend: str):
-        self.fmt = fmt
+    def __init__(self, fmt: str | FormatSpec, backend: str):
+        self.spec = _required(activation_spec(fmt), "act_quant")
+        self.fmt = self.spec.name
         self.backend = backend
-        self._quantize = activation_quantizer(fmt, backend)
+        self._quantize = activation_quantizer(self.spec, backend)
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, module: nn.Module, args: tuple) -> tuple | None:
@@ -229,11 +161,12 @@ class Emulation:
     handles: list[Any] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
+        act, weight = activation_spec(self.act_quant), weight_spec(self.weight_quant)
         return {
             "act_quant": self.act_quant,
-            "act_scheme": ACT_SCHEMES.get(self.act_quant),
+            "act_scheme": act.activation if act else None,
             "weight_quant": self.weight_quant,
-            "weight_scheme": WEIGHT_SCHEMES.get(self.weight_quant),
+            "weight_scheme": weight.description if weight else None,
             "backend": self.backend,
             "quant_targets": list(self.targets),
             "quant_ignore": list(self.ignore),
@@ -307,13 +240,6 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return check_backend(backend, torch.empty(0, device=device))  # the hooks do not check at every call
 
 
-def check_formats(act_quant: str, weight_quant: str) -> None:
-    if act_quant not in ACT_FORMATS:
-        raise ValueError(f"act_quant '{act_quant}' is unknown: choose one of {', '.join(ACT_FORMATS)}")
-    if weight_quant not in WEIGHT_FORMATS:
-        raise ValueError(f"weight_quant '{weight_quant}' is unknown: choose one of {', '.join(WEIGHT_FORMATS)}")
-
-
 def apply_fake_quant(
     model: nn.Module,
     *,
@@ -326,9 +252,11 @@ def apply_fake_quant(
     """Fake-quantize the selected Linear layers' and fused MoE experts' weights now (in place) and their inputs
     at every call.
 
-    Raises ValueError (naming the layer and the fix) before changing anything when a format cannot apply.
+    Formats are named as the registry spells them (aliases accepted; the emulation records the canonical
+    name). Raises ValueError (naming the layer and the fix) before changing anything when a format cannot apply.
     """
-    check_formats(act_quant, weight_quant)
+    act, weight = activation_spec(act_quant), weight_spec(weight_quant)
+    act_quant, weight_quant = (act.name if act else "none"), (weight.name if weight else "none")
     selection = select_linears(model, targets, ignore)
     selected, experts = selection.linears, selection.experts
     emulation = Emulation(act_quant, weight_quant, "none", tuple(targets), tuple(ignore), kept=selection.kept,
@@ -341,42 +269,43 @@ def apply_fake_quant(
                          "experts module; check the module names (model.named_modules())")
     modules = dict(model.named_modules())
     for name in selected:
-        _check_block_fit(name, modules[name], act_quant, "act_quant")
-        _check_block_fit(name, modules[name], weight_quant, "weight_quant")
+        _check_block_fit(name, modules[name], act, "act_quant")
+        _check_block_fit(name, modules[name], weight, "weight_quant")
     for name in experts:
-        fake_quant_experts.check_block_fit(name, modules[name], act_quant, "act_quant")
-        fake_quant_experts.check_block_fit(name, modules[name], weight_quant, "weight_quant")
+        fake_quant_experts.check_block_fit(name, modules[name], act, "act_quant")
+        fake_quant_experts.check_block_fit(name, modules[name], weight, "weight_quant")
     first = modules[selected[0] if selected else experts[0]]
     emulation.backend = resolve_backend(backend, next(iter(first.parameters())).device)
     emulation.wrapped, emulation.wrapped_experts = selected, experts
-    if weight_quant != "none":
-        _fake_quantize_weights(modules, selected, weight_quant, emulation.backend)
+    if weight is not None:
+        _fake_quantize_weights(modules, selected, weight, emulation.backend)
         for name in experts:
-            fake_quant_experts.fake_quantize_weights(modules[name], weight_quant, emulation.backend)
-    if act_quant != "none":
-        emulation.hook = ActivationFakeQuant(act_quant, emulation.backend)
+            fake_quant_experts.fake_quantize_weights(modules[name], weight, emulation.backend)
+    if act is not None:
+        emulation.hook = ActivationFakeQuant(act, emulation.backend)
         emulation.handles = [modules[n].register_forward_pre_hook(emulation.hook) for n in selected]
-        emulation.handles += [fake_quant_experts.install(modules[n], act_quant, emulation.backend) for n in experts]
+        emulation.handles += [fake_quant_experts.install(modules[n], act, emulation.backend) for n in experts]
     return emulation
 
 
-def _check_block_fit(name: str, module: nn.Linear, fmt: str, key: str) -> None:
-    block = BLOCK_SIZES.get(fmt)
+def _check_block_fit(name: str, module: nn.Linear, spec: FormatSpec | None, key: str) -> None:
+    block = spec.block_size if spec else None
     if block and module.in_features % block:
-        raise ValueError(f"{key}={fmt} needs in_features divisible by {block}, but {name} has "
+        raise ValueError(f"{key}={spec.name} needs in_features divisible by {block}, but {name} has "
                          f"{module.in_features}; add it to quant_ignore")
 
 
 @torch.no_grad()
-def _fake_quantize_weights(modules: dict[str, nn.Module], selected: list[str], fmt: str, backend: str) -> None:
+def _fake_quantize_weights(modules: dict[str, nn.Module], selected: list[str], spec: FormatSpec,
+                           backend: str) -> None:
     global_scales: dict[str, torch.Tensor] = {}
-    if fmt == "nvfp4":
+    if spec.shared_global_scale is not None:
         for group in _sibling_groups(selected):
-            shared = nvfp4.shared_global_scale(*(modules[n].weight for n in group))
+            shared = spec.shared_global_scale(*(modules[n].weight for n in group))
             global_scales.update({n: shared for n in group})
     for name in selected:
         weight = modules[name].weight
-        weight.copy_(fake_quantize_weight(weight.data, fmt, backend=backend, global_scale=global_scales.get(name)))
+        weight.copy_(spec.fake_quantize_weight(weight.data, backend, global_scales.get(name)))
 
 
 def _sibling_groups(names: list[str]) -> list[list[str]]:

@@ -9,8 +9,9 @@ gate/up, clamped SwiGLU). The emulated forward below reads that layout, so it ru
 
 Activations, per expert e and its routed tokens (the rows of hidden_states whose top-k holds e):
     gate_up input   fake_quant(x[tokens of e])        down input   fake_quant(act(gate_up(...))[tokens of e])
-The per-token (int8, fp8) and block (mxfp8, mxfp4) formats quantize each row on its own, so the gate_up input is
-quantized once for all tokens before the expert loop (the same values, one call). NVFP4's per-tensor global
+Row-local formats (their spec's `row_local`: per-token int8, fp8 and block mxfp8, mxfp4) quantize each row
+on its own, so the gate_up input is quantized once for all tokens before the expert loop (the same values,
+one call). NVFP4's per-tensor global
 scale is taken per expert over the tokens routed to it, as vLLM's NVFP4 MoE keeps one input global scale per
 expert (`w13_input_global_scale`, `w2_input_global_scale`); dynamic, like the Linear path.
 
@@ -34,11 +35,9 @@ import torch
 from torch import nn
 
 from lowbit.quant import fake_quant
+from lowbit.quant.formats.spec import FormatSpec
 
 MATMUL_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
-# Formats that quantize each row on its own: their gate_up input is quantized once for all tokens. Any other
-# format (nvfp4) is quantized per expert, which is right for every format, at one call per expert.
-ROW_LOCAL_FORMATS = ("int8", "fp8", "mxfp8", "mxfp4")
 EXPERTS_SCHEME = ("per expert: inputs of gate_up and down fake-quantized over the tokens routed to it "
                   "(nvfp4 global scale per expert), weights per expert along its input dim")
 
@@ -97,44 +96,48 @@ def experts_layout(module: nn.Module) -> ExpertsLayout:
                          transposed=module.is_transposed, has_bias=module.has_bias, has_gate=module.has_gate)
 
 
-def check_block_fit(name: str, module: nn.Module, fmt: str, key: str) -> None:
+def check_block_fit(name: str, module: nn.Module, spec: FormatSpec | None, key: str) -> None:
     """ValueError (naming the module and the fix) when an expert input dim does not divide the format's block."""
-    block = fake_quant.BLOCK_SIZES.get(fmt)
+    block = spec.block_size if spec else None
     if not block:
         return
     layout = experts_layout(module)
     for projection in layout.projections:
         width = layout.input_dim(module, projection)
         if width % block:
-            raise ValueError(f"{key}={fmt} needs expert input dims divisible by {block}, but {name}.{projection} "
+            raise ValueError(f"{key}={spec.name} needs expert input dims divisible by {block}, but {name}.{projection} "
                              f"has {width}; add {name} to quant_ignore")
 
 
 @torch.no_grad()
-def fake_quantize_weights(module: nn.Module, fmt: str, backend: str) -> None:
+def fake_quantize_weights(module: nn.Module, fmt: str | FormatSpec, backend: str) -> None:
     """Replace every expert's gate_up (or up) and down weights by their dequantized `fmt` values, in place."""
     layout = experts_layout(module)
+    spec = fake_quant.weight_spec(fmt)
     for projection in layout.projections:
         for expert in range(layout.num_experts):
             matrix = layout.matrix(module, projection, expert)
-            values = fake_quant.fake_quantize_weight(matrix.contiguous(), fmt, backend=backend)
+            values = fake_quant.fake_quantize_weight(matrix.contiguous(), spec, backend=backend)
             matrix.copy_(values)
 
 
 class ExpertsFakeQuant:
-    """The forward of one experts module with its expert inputs fake-quantized in `fmt` ("none": exact).
+    """The forward of one experts module with its expert inputs fake-quantized in `fmt` ("none" or None: exact).
 
     Installed as the module's instance attribute `forward`, shadowing the class's; `remove()` deletes it.
     Experts run in ascending order over their tokens in (top-k slot, token) order and accumulate with
     index_add_, as transformers' eager experts forward does, so with fmt="none" the result is bit-identical.
     """
 
-    def __init__(self, module: nn.Module, fmt: str, backend: str):
+    def __init__(self, module: nn.Module, fmt: str | FormatSpec | None, backend: str):
         self.module = module
         self.layout = experts_layout(module)
-        self.fmt = fmt
+        self.spec = fake_quant.activation_spec(fmt)
+        self.fmt = self.spec.name if self.spec else "none"
         self.backend = backend
-        self._quantize = fake_quant.activation_quantizer(fmt, backend) if fmt != "none" else _unchanged
+        self._quantize = fake_quant.activation_quantizer(self.spec, backend) if self.spec else _unchanged
+        # formats that are not row-local (nvfp4) are quantized per expert, right for every format, at one call each
+        self._row_local = self.spec is None or self.spec.row_local
 
     def _project(self, x: torch.Tensor, projection: str, expert: int) -> torch.Tensor:
         weight = getattr(self.module, projection)[expert]
@@ -151,7 +154,7 @@ class ExpertsFakeQuant:
         slots = top_k_index.t().reshape(-1)  # (top_k * tokens,): entry k * tokens + t is token t's k-th expert
         order = torch.argsort(slots, stable=True)
         counts = torch.bincount(slots, minlength=layout.num_experts).tolist()  # the one host sync
-        row_local = self.fmt in ROW_LOCAL_FORMATS
+        row_local = self._row_local
         inputs = self._quantize(hidden_states) if row_local else hidden_states
         start = 0
         for expert, count in enumerate(counts[:layout.num_experts]):  # ids >= num_experts: sentinels, skipped
@@ -185,7 +188,7 @@ class ExpertsForwardHandle:
             del self.module.forward
 
 
-def install(module: nn.Module, fmt: str, backend: str) -> ExpertsForwardHandle:
+def install(module: nn.Module, fmt: str | FormatSpec | None, backend: str) -> ExpertsForwardHandle:
     """Run `module` through ExpertsFakeQuant(fmt) from now on; the handle's remove() restores its own forward."""
     forward = ExpertsFakeQuant(module, fmt, backend)
     module.forward = forward

@@ -1,5 +1,6 @@
 """Fused quantize -> dequantize Triton kernels for activations, one launch per call; bit-identical to the
-references in fake_quant.py (see there for each convention).
+activation references of the formats' specs (see fake_quant.py for each convention); the kernel that runs a
+format follows from its spec's structure (`kernel_family`).
 
 - int8 / fp8 per token: one program per row, two passes over the row (amax, then quantize-dequantize; the
   second pass reads the row back from L2); the row length is a compile-time constant.
@@ -23,19 +24,20 @@ import torch
 import triton
 import triton.language as tl
 
-from lowbit.quant.formats import fp8, mx, nvfp4, triton_launch
+from lowbit.quant.formats import fp8_layout, mx_layout, nvfp4_layout, registry, triton_launch
 from lowbit.quant.formats import minifloat_triton as mft
 from lowbit.quant.formats.backend import check_float_tensor, check_last_dim_divisible
+from lowbit.quant.formats.spec import FormatSpec
 
 ROW_CHUNK = 2048
 MX_BLOCKS, MX_WARPS = 64, 4
 NVFP4_BLOCKS, NVFP4_WARPS = 128, 4
 NVFP4_ONE_PROGRAM_BLOCKS = 8192  # up to 131072 elements (e.g. 16 decode rows of 6144): amax in the same launch
 INT8_MAX = tl.constexpr(127.0)
-FP8_SCALE_FLOOR = tl.constexpr(fp8.SCALE_FLOOR)
-NVFP4_AMAX_FLOOR = tl.constexpr(nvfp4.AMAX_FLOOR)
-NVFP4_GLOBAL_NUMERATOR = tl.constexpr(nvfp4.GLOBAL_SCALE_NUMERATOR)
-NVFP4_ZERO_BLOCK_SCALE = tl.constexpr(nvfp4.ZERO_BLOCK_SCALE)
+FP8_SCALE_FLOOR = tl.constexpr(fp8_layout.SCALE_FLOOR)
+NVFP4_AMAX_FLOOR = tl.constexpr(nvfp4_layout.AMAX_FLOOR)
+NVFP4_GLOBAL_NUMERATOR = tl.constexpr(nvfp4_layout.GLOBAL_SCALE_NUMERATOR)
+NVFP4_ZERO_BLOCK_SCALE = tl.constexpr(nvfp4_layout.ZERO_BLOCK_SCALE)
 
 
 @triton.jit
@@ -164,8 +166,21 @@ def _nvfp4_one_program_kernel(
                       NATIVE)
 
 
-FORMATS = ("int8", "fp8", "mxfp8", "mxfp4", "nvfp4")
 INT32_ELEMENTS, ONE_PROGRAM, MANY_PROGRAMS = "int32", "one program", "many programs"
+PER_TOKEN, MX_BLOCKS_KERNEL, NVFP4_KERNEL = "per token", "mx blocks", "nvfp4 blocks"
+
+
+def kernel_family(spec: FormatSpec) -> str:
+    """Which of this module's kernels fake-quantizes activations in `spec`, from its structure: one scale per
+    row (per token), E8M0-scaled blocks (MX), or E4M3-scaled blocks under a global scale (NVFP4)."""
+    if spec.fake_quantize_activation is not None:
+        if spec.block_size is None and spec.element in ("INT8", "E4M3"):
+            return PER_TOKEN
+        if spec.scale == "E8M0" and spec.element in ("E2M1", "E4M3"):
+            return MX_BLOCKS_KERNEL
+        if spec.shared_global_scale is not None and spec.element == "E2M1" and spec.scale == "E4M3":
+            return NVFP4_KERNEL
+    raise ValueError(f"format {spec.name} has no Triton activation kernel; use backend='ref'")
 
 
 class ActivationQuantizer:
@@ -176,10 +191,10 @@ class ActivationQuantizer:
     direct_launch=False keeps Triton's per-call dispatch (`kernel[grid](...)`), for comparison.
     """
 
-    def __init__(self, fmt: str, *, direct_launch: bool = True):
-        if fmt not in FORMATS:
-            raise ValueError(f"activation format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        self.fmt = fmt
+    def __init__(self, fmt: str | FormatSpec, *, direct_launch: bool = True):
+        self.spec = fmt if isinstance(fmt, FormatSpec) else registry.activation_format(fmt, "activation format")
+        self.fmt = self.spec.name
+        self.family = kernel_family(self.spec)
         self.direct_launch = direct_launch
         self.native = mft.native_casts()  # read once: the environment lookup would cost a microsecond per call
         self._plans: dict[tuple, Callable[[torch.Tensor, torch.Tensor, int], None]] = {}
@@ -202,7 +217,7 @@ class ActivationQuantizer:
     def _size_class(self, numel: int) -> str:
         if numel > triton_launch.INT32_MAX:
             return INT32_ELEMENTS  # integer arguments would need int64: Triton's regular launch path
-        if self.fmt == "nvfp4" and numel <= NVFP4_ONE_PROGRAM_BLOCKS * nvfp4.BLOCK_SIZE:
+        if self.family == NVFP4_KERNEL and numel <= NVFP4_ONE_PROGRAM_BLOCKS * self.spec.block_size:
             return ONE_PROGRAM
         return MANY_PROGRAMS
 
@@ -210,24 +225,24 @@ class ActivationQuantizer:
         check_float_tensor(source, "activation")
         direct = self.direct_launch and size_class != INT32_ELEMENTS
         out_is_bf16 = out_arg.dtype == torch.int16
-        if self.fmt in ("int8", "fp8"):
+        if self.family == PER_TOKEN:
             n_cols = source.shape[-1]
             launch = triton_launch.Launch(
                 _per_token_kernel, (source, out_arg), dict(
-                    n_cols=n_cols, IS_INT8=self.fmt == "int8", OUT_IS_BF16=out_is_bf16,
+                    n_cols=n_cols, IS_INT8=self.spec.element == "INT8", OUT_IS_BF16=out_is_bf16,
                     CHUNK=min(ROW_CHUNK, triton.next_power_of_2(n_cols)), NATIVE=native),
                 direct=direct,
                 enable_fp_fusion=False,  # x * inverse must round before the round-half-even add, as in the reference
             )
             return lambda x, out, numel: launch(numel // n_cols, x, out)
-        block = nvfp4.BLOCK_SIZE if self.fmt == "nvfp4" else mx.BLOCK_SIZE
+        block = self.spec.block_size
         check_last_dim_divisible(source, block, "activation")
         example = (source, out_arg, source.numel() // block)
-        if self.fmt in ("mxfp8", "mxfp4"):
-            element = "fp4" if self.fmt == "mxfp4" else "fp8"
+        if self.family == MX_BLOCKS_KERNEL:
+            element = "fp4" if self.spec.element == "E2M1" else "fp8"
             launch = triton_launch.Launch(_mx_kernel, example, dict(
-                BLOCKS=MX_BLOCKS, IS_FP4=element == "fp4", ELEMENT_EMAX=mx.ELEMENT_EMAX[element],
-                ELEMENT_MAX=mx.ELEMENT_MAX[element], RULE=mft.RULE_IDS[mx.CHECKPOINT_SCALE_RULE],
+                BLOCKS=MX_BLOCKS, IS_FP4=element == "fp4", ELEMENT_EMAX=mx_layout.ELEMENT_EMAX[element],
+                ELEMENT_MAX=mx_layout.ELEMENT_MAX[element], RULE=mft.RULE_IDS[mx_layout.CHECKPOINT_SCALE_RULE],
                 OUT_IS_BF16=out_is_bf16, NATIVE=native), direct=direct, num_warps=MX_WARPS)
             return lambda x, out, numel: launch(triton.cdiv(numel // block, MX_BLOCKS), x, out, numel // block)
         constexprs = dict(BLOCKS=NVFP4_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=native)
@@ -249,11 +264,12 @@ class ActivationQuantizer:
 _QUANTIZERS: dict[tuple[str, bool], ActivationQuantizer] = {}
 
 
-def fake_quantize(x: torch.Tensor, fmt: str) -> torch.Tensor:
-    """x (..., K) fake-quantized per `fmt` ("int8", "fp8", "mxfp8", "mxfp4", "nvfp4"), in x's dtype."""
+def fake_quantize(x: torch.Tensor, fmt: str | FormatSpec) -> torch.Tensor:
+    """x (..., K) fake-quantized per the activation format `fmt`, in x's dtype."""
     check_float_tensor(x, "activation")
-    key = (fmt, mft.native_casts())
+    spec = fmt if isinstance(fmt, FormatSpec) else registry.activation_format(fmt, "activation format")
+    key = (spec.name, mft.native_casts())
     quantizer = _QUANTIZERS.get(key)
     if quantizer is None:
-        quantizer = _QUANTIZERS[key] = ActivationQuantizer(fmt)
+        quantizer = _QUANTIZERS[key] = ActivationQuantizer(spec)
     return quantizer(x)

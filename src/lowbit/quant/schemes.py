@@ -1,6 +1,7 @@
-"""Checkpoint schemes: what `lowbit quantize scheme=<name>` writes, in one table.
+"""Checkpoint schemes: what `lowbit quantize scheme=<name>` writes, in one table built on the format registry.
 
-Each scheme names a compressed-tensors format, the `config_groups` entry vLLM and transformers read (the
+Each scheme names its weight format and its dynamic activation format (quant/formats/registry.py); from
+their specs follow the compressed-tensors format, the `config_groups` entry vLLM and transformers read (the
 QuantizationArgs of compressed-tensors' preset of the same meaning, field for field), and how one Linear
 weight (N, K) becomes the tensors stored under its module name:
 
@@ -15,6 +16,9 @@ weight (N, K) becomes the tensors stored under its module name:
     w4a16      pack-quantized         W4A16        weight_packed i32 (N,K/8), weight_scale 16-bit (N,K/G),
                                                    weight_shape i64 (2,)
 
+A scheme is also named by its weight formats' names and aliases: `int4_g32` / `w4a16_g32` are w4a16 with
+group_size 32 (`resolve_scheme`); the scheme name and group size are recorded.
+
 "16-bit": group-wise integer scales are stored in the source weight's dtype (bf16 or fp16; f32 for an f32
 weight), as compressed-tensors stores them and vLLM's WNA16 kernels and transformers use them; the weights
 args leave `scale_dtype` null, as compressed-tensors' presets (and so llm-compressor's checkpoints) do.
@@ -27,12 +31,13 @@ no calibration. `decode` is the inverse for every format above, whoever wrote th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from lowbit.errors import UsageError
-from lowbit.quant.formats import fp8, integer, mx, nvfp4
+from lowbit.quant.formats import registry
+from lowbit.quant.formats.spec import FormatSpec
 
 FUSED_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # vLLM's qkv_proj, gate_up_proj
 
@@ -47,100 +52,110 @@ def _args(num_bits: int, type_: str, strategy: str, *, group_size: int | None = 
     }
 
 
-Encoder = Callable[[torch.Tensor, int | None, str, torch.Tensor | None], dict[str, torch.Tensor]]
+def weight_args(spec: FormatSpec, group_size: int | None) -> dict[str, Any]:
+    """The QuantizationArgs of weights stored in `spec` with `group_size` (None: per output channel)."""
+    if spec.block_rows > 1:
+        return _args(spec.element_bits, spec.numeric_type, "block", block_structure=list(spec.tile),
+                     scale_dtype=spec.checkpoint_scale_dtype)
+    if group_size is None:
+        return _args(spec.element_bits, spec.numeric_type, "channel", scale_dtype=spec.checkpoint_scale_dtype)
+    strategy = "tensor_group" if spec.shared_global_scale is not None else "group"
+    return _args(spec.element_bits, spec.numeric_type, strategy, group_size=group_size,
+                 scale_dtype=spec.checkpoint_scale_dtype)
+
+
+def activation_args(spec: FormatSpec, group_size: int | None = None) -> dict[str, Any]:
+    """The QuantizationArgs of dynamic activations in `spec`: per token, or in groups (the format's blocks, or
+    `group_size` elements)."""
+    group_size = group_size or spec.block_size
+    if group_size is None:
+        return _args(spec.element_bits, spec.numeric_type, "token", dynamic=True)
+    return _args(spec.element_bits, spec.numeric_type, "group", group_size=group_size, dynamic=True,
+                 scale_dtype=spec.checkpoint_scale_dtype)
 
 
 @dataclass(frozen=True)
 class Scheme:
+    """A checkpoint scheme: weights in one format (per group size), activations quantized dynamically by the
+    runtime in another (or kept in 16 bits)."""
+
     name: str
-    format: str  # compressed-tensors CompressionFormat value
-    weight_args: Callable[[int | None], dict[str, Any]]  # group_size -> QuantizationArgs of the weights
-    input_args: dict[str, Any] | None  # QuantizationArgs of the input activations (None: weight-only)
-    encode: Encoder  # (weight (N, K), group_size, backend, global_scale) -> {suffix: tensor}
-    group_sizes: tuple[int | None, ...] = (None,)  # allowed group_size values; the first is the default
-    block: tuple[int, int] = (1, 1)  # (rows, columns) a weight's shape must be a multiple of
-    shared_global_scale: bool = False  # vLLM-fused siblings must share one per-tensor scale
+    weights: FormatSpec  # the weight format at the default group size
+    activations: FormatSpec | None  # dynamic activation format (None: 16-bit activations)
     description: str = field(default="", compare=False)
+    group_sizes: tuple[int | None, ...] = ()  # group sizes taken, the first the default; () = the format's
+    # block along a row (None for per-channel and 2-D block formats, which take no group_size)
+    activation_group: int | None = None  # activations in groups of this many (else the format's own)
+
+    @property
+    def allowed_group_sizes(self) -> tuple[int | None, ...]:
+        return self.group_sizes or (self.weights.block_size if self.weights.block_rows == 1 else None,)
+
+    @property
+    def format(self) -> str:
+        return self.weights.checkpoint_format
+
+    @property
+    def shared_global_scale(self):
+        """(*weights) -> the global scale vLLM-fused siblings must share, or None for formats without one."""
+        return self.weights.shared_global_scale
+
+    def weight_format(self, group_size: int | None) -> FormatSpec:
+        """The registered format of this scheme's weights in groups of `group_size` (the default one's layout
+        with another group size where none is registered, as INT8 per group)."""
+        if group_size == self.allowed_group_sizes[0]:
+            return self.weights
+        for spec in registry.formats():
+            if (spec.checkpoint_format, spec.element, spec.block_size) == (self.format, self.weights.element,
+                                                                              group_size):
+                return spec
+        return self.weights
 
     def resolve_group_size(self, group_size: int | None) -> int | None:
         if group_size is None:
-            return self.group_sizes[0]
-        if group_size not in self.group_sizes:
-            allowed = ", ".join("per-channel (omit it)" if g is None else str(g) for g in self.group_sizes)
+            return self.allowed_group_sizes[0]
+        if group_size not in self.allowed_group_sizes:
+            allowed = ", ".join("per-channel (omit it)" if g is None else str(g) for g in self.allowed_group_sizes)
             raise UsageError(f"scheme {self.name} takes group_size {allowed}, got {group_size}")
         return group_size
 
     def block_shape(self, group_size: int | None) -> tuple[int, int]:
-        rows, cols = self.block
+        rows, cols = self.weight_format(group_size).tile
         return rows, max(cols, group_size or 1)
 
     def fits(self, shape: tuple[int, ...], group_size: int | None) -> bool:
         rows, cols = self.block_shape(group_size)
         return len(shape) == 2 and shape[0] % rows == 0 and shape[1] % cols == 0
 
+    def encode(self, weight: torch.Tensor, group_size: int | None, backend: str,
+               global_scale: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Weight (N, K) -> the tensors stored under its module name ({suffix: tensor})."""
+        return self.weight_format(group_size).encode(weight, group_size, backend, global_scale)
+
+    def weight_args(self, group_size: int | None) -> dict[str, Any]:
+        return weight_args(self.weight_format(group_size), group_size)
+
+    @property
+    def input_args(self) -> dict[str, Any] | None:
+        return None if self.activations is None else activation_args(self.activations, self.activation_group)
+
     def config_group(self, group_size: int | None, targets: list[str]) -> dict[str, Any]:
         return {"targets": targets, "weights": self.weight_args(group_size), "input_activations": self.input_args,
                 "output_activations": None, "format": self.format}
 
 
-def _nvfp4(weight, group_size, backend, global_scale):
-    q = nvfp4.quantize(weight, global_scale, backend=backend)
-    return {"weight_packed": q.weight_packed, "weight_scale": q.weight_scale,
-            "weight_global_scale": q.weight_global_scale}
-
-
-def _mx(element: str) -> Encoder:
-    def encode(weight, group_size, backend, global_scale):
-        if not bool(torch.isfinite(weight).all()):  # mx marks such blocks NaN; a checkpoint must not hold them
-            raise ValueError("weight contains NaN or Inf; fix the checkpoint (or ignore this layer) before quantizing")
-        q = mx.quantize(weight, element, mx.CHECKPOINT_SCALE_RULE, backend=backend)
-        return {"weight_packed" if element == "fp4" else "weight": q.data, "weight_scale": q.scale}
-    return encode
-
-
-def _fp8(granularity: str) -> Encoder:
-    def encode(weight, group_size, backend, global_scale):
-        q = fp8.quantize(weight, granularity, backend=backend)
-        return {"weight": q.weight, "weight_scale": q.weight_scale}
-    return encode
-
-
-def _int8(weight, group_size, backend, global_scale):
-    q = integer.quantize_int8(weight, group_size, backend=backend)
-    return {"weight": q.data, "weight_scale": q.weight_scale}
-
-
-def _int4(weight, group_size, backend, global_scale):
-    q = integer.quantize_int4(weight, group_size, backend=backend)
-    return {"weight_packed": q.data, "weight_scale": q.weight_scale,
-            "weight_shape": torch.tensor(list(weight.shape), dtype=torch.int64)}
-
-
-_E4M3, _U8 = "torch.float8_e4m3fn", "torch.uint8"
+_fmt = registry.get_format
 SCHEMES: dict[str, Scheme] = {s.name: s for s in (
-    Scheme("nvfp4", "nvfp4-pack-quantized", lambda g: _args(4, "float", "tensor_group", group_size=16,
-                                                             scale_dtype=_E4M3),
-           None, _nvfp4, group_sizes=(16,), block=(1, 16), shared_global_scale=True,
-           description="FP4 E2M1 weights, E4M3 scales per 16, FP32 global scale; 16-bit activations"),
-    Scheme("mxfp4", "mxfp4-pack-quantized", lambda g: _args(4, "float", "group", group_size=32, scale_dtype=_U8),
-           _args(4, "float", "group", group_size=32, dynamic=True, scale_dtype=_U8), _mx("fp4"),
-           group_sizes=(32,), block=(1, 32), description="OCP MXFP4 weights and dynamic MXFP4 activations"),
-    Scheme("mxfp8", "mxfp8-quantized", lambda g: _args(8, "float", "group", group_size=32, scale_dtype=_U8),
-           _args(8, "float", "group", group_size=32, dynamic=True, scale_dtype=_U8), _mx("fp8"),
-           group_sizes=(32,), block=(1, 32), description="OCP MXFP8 weights and dynamic MXFP8 activations"),
-    Scheme("fp8", "float-quantized", lambda g: _args(8, "float", "channel"),
-           _args(8, "float", "token", dynamic=True), _fp8("channel"),
-           description="FP8 E4M3 per-channel weights, dynamic per-token FP8 activations"),
-    Scheme("fp8-block", "float-quantized", lambda g: _args(8, "float", "block", block_structure=[128, 128]),
-           _args(8, "float", "group", group_size=128, dynamic=True), _fp8("block"), block=fp8.BLOCK_SHAPE,
-           description="FP8 E4M3 weights in 128x128 blocks, dynamic per-token-group (128) FP8 activations"),
-    Scheme("int8", "int-quantized",
-           lambda g: _args(8, "int", "channel") if g is None else _args(8, "int", "group", group_size=g),
-           _args(8, "int", "token", dynamic=True), _int8, group_sizes=(None, 32, 64, 128),
-           description="INT8 per-channel (or per-group) weights, dynamic per-token INT8 activations"),
-    Scheme("w4a16", "pack-quantized", lambda g: _args(4, "int", "group", group_size=g), None, _int4,
-           group_sizes=(128, 32), block=(1, integer.INT4_PER_INT32),
-           description="INT4 per-group weights (offset 8, eight per int32), 16-bit activations"),
+    Scheme("nvfp4", _fmt("nvfp4"), None, "FP4 E2M1 weights, E4M3 scales per 16, FP32 global scale; 16-bit activations"),
+    Scheme("mxfp4", _fmt("mxfp4"), _fmt("mxfp4"), "OCP MXFP4 weights and dynamic MXFP4 activations"),
+    Scheme("mxfp8", _fmt("mxfp8"), _fmt("mxfp8"), "OCP MXFP8 weights and dynamic MXFP8 activations"),
+    Scheme("fp8", _fmt("fp8"), _fmt("fp8"), "FP8 E4M3 per-channel weights, dynamic per-token FP8 activations"),
+    Scheme("fp8-block", _fmt("fp8-block"), _fmt("fp8"), "FP8 E4M3 weights in 128x128 blocks, dynamic "
+           "per-token-group (128) FP8 activations", activation_group=_fmt("fp8-block").block_size),
+    Scheme("int8", _fmt("int8"), _fmt("int8"), "INT8 per-channel (or per-group) weights, dynamic per-token INT8 "
+           "activations", group_sizes=(None, 32, 64, 128)),
+    Scheme("w4a16", _fmt("int4_g128"), None, "INT4 per-group weights (offset 8, eight per int32), 16-bit "
+           "activations", group_sizes=(128, 32)),
 )}
 
 
@@ -148,6 +163,30 @@ def get_scheme(name: str) -> Scheme:
     if name not in SCHEMES:
         raise UsageError(f"unknown scheme '{name}': choose one of {', '.join(SCHEMES)}")
     return SCHEMES[name]
+
+
+def resolve_scheme(name: str, group_size: int | None) -> tuple[Scheme, int | None] | None:
+    """The scheme `scheme=name` names and the group size it implies (None: whatever group_size says, checked by
+    the scheme later), or None when `name` names no scheme.
+
+    A scheme is named by its own name or by one of its weight formats' names and aliases (`int4_g32` and
+    `w4a16_g32` are w4a16 with groups of 32); the scheme's name and the group size are what gets recorded.
+    A format's group size that contradicts `group_size` is a UsageError.
+    """
+    if name in SCHEMES:
+        return SCHEMES[name], group_size
+    try:
+        spec = registry.get_format(name)
+    except ValueError:
+        return None
+    for scheme in SCHEMES.values():
+        for allowed in scheme.allowed_group_sizes:
+            if scheme.weight_format(allowed) is spec:
+                if None not in (group_size, allowed) and group_size != allowed:
+                    raise UsageError(f"scheme {name} is {scheme.name} with group_size {allowed}, got group_size "
+                                     f"{group_size}: omit group_size or write scheme={scheme.name}")
+                return scheme, allowed if allowed is not None else group_size
+    return None
 
 
 def fused_group(module: str) -> str | None:
@@ -170,41 +209,19 @@ def decode(module: str, tensors: dict[str, torch.Tensor], pack_bits: int | None,
            out_dtype: torch.dtype = torch.bfloat16, backend: str = "ref") -> torch.Tensor:
     """The dense weight of one compressed-tensors module from its stored tensors ({suffix: tensor}).
 
-    The format follows from the tensors' names and dtypes; `pack_bits` is the num_bits of pack-quantized
-    weights (from the checkpoint's config_groups).
+    The format follows from the tensors' names and dtypes (the formats' `stored` entries); `pack_bits` is the
+    num_bits of pack-quantized weights (from the checkpoint's config_groups).
     """
     for suffix, what in UNSUPPORTED_SUFFIXES.items():
         if suffix in tensors:
             raise UsageError(f"{module} uses {what}, which lowbit dequantize does not support")
-    scale = tensors.get("weight_scale")
-    if scale is None:
+    if tensors.get("weight_scale") is None:
         raise UsageError(f"{module} has no weight_scale: the checkpoint is incomplete")
-    if "weight_packed" in tensors:
-        packed = tensors["weight_packed"]
-        if packed.dtype == torch.uint8 and "weight_global_scale" in tensors:
-            q = nvfp4.NVFP4Weight(packed, scale, tensors["weight_global_scale"])
-            return nvfp4.dequantize(q, out_dtype, backend=backend)
-        if packed.dtype == torch.uint8:
-            return mx.dequantize(mx.MXWeight(packed, scale.to(torch.uint8)), "fp4", out_dtype, backend=backend)
-        if packed.dtype == torch.int32:
-            if pack_bits != 4:
-                raise UsageError(f"{module} is pack-quantized with {pack_bits} bits; lowbit dequantizes 4-bit only")
-            weight = integer.dequantize_int4(integer.IntWeight(packed, scale.to(torch.float32)), out_dtype,
-                                             backend=backend)
-            shape = tensors.get("weight_shape")
-            if shape is not None and tuple(int(s) for s in shape) != tuple(weight.shape):
-                weight = weight[: int(shape[0]), : int(shape[1])]
-            return weight
-    weight = tensors.get("weight")
-    if weight is not None and weight.dtype == torch.float8_e4m3fn and scale.dtype == torch.uint8:
-        return mx.dequantize(mx.MXWeight(weight, scale), "fp8", out_dtype, backend=backend)
-    if weight is not None and weight.dtype == torch.float8_e4m3fn:
-        scale = scale.to(torch.float32)
-        if scale.numel() == 1:
-            scale = scale.reshape(1)
-        return fp8.dequantize(fp8.FP8Weight(weight, scale), out_dtype, backend=backend)
-    if weight is not None and weight.dtype == torch.int8:
-        q = integer.IntWeight(weight, scale.to(torch.float32).reshape(weight.shape[0], -1))
-        return integer.dequantize_int8(q, out_dtype, backend=backend)
+    spec = registry.stored_format(tensors)
+    if spec is not None and "weight_packed" in tensors and spec.numeric_type == "int" \
+            and pack_bits != spec.element_bits:
+        raise UsageError(f"{module} is pack-quantized with {pack_bits} bits; lowbit dequantizes 4-bit only")
+    if spec is not None:
+        return spec.decode(tensors, out_dtype, backend)
     found = ", ".join(f"{k} {v.dtype}" for k, v in sorted(tensors.items()))
     raise UsageError(f"{module} holds tensors of no format lowbit knows ({found})")

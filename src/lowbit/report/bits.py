@@ -4,7 +4,9 @@ the scales included.
     bits per weight = element bits + scale bits / elements per scale (+ zero-point bits / elements per scale)
 
 Where a run's checkpoint recorded its quantization metadata (run.json: the checkpoint's `quantization_config`),
-the bits come from it; otherwise from the precision label through this table:
+the bits come from it; otherwise from the precision label: 16-bit and 32-bit floats, or a format of the
+quantization registry (lowbit.quant.formats.registry) named by its name, an alias or one of its precision
+labels, whose spec gives its bits per weight. Today that reads:
 
     label                      element  scale                    per scale   bits per weight
     fp32                       32       -                        -           32
@@ -16,48 +18,33 @@ the bits come from it; otherwise from the precision label through this table:
     nvfp4                      4        E4M3 (8 bits) **         16          4.5
     mxfp4                      4        E8M0 (8 bits)            32          4.25
     int4, gptq, w4a16, w4a8    4        bf16 per group of 128    128         4.125
+    int4_g32, w4a16_g32        4        bf16 per group of 32     32          4.5
 
     *  a per-channel scale is shared by one row of in_features weights; the table assumes rows of 4096.
     ** plus one fp32 global scale per tensor, negligible.
 
 A scale's bits come from the quantization args' `scale_dtype`, else from the dtype lowbit records for the
-`weight_scale` tensors it wrote (`lowbit.weight_scale_dtype`), else from the format: 8 for NVFP4/MX scales,
-16 for group-wise integer scales (compressed-tensors stores them in the model's 16-bit dtype), 32 otherwise.
+`weight_scale` tensors it wrote (`lowbit.weight_scale_dtype`), else from the format's spec: 8 for NVFP4/MX
+scales, 16 for group-wise integer scales (compressed-tensors stores them in the model's 16-bit dtype), 32
+otherwise.
 
 Only linear-layer weights are counted: embeddings, norms and layers a checkpoint leaves unquantized (its
 `ignore` list) are not, so this is the cost of the quantized weights, not of the whole checkpoint. Labels
-are matched case-insensitively with `-` and `_` ignored (`NVFP4`, `int4-g128`: see `_LABEL_ALIASES`). A label
-that is not in the table and has no metadata gets no value: the report lists it instead of guessing.
+are matched case-insensitively with `-` and `_` ignored (`NVFP4`, `int4-g128`). A label that names no format
+and has no metadata gets no value: the report lists it instead of guessing. The registry (and torch with it)
+is imported only when a label is looked up.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
 
-REFERENCE_ROW = 4096  # in_features assumed for per-channel scales
+from lowbit.quant.formats.spec import REFERENCE_ROW
 
-# (element bits, scale bits, weights per scale) per precision label
-_LABEL_BITS: dict[str, tuple[int, int, int]] = {
-    "fp32": (32, 0, 1),
-    "bf16": (16, 0, 1),
-    "fp16": (16, 0, 1),
-    "fp8": (8, 32, REFERENCE_ROW),
-    "fp8block": (8, 32, 128 * 128),
-    "int8": (8, 32, REFERENCE_ROW),
-    "mxfp8": (8, 8, 32),
-    "nvfp4": (4, 8, 16),
-    "mxfp4": (4, 8, 32),
-    "int4": (4, 16, 128),
-}
-_LABEL_ALIASES = {
-    "w8a8fp8": "fp8", "fp8dynamic": "fp8", "w8a8": "int8", "w8a16": "int8",
-    "gptq": "int4", "w4a16": "int4", "w4a8": "int4", "int4g128": "int4", "gptqint4": "int4", "int4gptq": "int4",
-    "nvfp4a16": "nvfp4", "mxfp4a16": "mxfp4",
-}
-# Scale storage by compressed-tensors format, where the quantization args do not name a scale dtype
-_FORMAT_SCALE_BITS = {"nvfp4-pack-quantized": 8, "mxfp4-pack-quantized": 8, "mxfp8-quantized": 8}
+_FLOAT_LABEL_BITS = {"fp32": 32, "bf16": 16, "fp16": 16}  # unquantized precisions
 _DTYPE_BITS = {"float32": 32, "float16": 16, "bfloat16": 16, "float8_e4m3fn": 8, "float8_e8m0fnu": 8, "uint8": 8}
 _GROUP_STRATEGY_SCALE_BITS = 16  # group-wise integer scales stored in the model's 16-bit dtype
 
@@ -75,10 +62,13 @@ def bits_per_weight(precision: str, quantization: dict[str, Any] | None) -> Bits
         if bits is not None:
             return BitsPerWeight(round(bits, 4), "quantization_config")
     key = normalize_label(precision)
-    key = _LABEL_ALIASES.get(key, key)
-    if key in _LABEL_BITS:
-        element, scale, per_scale = _LABEL_BITS[key]
-        return BitsPerWeight(round(element + scale / per_scale, 4), "precision label")
+    if key in _FLOAT_LABEL_BITS:
+        return BitsPerWeight(float(_FLOAT_LABEL_BITS[key]), "precision label")
+    from lowbit.quant.formats import registry
+
+    spec = registry.label_format(key)
+    if spec is not None:
+        return BitsPerWeight(round(spec.bits_per_weight, 4), "precision label")
     return BitsPerWeight(None, "unknown precision label, no quantization metadata in run.json")
 
 
@@ -114,7 +104,7 @@ def _weight_args_bits(weights: Any, checkpoint_format: str, written_scale_dtype:
     strategy = str(weights.get("strategy", "tensor"))
     if strategy in ("group", "tensor_group"):
         per_scale = int(weights.get("group_size") or 0)
-        default_scale = _FORMAT_SCALE_BITS.get(checkpoint_format, _GROUP_STRATEGY_SCALE_BITS)
+        default_scale = _format_scale_bits().get(checkpoint_format, _GROUP_STRATEGY_SCALE_BITS)
     elif strategy == "block":
         block = weights.get("block_structure") or [128, 128]
         per_scale, default_scale = int(block[0]) * int(block[1]), 32
@@ -130,3 +120,13 @@ def _weight_args_bits(weights: Any, checkpoint_format: str, written_scale_dtype:
     scale = _DTYPE_BITS.get(str(scale_dtype or "").removeprefix("torch."), default_scale)
     zero_point = 0 if weights.get("symmetric", True) else element
     return element + (scale + zero_point) / per_scale
+
+
+@functools.cache
+def _format_scale_bits() -> dict[str, int]:
+    """Scale bits of the group-wise formats by compressed-tensors format, where the quantization args do not name
+    a scale dtype (NVFP4 / MX: 8)."""
+    from lowbit.quant.formats import registry
+
+    return {spec.checkpoint_format: spec.scale_bits for spec in registry.formats()
+            if spec.checkpoint_format and spec.block_size and spec.block_rows == 1}

@@ -12,56 +12,27 @@ Activations: `fake_quantize_per_token` quantizes each row of x (..., hidden) wit
 returns the dequantized values in x's dtype, as vLLM's dynamic per-token FP8 activation quantization.
 """
 
-from typing import NamedTuple
+from collections.abc import Mapping
 
 import torch
 
 from lowbit.quant.formats import minifloat as mf
-from lowbit.quant.formats.backend import (
-    check_backend,
-    check_finite_amax,
-    check_float_tensor,
-    check_matrix,
-    check_out_dtype,
-    check_packed,
+from lowbit.quant.formats.backend import check_backend, check_finite_amax, check_float_tensor, check_out_dtype
+from lowbit.quant.formats.fp8_layout import (
+    BLOCK_SHAPE,
+    GRANULARITIES,
+    SCALE_FLOOR,
+    FP8Weight,
+    check_weight,
+    granularity_of,
+    group_amax,
+    scale_from_amax,
 )
+from lowbit.quant.formats.spec import FormatSpec
 
-GRANULARITIES = ("tensor", "channel", "block")
-BLOCK_SHAPE = (128, 128)
-SCALE_FLOOR = 2.0**-126
-
-
-class FP8Weight(NamedTuple):
-    weight: torch.Tensor  # float8_e4m3fn (N, K)
-    weight_scale: torch.Tensor  # float32, shape per granularity (see module docstring)
-
-
-def _check_weight(weight: torch.Tensor, granularity: str) -> None:
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    check_matrix(weight, "weight")
-    if granularity == "block" and (weight.shape[0] % BLOCK_SHAPE[0] or weight.shape[1] % BLOCK_SHAPE[1]):
-        raise ValueError(
-            f"weight shape {tuple(weight.shape)} is not a multiple of the {BLOCK_SHAPE} block; "
-            "use granularity='channel' or pad the weight"
-        )
-
-
-def group_amax(weight: torch.Tensor, granularity: str) -> torch.Tensor:
-    """fp32 amax per scale group, shaped like weight_scale (max |x| is exact in the weight's own dtype)."""
-    if granularity == "tensor":
-        amax = torch.linalg.vector_norm(weight, ord=float("inf")).reshape(1)
-    elif granularity == "channel":
-        amax = torch.linalg.vector_norm(weight, ord=float("inf"), dim=1, keepdim=True)
-    else:
-        rows, cols = weight.shape[0] // BLOCK_SHAPE[0], weight.shape[1] // BLOCK_SHAPE[1]
-        tiles = weight.reshape(rows, BLOCK_SHAPE[0], cols, BLOCK_SHAPE[1])
-        amax = torch.linalg.vector_norm(tiles, ord=float("inf"), dim=(1, 3))
-    return amax.to(torch.float32)
-
-
-def scale_from_amax(amax: torch.Tensor) -> torch.Tensor:
-    return torch.clamp(mf.true_divide(amax, mf.E4M3_MAX), min=SCALE_FLOOR)
+__all__ = ["BLOCK_SHAPE", "GRANULARITIES", "SCALE_FLOOR", "FP8Weight", "SPECS", "granularity_of", "group_amax",
+           "scale_from_amax", "expand_scale", "quantize_ref", "dequantize_ref", "quantize", "dequantize",
+           "fake_quantize_per_token_ref", "fake_quantize_per_token", "fake_quantize_activation_ref"]
 
 
 def expand_scale(scale: torch.Tensor, shape: torch.Size, granularity: str) -> torch.Tensor:
@@ -72,27 +43,12 @@ def expand_scale(scale: torch.Tensor, shape: torch.Size, granularity: str) -> to
 
 
 def quantize_ref(weight: torch.Tensor, granularity: str = "channel") -> FP8Weight:
-    _check_weight(weight, granularity)
+    check_weight(weight, granularity)
     amax = group_amax(weight, granularity)
     check_finite_amax(amax, "weight")
     scale = scale_from_amax(amax)
     codes = mf.quantize_e4m3(weight.to(torch.float32) / expand_scale(scale, weight.shape, granularity))
     return FP8Weight(codes.view(torch.float8_e4m3fn), scale)
-
-
-def granularity_of(q: FP8Weight) -> str:
-    """Infer the granularity from weight_scale's shape."""
-    check_packed(q.weight, torch.float8_e4m3fn, "weight")
-    check_packed(q.weight_scale, torch.float32, "weight_scale")
-    rows, cols = q.weight.shape
-    shape = tuple(q.weight_scale.shape)
-    if shape in ((1,), (1, 1)) and q.weight_scale.numel() == 1 and (rows, cols) != (1, 1):
-        return "tensor"
-    if shape == (rows, 1):
-        return "channel"
-    if shape == (rows // BLOCK_SHAPE[0], cols // BLOCK_SHAPE[1]):
-        return "block"
-    raise ValueError(f"weight_scale shape {shape} fits no FP8 granularity for weight {(rows, cols)}")
 
 
 def dequantize_ref(q: FP8Weight, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
@@ -102,15 +58,25 @@ def dequantize_ref(q: FP8Weight, out_dtype: torch.dtype = torch.bfloat16) -> tor
     return values.to(out_dtype)
 
 
-def fake_quantize_per_token_ref(x: torch.Tensor) -> torch.Tensor:
-    """Quantize each row of x (..., hidden) to E4M3 with scale amax_row / 448, return dequantized x.dtype."""
-    check_float_tensor(x, "activation")
+def fake_quantize_activation_ref(x: torch.Tensor) -> torch.Tensor:
+    """Each row of x (..., hidden) to E4M3 with scale amax_row / 448 and back, in x's dtype; a row holding
+    NaN/Inf comes out as NaN (the activation fake-quant convention: no synchronizing check)."""
     rows = x.reshape(-1, x.shape[-1]).to(torch.float32)
-    amax = torch.linalg.vector_norm(rows, ord=float("inf"), dim=1, keepdim=True)
-    check_finite_amax(amax, "activation")
-    scale = scale_from_amax(amax)
+    bad = ~torch.isfinite(rows).all(dim=1, keepdim=True)
+    rows = torch.where(torch.isfinite(rows), rows, torch.zeros_like(rows))
+    scale = scale_from_amax(rows.abs().amax(dim=1, keepdim=True))
     codes = mf.quantize_e4m3(rows / scale)
-    return (codes.view(torch.float8_e4m3fn).to(torch.float32) * scale).reshape(x.shape).to(x.dtype)
+    values = codes.view(torch.float8_e4m3fn).to(torch.float32) * scale
+    values = torch.where(bad, torch.full_like(values, float("nan")), values)
+    return values.reshape(x.shape).to(x.dtype)
+
+
+def fake_quantize_per_token_ref(x: torch.Tensor) -> torch.Tensor:
+    """fake_quantize_activation_ref that raises ValueError on NaN/Inf instead."""
+    check_float_tensor(x, "activation")
+    amax = torch.linalg.vector_norm(x.reshape(-1, x.shape[-1]), ord=float("inf"), dim=1, keepdim=True)
+    check_finite_amax(amax, "activation")
+    return fake_quantize_activation_ref(x)
 
 
 def quantize(weight: torch.Tensor, granularity: str = "channel", *, backend: str = "ref") -> FP8Weight:
@@ -142,3 +108,38 @@ def fake_quantize_per_token(x: torch.Tensor, *, backend: str = "ref") -> torch.T
         check_finite_amax(scale, "activation")
         return out
     return fake_quantize_per_token_ref(x)
+
+
+# -- fake quantization and checkpoint tensors (the entry points of the specs) ---------------------------------
+
+
+def fake_quantize_weight(weight: torch.Tensor, backend: str, global_scale: torch.Tensor | None) -> torch.Tensor:
+    """Per-channel FP8 weights, dequantized."""
+    return dequantize(quantize(weight, "channel", backend=backend), weight.dtype, backend=backend)
+
+
+def _encoder(granularity: str):
+    def encode(weight, group_size, backend, global_scale):
+        q = quantize(weight, granularity, backend=backend)
+        return {"weight": q.weight, "weight_scale": q.weight_scale}
+    return encode
+
+
+def decode(tensors: Mapping[str, torch.Tensor], out_dtype: torch.dtype, backend: str) -> torch.Tensor:
+    """Any granularity, told apart by weight_scale's shape."""
+    scale = tensors["weight_scale"].to(torch.float32)
+    if scale.numel() == 1:
+        scale = scale.reshape(1)
+    return dequantize(FP8Weight(tensors["weight"], scale), out_dtype, backend=backend)
+
+
+_E4M3_WEIGHTS = dict(element="E4M3", element_bits=8, numeric_type="float", scale="float32", scale_bits=32,
+                     checkpoint_format="float-quantized", stored={"weight": torch.float8_e4m3fn}, decode=decode)
+SPECS = (
+    FormatSpec("fp8", "FP8 E4M3 per output channel", block_size=None, aliases=("fp8_dynamic",),
+               labels=("w8a8_fp8",), encode=_encoder("channel"), fake_quantize_weight=fake_quantize_weight,
+               activation="FP8 E4M3, dynamic per token, scale amax/448",
+               fake_quantize_activation=fake_quantize_activation_ref, row_local=True, **_E4M3_WEIGHTS),
+    FormatSpec("fp8-block", "FP8 E4M3 in 128x128 blocks", block_size=BLOCK_SHAPE[1], block_rows=BLOCK_SHAPE[0],
+               encode=_encoder("block"), **_E4M3_WEIGHTS),
+)

@@ -12,16 +12,16 @@ import torch
 import triton
 import triton.language as tl
 
-from lowbit.quant.formats import fp8
+from lowbit.quant.formats import fp8_layout as layout
 from lowbit.quant.formats import minifloat_triton as mft
 from lowbit.quant.formats.backend import check_float_tensor, check_out_dtype
 
 # row kernel launch from the CHUNK x num_warps sweep in perf/quant_formats_bench.py (H100, 2026-11-27)
 ROW_CHUNK, ROW_WARPS = 4096, 8
 DEQUANT_CHUNK = 1024
-SCALE_FLOOR = tl.constexpr(fp8.SCALE_FLOOR)
-BLOCK_ROWS = tl.constexpr(fp8.BLOCK_SHAPE[0])
-BLOCK_COLS = tl.constexpr(fp8.BLOCK_SHAPE[1])
+SCALE_FLOOR = tl.constexpr(layout.SCALE_FLOOR)
+BLOCK_ROWS = tl.constexpr(layout.BLOCK_SHAPE[0])
+BLOCK_COLS = tl.constexpr(layout.BLOCK_SHAPE[1])
 GRANULARITY_IDS = {"tensor": 0, "channel": 1, "block": 2}
 
 
@@ -103,13 +103,13 @@ def _dequantize_kernel(
     mft.store_values(out_ptr, row * n_cols + cols, mft.decode_e4m3(codes, NATIVE) * scale, mask, OUT_IS_BF16)
 
 
-def quantize_triton(weight: torch.Tensor, granularity: str = "channel") -> fp8.FP8Weight:
-    fp8._check_weight(weight, granularity)
+def quantize_triton(weight: torch.Tensor, granularity: str = "channel") -> layout.FP8Weight:
+    layout.check_weight(weight, granularity)
     x = weight.contiguous()
     rows, cols = x.shape
     codes = torch.empty((rows, cols), dtype=torch.uint8, device=x.device)
     if granularity == "block":
-        tile_rows, tile_cols = fp8.BLOCK_SHAPE
+        tile_rows, tile_cols = layout.BLOCK_SHAPE
         scale = torch.empty((rows // tile_rows, cols // tile_cols), dtype=torch.float32, device=x.device)
         _block_kernel[scale.shape](
             x, scale, codes, cols, TILE_ROWS=tile_rows, TILE_COLS=tile_cols, NATIVE=mft.native_casts(), num_warps=8
@@ -121,17 +121,17 @@ def quantize_triton(weight: torch.Tensor, granularity: str = "channel") -> fp8.F
             NATIVE=mft.native_casts(), num_warps=ROW_WARPS,
         )
     else:
-        scale = fp8.scale_from_amax(fp8.group_amax(x, "tensor"))  # NaN/Inf give a NaN scale
+        scale = layout.scale_from_amax(layout.group_amax(x, "tensor"))  # NaN/Inf give a NaN scale
         _rows_kernel[(rows,)](
             x, scale, codes, cols, SCALE_GIVEN=True, FAKE_QUANT=False, OUT_IS_BF16=False, CHUNK=ROW_CHUNK,
             NATIVE=mft.native_casts(), num_warps=ROW_WARPS,
         )
-    return fp8.FP8Weight(codes.view(torch.float8_e4m3fn), scale)
+    return layout.FP8Weight(codes.view(torch.float8_e4m3fn), scale)
 
 
-def dequantize_triton(q: fp8.FP8Weight, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+def dequantize_triton(q: layout.FP8Weight, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     check_out_dtype(out_dtype)
-    granularity = fp8.granularity_of(q)
+    granularity = layout.granularity_of(q)
     codes = q.weight.contiguous().view(torch.uint8)
     rows, cols = codes.shape
     scale = q.weight_scale.contiguous()

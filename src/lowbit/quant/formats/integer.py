@@ -23,54 +23,35 @@ Layouts:
         when >= 8; the bits are what matter).
 """
 
-from typing import NamedTuple
+from collections.abc import Mapping
 
 import torch
 
 from lowbit.quant.formats import minifloat as mf
-from lowbit.quant.formats.backend import (
-    check_backend,
-    check_finite_amax,
-    check_matrix,
-    check_out_dtype,
-    check_packed,
+from lowbit.quant.formats.backend import check_backend, check_finite_amax, check_matrix, check_out_dtype, check_packed
+from lowbit.quant.formats.integer_layout import (
+    CHANNEL_SCALE_DTYPE,
+    INT4_GROUP_SIZES,
+    INT4_OFFSET,
+    INT4_PER_INT32,
+    INT4_RANGE,
+    INT8_RANGE,
+    SCALE_DTYPES,
+    IntWeight,
+    check_int4_group_size,
+    check_scale,
+    group_scale_dtype,
+    group_size_of,
+    scale_floor,
 )
+from lowbit.quant.formats.spec import FormatSpec
 
-INT8_RANGE = (-128, 127)
-INT4_RANGE = (-8, 7)
-INT4_OFFSET = 8
-INT4_PER_INT32 = 8
-INT4_GROUP_SIZES = (32, 128)
-SCALE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-CHANNEL_SCALE_DTYPE = torch.float32
+__all__ = ["CHANNEL_SCALE_DTYPE", "INT4_GROUP_SIZES", "INT4_OFFSET", "INT4_PER_INT32", "INT4_RANGE", "INT8_RANGE",
+           "SCALE_DTYPES", "IntWeight", "SPECS", "check_scale", "group_scale_dtype", "scale_floor", "pack_int4",
+           "unpack_int4", "quantize_int8_ref", "quantize_int4_ref", "dequantize_int8_ref", "dequantize_int4_ref",
+           "quantize_int8", "quantize_int4", "dequantize_int8", "dequantize_int4", "fake_quantize_activation_ref"]
 
-
-class IntWeight(NamedTuple):
-    data: torch.Tensor  # int8 (N, K) for INT8; int32 (N, K/8) packed for INT4
-    weight_scale: torch.Tensor  # (N, K/G) in group_scale_dtype(weight dtype); float32 (N, 1) for per-channel
-
-
-def group_scale_dtype(weight_dtype: torch.dtype) -> torch.dtype:
-    """The dtype of group-wise scales for weights of `weight_dtype`: its own when 16-bit, else float32."""
-    return weight_dtype if weight_dtype in (torch.bfloat16, torch.float16) else torch.float32
-
-
-def scale_floor(scale_dtype: torch.dtype) -> float:
-    """The smallest scale kept: the smallest positive normal of the scale dtype (2**-126, or 2**-14 for fp16)."""
-    return torch.finfo(scale_dtype).tiny
-
-
-def _group_size(weight: torch.Tensor, group_size: int | None) -> int:
-    if group_size is None:
-        return weight.shape[1]
-    if not isinstance(group_size, int) or group_size <= 0:
-        raise ValueError(f"group_size must be a positive int or None (per-channel), got {group_size!r}")
-    if weight.shape[1] % group_size != 0:
-        raise ValueError(
-            f"weight in_features {weight.shape[1]} is not divisible by group_size {group_size}; "
-            "choose a group size that divides it or use per-channel (group_size=None)"
-        )
-    return group_size
+INT8_MAX = 127.0
 
 
 def _quantize_groups(weight: torch.Tensor, group: int, q_min: int, q_max: int,
@@ -107,29 +88,16 @@ def quantize_int8_ref(weight: torch.Tensor, group_size: int | None = None) -> In
     """INT8 symmetric; group_size=None is per-channel (float32 scale (N, 1))."""
     check_matrix(weight, "weight")
     scale_dtype = CHANNEL_SCALE_DTYPE if group_size is None else group_scale_dtype(weight.dtype)
-    q, scale = _quantize_groups(weight, _group_size(weight, group_size), *INT8_RANGE, scale_dtype)
+    q, scale = _quantize_groups(weight, group_size_of(weight, group_size), *INT8_RANGE, scale_dtype)
     return IntWeight(q.to(torch.int8), scale)
 
 
 def quantize_int4_ref(weight: torch.Tensor, group_size: int = 128) -> IntWeight:
     """INT4 symmetric per-group (group 32 or 128), packed eight per int32."""
     check_matrix(weight, "weight")
-    if group_size not in INT4_GROUP_SIZES:
-        raise ValueError(f"INT4 group_size must be one of {INT4_GROUP_SIZES}, got {group_size!r}")
-    q, scale = _quantize_groups(weight, _group_size(weight, group_size), *INT4_RANGE, group_scale_dtype(weight.dtype))
+    check_int4_group_size(group_size)
+    q, scale = _quantize_groups(weight, group_size_of(weight, group_size), *INT4_RANGE, group_scale_dtype(weight.dtype))
     return IntWeight(pack_int4(q), scale)
-
-
-def check_scale(scale: torch.Tensor, rows: int, cols: int) -> None:
-    """A weight_scale of one of SCALE_DTYPES whose shape fits a (rows, cols) weight."""
-    if not isinstance(scale, torch.Tensor) or scale.dtype not in SCALE_DTYPES:
-        got = scale.dtype if isinstance(scale, torch.Tensor) else type(scale).__name__
-        raise ValueError(f"weight_scale must be a float32, bfloat16 or float16 tensor as produced by quantize(), "
-                         f"got {got}")
-    if scale.ndim != 2 or scale.shape[0] != rows or cols % scale.shape[1] != 0:
-        raise ValueError(
-            f"weight_scale {tuple(scale.shape)} does not fit weight {(rows, cols)}; pass one quantize() result"
-        )
 
 
 def _dequantize_values(values: torch.Tensor, scale: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
@@ -193,3 +161,87 @@ def dequantize_int4(q: IntWeight, out_dtype: torch.dtype = torch.bfloat16, *, ba
         check_packed(q.data, torch.int32, "data")
         return integer_triton.dequantize_triton(q, out_dtype)
     return dequantize_int4_ref(q, out_dtype)
+
+
+# -- fake quantization and checkpoint tensors (the entry points of the specs) ---------------------------------
+
+
+def fake_quantize_activation_ref(x: torch.Tensor) -> torch.Tensor:
+    """INT8 per token: scale = amax_row / 127, q = round_half_even(x * (127 / amax_row)) saturated to
+    [-128, 127], value = q * scale (vLLM's dynamic per-token INT8 kernel: reciprocal multiply,
+    cvt.rni.sat.s8); a row holding NaN/Inf comes out as NaN."""
+    rows = x.reshape(-1, x.shape[-1]).to(torch.float32)
+    amax = rows.abs().amax(dim=1, keepdim=True)
+    bad = ~torch.isfinite(amax)
+    amax = torch.where(bad, torch.zeros_like(amax), amax)
+    inverse = torch.where(amax > 0, torch.full_like(amax, INT8_MAX) / amax, torch.zeros_like(amax))
+    q = torch.clamp(torch.round(rows * inverse), -INT8_MAX - 1, INT8_MAX)  # torch.round: half to even
+    values = q * mf.true_divide(amax, INT8_MAX)
+    values = torch.where(bad, torch.full_like(values, float("nan")), values)
+    return values.reshape(x.shape).to(x.dtype)
+
+
+def _fake_quantize_int8(weight: torch.Tensor, backend: str, global_scale: torch.Tensor | None) -> torch.Tensor:
+    """Per-channel INT8 weights, dequantized."""
+    return dequantize_int8(quantize_int8(weight, None, backend=backend), weight.dtype, backend=backend)
+
+
+def _encode_int8(weight, group_size, backend, global_scale):
+    q = quantize_int8(weight, group_size, backend=backend)
+    return {"weight": q.data, "weight_scale": q.weight_scale}
+
+
+def _decode_int8(tensors: Mapping[str, torch.Tensor], out_dtype: torch.dtype, backend: str) -> torch.Tensor:
+    weight = tensors["weight"]
+    q = IntWeight(weight, tensors["weight_scale"].to(torch.float32).reshape(weight.shape[0], -1))
+    return dequantize_int8(q, out_dtype, backend=backend)
+
+
+def _encode_int4(weight, group_size, backend, global_scale):
+    q = quantize_int4(weight, group_size, backend=backend)
+    return {"weight_packed": q.data, "weight_scale": q.weight_scale,
+            "weight_shape": torch.tensor(list(weight.shape), dtype=torch.int64)}
+
+
+def _decode_int4(tensors: Mapping[str, torch.Tensor], out_dtype: torch.dtype, backend: str) -> torch.Tensor:
+    q = IntWeight(tensors["weight_packed"], tensors["weight_scale"].to(torch.float32))
+    weight = dequantize_int4(q, out_dtype, backend=backend)
+    shape = tensors.get("weight_shape")
+    if shape is not None and tuple(int(s) for s in shape) != tuple(weight.shape):
+        weight = weight[: int(shape[0]), : int(shape[1])]
+    return weight
+
+
+def _int4_spec(group_size: int | None) -> FormatSpec:
+    if group_size is None:
+        name, description, encode, fake_quantize = "int4_channel", "INT4 symmetric per output channel", None, None
+        aliases: tuple[str, ...] = ()
+        labels: tuple[str, ...] = ()
+    else:
+        name, description = f"int4_g{group_size}", f"INT4 symmetric, groups of {group_size}"
+        aliases = (f"w4a16_g{group_size}",)
+        labels = ("int4", "gptq", "gptq_int4", "int4_gptq", "w4a16", "w4a8") if group_size == 128 else ()
+        encode = _encode_int4
+
+        def fake_quantize(weight, backend, global_scale):
+            return dequantize_int4(quantize_int4(weight, group_size, backend=backend), weight.dtype, backend=backend)
+
+    return FormatSpec(
+        name, description, element="INT4", element_bits=4, numeric_type="int", scale="16-bit", scale_bits=16,
+        block_size=group_size, pack=INT4_PER_INT32, aliases=aliases, labels=labels,
+        checkpoint_format="pack-quantized", stored={"weight_packed": torch.int32}, encode=encode,
+        decode=_decode_int4, fake_quantize_weight=fake_quantize,
+    )
+
+
+SPECS = (
+    FormatSpec(
+        "int8", "INT8 symmetric per output channel", element="INT8", element_bits=8, numeric_type="int",
+        scale="float32", scale_bits=32, block_size=None, labels=("w8a8", "w8a16"), checkpoint_format="int-quantized",
+        stored={"weight": torch.int8}, encode=_encode_int8, decode=_decode_int8,
+        fake_quantize_weight=_fake_quantize_int8, activation="INT8 symmetric, dynamic per token, scale amax/127",
+        fake_quantize_activation=fake_quantize_activation_ref, row_local=True,
+    ),
+    *(_int4_spec(group_size) for group_size in (32, 128)),
+    _int4_spec(None),
+)

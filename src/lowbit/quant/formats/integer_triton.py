@@ -13,14 +13,14 @@ import torch
 import triton
 import triton.language as tl
 
-from lowbit.quant.formats import integer
+from lowbit.quant.formats import integer_layout as layout
 from lowbit.quant.formats import minifloat_triton as mft
 from lowbit.quant.formats.backend import check_matrix, check_out_dtype, check_packed
 
 GROUP_ELEMENTS_PER_PROGRAM = 2048
 ROW_CHUNK = 2048
 DEQUANT_CHUNK = 1024
-INT4_OFFSET = tl.constexpr(integer.INT4_OFFSET)
+INT4_OFFSET = tl.constexpr(layout.INT4_OFFSET)
 # fp32 significand bits a scale dtype lacks (fp32 23 mantissa bits, bf16 7, fp16 10)
 SIGNIFICAND_BITS_DROPPED = {torch.float32: 0, torch.bfloat16: 16, torch.float16: 13}
 
@@ -123,37 +123,36 @@ def _check_group_for_kernel(group: int) -> None:
         raise ValueError(f"the Triton kernel needs a power-of-two group size >= 8, got {group}; use backend='ref'")
 
 
-def quantize_int8_triton(weight: torch.Tensor, group_size: int | None = None) -> integer.IntWeight:
+def quantize_int8_triton(weight: torch.Tensor, group_size: int | None = None) -> layout.IntWeight:
     check_matrix(weight, "weight")
-    group = integer._group_size(weight, group_size)
+    group = layout.group_size_of(weight, group_size)
     x = weight.contiguous()
     rows, cols = x.shape
     q = torch.empty((rows, cols), dtype=torch.int8, device=x.device)
     if group_size is None:
-        scale = torch.empty((rows, 1), dtype=integer.CHANNEL_SCALE_DTYPE, device=x.device)
+        scale = torch.empty((rows, 1), dtype=layout.CHANNEL_SCALE_DTYPE, device=x.device)
         _channel_kernel[(rows,)](x, q, scale, cols, HALF_RANGE=127.5, CHUNK=ROW_CHUNK,
-                                 FLOOR=integer.scale_floor(integer.CHANNEL_SCALE_DTYPE))
+                                 FLOOR=layout.scale_floor(layout.CHANNEL_SCALE_DTYPE))
     else:
         _check_group_for_kernel(group)
-        scale = _launch_groups(x, q, group, integer.INT8_RANGE, pack_int4=False)
-    return integer.IntWeight(q, scale)
+        scale = _launch_groups(x, q, group, layout.INT8_RANGE, pack_int4=False)
+    return layout.IntWeight(q, scale)
 
 
-def quantize_int4_triton(weight: torch.Tensor, group_size: int = 128) -> integer.IntWeight:
+def quantize_int4_triton(weight: torch.Tensor, group_size: int = 128) -> layout.IntWeight:
     check_matrix(weight, "weight")
-    if group_size not in integer.INT4_GROUP_SIZES:
-        raise ValueError(f"INT4 group_size must be one of {integer.INT4_GROUP_SIZES}, got {group_size!r}")
-    group = integer._group_size(weight, group_size)
+    layout.check_int4_group_size(group_size)
+    group = layout.group_size_of(weight, group_size)
     x = weight.contiguous()
     rows, cols = x.shape
-    words = torch.empty((rows, cols // integer.INT4_PER_INT32), dtype=torch.int32, device=x.device)
-    scale = _launch_groups(x, words, group, integer.INT4_RANGE, pack_int4=True)
-    return integer.IntWeight(words, scale)
+    words = torch.empty((rows, cols // layout.INT4_PER_INT32), dtype=torch.int32, device=x.device)
+    scale = _launch_groups(x, words, group, layout.INT4_RANGE, pack_int4=True)
+    return layout.IntWeight(words, scale)
 
 
 def _launch_groups(x, out, group: int, q_range: tuple[int, int], pack_int4: bool) -> torch.Tensor:
-    """Quantize x's groups into out; returns the (N, K/G) scales in integer.group_scale_dtype(x.dtype)."""
-    scale_dtype = integer.group_scale_dtype(x.dtype)
+    """Quantize x's groups into out; returns the (N, K/G) scales in layout.group_scale_dtype(x.dtype)."""
+    scale_dtype = layout.group_scale_dtype(x.dtype)
     scale = torch.empty((x.shape[0], x.shape[1] // group), dtype=scale_dtype, device=x.device)
     n_groups = x.numel() // group
     blocks = max(1, GROUP_ELEMENTS_PER_PROGRAM // group)
@@ -161,19 +160,19 @@ def _launch_groups(x, out, group: int, q_range: tuple[int, int], pack_int4: bool
         x, out, scale, n_groups,
         GROUP=group, BLOCKS=blocks, HALF_RANGE=(q_range[1] - q_range[0]) / 2,
         Q_MIN=q_range[0], Q_MAX=q_range[1], PACK_INT4=pack_int4,
-        FLOOR=integer.scale_floor(scale_dtype), DROP=SIGNIFICAND_BITS_DROPPED[scale_dtype],
+        FLOOR=layout.scale_floor(scale_dtype), DROP=SIGNIFICAND_BITS_DROPPED[scale_dtype],
     )
     return scale
 
 
-def dequantize_triton(q: integer.IntWeight, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+def dequantize_triton(q: layout.IntWeight, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """Dequantize INT8 (int8 data) or INT4 (int32 packed data) to out_dtype."""
     check_out_dtype(out_dtype)
     is_int4 = q.data.dtype == torch.int32
     check_packed(q.data, torch.int32 if is_int4 else torch.int8, "data")
     rows = q.data.shape[0]
-    cols = q.data.shape[1] * (integer.INT4_PER_INT32 if is_int4 else 1)
-    integer.check_scale(q.weight_scale, rows, cols)
+    cols = q.data.shape[1] * (layout.INT4_PER_INT32 if is_int4 else 1)
+    layout.check_scale(q.weight_scale, rows, cols)
     scale = q.weight_scale.contiguous()
     out = torch.empty((rows, cols), dtype=out_dtype, device=q.data.device)
     out_arg, out_is_bf16 = mft.output_view(out)

@@ -28,48 +28,35 @@ Special values (OCP leaves the conversion of NaN/Inf implementation-defined; low
 - Codes are clamped to [0, 254]; 0xFF is never produced from finite data.
 """
 
-from typing import NamedTuple
+from collections.abc import Mapping
 
 import torch
 
 from lowbit.quant.formats import minifloat as mf
-from lowbit.quant.formats.backend import (
-    check_backend,
-    check_float_tensor,
-    check_last_dim_divisible,
-    check_out_dtype,
-    check_packed,
+from lowbit.quant.formats.backend import check_backend, check_out_dtype
+from lowbit.quant.formats.mx_layout import (
+    BLOCK_SIZE,
+    CHECKPOINT_SCALE_RULE,
+    ELEMENT_EMAX,
+    ELEMENT_MAX,
+    ELEMENTS,
+    SCALE_RULES,
+    MXWeight,
+    check_options,
+    check_quantized,
+    check_weight,
 )
+from lowbit.quant.formats.spec import FormatSpec
 
-BLOCK_SIZE = 32
-SCALE_RULES = ("floor", "even", "rceil")
-CHECKPOINT_SCALE_RULE = "even"
-ELEMENTS = ("fp4", "fp8")
-ELEMENT_EMAX = {"fp4": mf.E2M1_EMAX, "fp8": mf.E4M3_EMAX}
-ELEMENT_MAX = {"fp4": mf.E2M1_MAX, "fp8": mf.E4M3_MAX}
-
-
-class MXWeight(NamedTuple):
-    data: torch.Tensor  # fp4: uint8 (..., K/2) packed E2M1; fp8: float8_e4m3fn (..., K)
-    scale: torch.Tensor  # uint8 (..., K/32) E8M0 codes
-
-
-def _check_options(element: str, scale_rule: str) -> None:
-    if element not in ELEMENTS:
-        raise ValueError(f"element must be one of {ELEMENTS} (MXFP4 / MXFP8), got {element!r}")
-    if scale_rule not in SCALE_RULES:
-        raise ValueError(f"scale_rule must be one of {SCALE_RULES}, got {scale_rule!r}")
-
-
-def _check_weight(weight: torch.Tensor) -> None:
-    check_float_tensor(weight, "weight")
-    check_last_dim_divisible(weight, BLOCK_SIZE, "weight")
+__all__ = ["BLOCK_SIZE", "CHECKPOINT_SCALE_RULE", "ELEMENT_EMAX", "ELEMENT_MAX", "ELEMENTS", "SCALE_RULES",
+           "MXWeight", "SPECS", "quantize_ref", "dequantize_ref", "quantize", "dequantize",
+           "fake_quantize_activation_ref"]
 
 
 def quantize_ref(weight: torch.Tensor, element: str = "fp4", scale_rule: str = CHECKPOINT_SCALE_RULE) -> MXWeight:
     """Pure-torch MX quantization of weight (..., K), K % 32 == 0."""
-    _check_options(element, scale_rule)
-    _check_weight(weight)
+    check_options(element, scale_rule)
+    check_weight(weight)
     blocks = weight.to(torch.float32).reshape(-1, BLOCK_SIZE)  # (num_blocks, 32)
     finite = torch.isfinite(blocks)
     poisoned = ~finite.all(dim=1)  # (num_blocks,)
@@ -88,23 +75,10 @@ def quantize_ref(weight: torch.Tensor, element: str = "fp4", scale_rule: str = C
     return MXWeight(data, scale)
 
 
-def _check_quantized(q: MXWeight, element: str) -> int:
-    """Validate a quantized pair; return the number of weight elements per row."""
-    check_packed(q.data, torch.uint8 if element == "fp4" else torch.float8_e4m3fn, "data")
-    check_packed(q.scale, torch.uint8, "scale")
-    columns = q.data.shape[-1] * (2 if element == "fp4" else 1)
-    if columns != q.scale.shape[-1] * BLOCK_SIZE:
-        raise ValueError(
-            f"data {tuple(q.data.shape)} and scale {tuple(q.scale.shape)} do not describe the same {element} "
-            "weight; pass the tensors of one quantize() result with the same element"
-        )
-    return columns
-
-
 def dequantize_ref(q: MXWeight, element: str = "fp4", out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """Pure-torch inverse of quantize_ref; blocks with scale 0xFF come back as NaN."""
-    _check_options(element, CHECKPOINT_SCALE_RULE)
-    columns = _check_quantized(q, element)
+    check_options(element, CHECKPOINT_SCALE_RULE)
+    columns = check_quantized(q, element)
     check_out_dtype(out_dtype)
     if element == "fp4":
         values = mf.e2m1_decode(mf.unpack_fp4(q.data))
@@ -134,3 +108,48 @@ def dequantize(
 
         return mx_triton.dequantize_triton(q, element, out_dtype)
     return dequantize_ref(q, element, out_dtype)
+
+
+# -- fake quantization and checkpoint tensors (the entry points of the specs) ---------------------------------
+
+
+def fake_quantize_activation_ref(x: torch.Tensor, element: str) -> torch.Tensor:
+    """x (..., K) quantized in 32-blocks with CHECKPOINT_SCALE_RULE and dequantized; NaN/Inf blocks give NaN."""
+    return dequantize_ref(quantize_ref(x, element, CHECKPOINT_SCALE_RULE), element, x.dtype)
+
+
+def _spec(element: str, name: str, element_encoding: str, bits: int, checkpoint_format: str) -> FormatSpec:
+    packed = element == "fp4"
+    data = "weight_packed" if packed else "weight"
+
+    def fake_quantize_weight(weight, backend, global_scale):
+        return dequantize(quantize(weight, element, backend=backend), element, weight.dtype, backend=backend)
+
+    def encode(weight, group_size, backend, global_scale):
+        if not bool(torch.isfinite(weight).all()):  # NaN blocks dequantize to NaN; a checkpoint must not hold them
+            raise ValueError("weight contains NaN or Inf; fix the checkpoint (or ignore this layer) before quantizing")
+        q = quantize(weight, element, CHECKPOINT_SCALE_RULE, backend=backend)
+        return {data: q.data, "weight_scale": q.scale}
+
+    def decode(tensors: Mapping[str, torch.Tensor], out_dtype, backend):
+        q = MXWeight(tensors[data], tensors["weight_scale"].to(torch.uint8))
+        return dequantize(q, element, out_dtype, backend=backend)
+
+    rule = f"E8M0 scales ({CHECKPOINT_SCALE_RULE} rule)"
+    return FormatSpec(
+        name, f"{name.upper()} 32-blocks, {rule}", element=element_encoding, element_bits=bits,
+        numeric_type="float", scale="E8M0", scale_bits=8, block_size=BLOCK_SIZE, pack=2 if packed else 1,
+        labels=(f"{name}a16",) if packed else (), checkpoint_format=checkpoint_format,
+        checkpoint_scale_dtype="torch.uint8",
+        stored={"weight_packed": torch.uint8} if packed else {"weight": torch.float8_e4m3fn,
+                                                               "weight_scale": torch.uint8},
+        encode=encode, decode=decode, fake_quantize_weight=fake_quantize_weight,
+        activation=f"{name.upper()} {element_encoding}, dynamic 32-blocks along the input dim, {rule}",
+        fake_quantize_activation=lambda x: fake_quantize_activation_ref(x, element), row_local=True,
+    )
+
+
+SPECS = (
+    _spec("fp8", "mxfp8", "E4M3", 8, "mxfp8-quantized"),
+    _spec("fp4", "mxfp4", "E2M1", 4, "mxfp4-pack-quantized"),
+)

@@ -8,13 +8,14 @@ import triton
 import triton.language as tl
 
 from lowbit.quant.formats import minifloat_triton as mft
-from lowbit.quant.formats import mx
+from lowbit.quant.formats import minifloat as mf
+from lowbit.quant.formats import mx_layout as layout
 from lowbit.quant.formats.backend import check_out_dtype
 
 # launch parameters from the BLOCKS x num_warps sweep in perf/quant_formats_bench.py (H100, 2026-11-26)
 QUANTIZE_LAUNCH = {"fp4": (128, 4), "fp8": (128, 2)}  # element -> (BLOCKS, num_warps)
 DEQUANTIZE_BLOCKS, DEQUANTIZE_WARPS = 256, 2
-E8M0_NAN = tl.constexpr(mx.mf.E8M0_NAN)
+E8M0_NAN = tl.constexpr(mf.E8M0_NAN)
 
 
 @triton.jit
@@ -81,32 +82,35 @@ def _dequantize_kernel(
 
 
 def quantize_triton(
-    weight: torch.Tensor, element: str = "fp4", scale_rule: str = mx.CHECKPOINT_SCALE_RULE
-) -> mx.MXWeight:
-    mx._check_options(element, scale_rule)
-    mx._check_weight(weight)
+    weight: torch.Tensor, element: str = "fp4", scale_rule: str = layout.CHECKPOINT_SCALE_RULE
+) -> layout.MXWeight:
+    layout.check_options(element, scale_rule)
+    layout.check_weight(weight)
     x = weight.contiguous()
-    n_blocks = x.numel() // mx.BLOCK_SIZE
+    n_blocks = x.numel() // layout.BLOCK_SIZE
     is_fp4 = element == "fp4"
     data_columns = x.shape[-1] // 2 if is_fp4 else x.shape[-1]
     data = torch.empty((*x.shape[:-1], data_columns), dtype=torch.uint8, device=x.device)
-    scale = torch.empty((*x.shape[:-1], x.shape[-1] // mx.BLOCK_SIZE), dtype=torch.uint8, device=x.device)
+    scale = torch.empty((*x.shape[:-1], x.shape[-1] // layout.BLOCK_SIZE), dtype=torch.uint8, device=x.device)
     blocks, warps = QUANTIZE_LAUNCH[element]
     _quantize_kernel[(triton.cdiv(n_blocks, blocks),)](
         x, data.view(torch.int32) if is_fp4 else data, scale, n_blocks,
-        BLOCKS=blocks, IS_FP4=is_fp4, ELEMENT_EMAX=mx.ELEMENT_EMAX[element], ELEMENT_MAX=mx.ELEMENT_MAX[element],
+        BLOCKS=blocks, IS_FP4=is_fp4, ELEMENT_EMAX=layout.ELEMENT_EMAX[element],
+        ELEMENT_MAX=layout.ELEMENT_MAX[element],
         RULE=mft.RULE_IDS[scale_rule], NATIVE=mft.native_casts(), num_warps=warps,
     )
-    return mx.MXWeight(data if is_fp4 else data.view(torch.float8_e4m3fn), scale)
+    return layout.MXWeight(data if is_fp4 else data.view(torch.float8_e4m3fn), scale)
 
 
-def dequantize_triton(q: mx.MXWeight, element: str = "fp4", out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    mx._check_options(element, mx.CHECKPOINT_SCALE_RULE)
-    columns = mx._check_quantized(q, element)
+def dequantize_triton(
+    q: layout.MXWeight, element: str = "fp4", out_dtype: torch.dtype = torch.bfloat16
+) -> torch.Tensor:
+    layout.check_options(element, layout.CHECKPOINT_SCALE_RULE)
+    columns = layout.check_quantized(q, element)
     check_out_dtype(out_dtype)
     data = q.data.contiguous().view(torch.uint8)
     out = torch.empty((*data.shape[:-1], columns), dtype=out_dtype, device=data.device)
-    n_blocks = out.numel() // mx.BLOCK_SIZE
+    n_blocks = out.numel() // layout.BLOCK_SIZE
     out_arg, out_is_bf16 = mft.output_view(out)
     _dequantize_kernel[(triton.cdiv(n_blocks, DEQUANTIZE_BLOCKS),)](
         data, q.scale.contiguous(), out_arg, n_blocks,

@@ -24,30 +24,27 @@ Where lowbit differs, deliberately:
 vLLM fuses q/k/v and gate/up into one matrix with one global scale: use `shared_global_scale` for them.
 """
 
-from typing import NamedTuple
+from collections.abc import Mapping
 
 import torch
 
 from lowbit.quant.formats import minifloat as mf
-from lowbit.quant.formats.backend import (
-    check_backend,
-    check_finite_amax,
-    check_float_tensor,
-    check_last_dim_divisible,
-    check_out_dtype,
-    check_packed,
+from lowbit.quant.formats.backend import check_backend, check_finite_amax, check_float_tensor, check_out_dtype
+from lowbit.quant.formats.nvfp4_layout import (
+    AMAX_FLOOR,
+    BLOCK_SIZE,
+    GLOBAL_SCALE_NUMERATOR,
+    ZERO_BLOCK_SCALE,
+    NVFP4Weight,
+    check_global_scale,
+    check_quantized,
+    check_weight,
 )
+from lowbit.quant.formats.spec import FormatSpec
 
-BLOCK_SIZE = 16
-GLOBAL_SCALE_NUMERATOR = mf.E4M3_MAX * mf.E2M1_MAX  # 2688
-AMAX_FLOOR = 2.0**-100
-ZERO_BLOCK_SCALE = 0.125  # compressed-tensors replaces a zero E4M3 scale with torch.finfo(e4m3fn).eps
-
-
-class NVFP4Weight(NamedTuple):
-    weight_packed: torch.Tensor  # uint8 (..., K/2)
-    weight_scale: torch.Tensor  # float8_e4m3fn (..., K/16)
-    weight_global_scale: torch.Tensor  # float32 (1,)
+__all__ = ["AMAX_FLOOR", "BLOCK_SIZE", "GLOBAL_SCALE_NUMERATOR", "ZERO_BLOCK_SCALE", "NVFP4Weight", "SPECS",
+           "shared_global_scale", "quantize_ref", "dequantize_ref", "quantize", "dequantize",
+           "activation_global_scale", "fake_quantize_activation_ref"]
 
 
 def _amax(x: torch.Tensor) -> torch.Tensor:
@@ -66,25 +63,10 @@ def shared_global_scale(*weights: torch.Tensor) -> torch.Tensor:
     return (torch.tensor(GLOBAL_SCALE_NUMERATOR, dtype=torch.float32, device=amax.device) / amax).reshape(1)
 
 
-def _check_global_scale(global_scale: torch.Tensor, device: torch.device, check_value: bool = True) -> torch.Tensor:
-    """The global scale as float32 (1,) on `device`; check_value=False skips the (synchronizing) value check."""
-    if not isinstance(global_scale, torch.Tensor) or global_scale.numel() != 1:
-        raise ValueError("global_scale must be a one-element tensor; compute it with shared_global_scale()")
-    global_scale = global_scale.to(device=device, dtype=torch.float32).reshape(1)
-    if check_value and (not bool(torch.isfinite(global_scale).all()) or float(global_scale) <= 0):
-        raise ValueError(f"global_scale must be finite and positive, got {float(global_scale)}")
-    return global_scale
-
-
-def _check_weight(weight: torch.Tensor) -> None:
-    check_float_tensor(weight, "weight")
-    check_last_dim_divisible(weight, BLOCK_SIZE, "weight")
-
-
 def quantize_ref(weight: torch.Tensor, global_scale: torch.Tensor) -> NVFP4Weight:
     """Pure-torch NVFP4 quantization of a finite weight (..., K), K % 16 == 0, with a given global scale."""
-    _check_weight(weight)
-    global_scale = _check_global_scale(global_scale, weight.device)
+    check_weight(weight)
+    global_scale = check_global_scale(global_scale, weight.device)
     blocks = weight.to(torch.float32).reshape(-1, BLOCK_SIZE)  # (num_blocks, 16)
     block_amax = blocks.abs().amax(dim=1)
     unrounded_scale = mf.true_divide(block_amax, mf.E2M1_MAX) * global_scale
@@ -98,21 +80,11 @@ def quantize_ref(weight: torch.Tensor, global_scale: torch.Tensor) -> NVFP4Weigh
     return NVFP4Weight(packed, scale, global_scale)
 
 
-def _check_quantized(q: NVFP4Weight) -> None:
-    check_packed(q.weight_packed, torch.uint8, "weight_packed")
-    check_packed(q.weight_scale, torch.float8_e4m3fn, "weight_scale")
-    if q.weight_packed.shape[-1] * 2 != q.weight_scale.shape[-1] * BLOCK_SIZE:
-        raise ValueError(
-            f"weight_packed {tuple(q.weight_packed.shape)} and weight_scale {tuple(q.weight_scale.shape)} "
-            "do not describe the same weight; pass the tensors of one quantize() result"
-        )
-
-
 def dequantize_ref(q: NVFP4Weight, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """Pure-torch inverse: (..., K/2) packed codes -> (..., K) values in out_dtype."""
-    _check_quantized(q)
+    check_quantized(q)
     check_out_dtype(out_dtype)
-    global_scale = _check_global_scale(q.weight_global_scale, q.weight_packed.device)
+    global_scale = check_global_scale(q.weight_global_scale, q.weight_packed.device)
     codes = mf.unpack_fp4(q.weight_packed).reshape(-1, BLOCK_SIZE)
     block_scale = q.weight_scale.reshape(-1).to(torch.float32)
     effective = block_scale / global_scale
@@ -127,7 +99,7 @@ def quantize(weight: torch.Tensor, global_scale: torch.Tensor | None = None, *, 
     A given global scale (e.g. shared by q/k/v) skips the amax pass, so NaN/Inf are then checked here.
     """
     check_backend(backend, weight)
-    _check_weight(weight)
+    check_weight(weight)
     if global_scale is None:
         global_scale = shared_global_scale(weight)
     else:
@@ -135,7 +107,7 @@ def quantize(weight: torch.Tensor, global_scale: torch.Tensor | None = None, *, 
     if backend == "triton":
         from lowbit.quant.formats import nvfp4_triton
 
-        _check_global_scale(global_scale, weight.device)
+        check_global_scale(global_scale, weight.device)
         return nvfp4_triton.quantize_triton(weight, global_scale)
     return quantize_ref(weight, global_scale)
 
@@ -145,6 +117,53 @@ def dequantize(q: NVFP4Weight, out_dtype: torch.dtype = torch.bfloat16, *, backe
     if backend == "triton":
         from lowbit.quant.formats import nvfp4_triton
 
-        _check_global_scale(q.weight_global_scale, q.weight_packed.device)
+        check_global_scale(q.weight_global_scale, q.weight_packed.device)
         return nvfp4_triton.dequantize_triton(q, out_dtype)
     return dequantize_ref(q, out_dtype)
+
+
+# -- fake quantization and checkpoint tensors (the entry points of the spec) ----------------------------------
+
+
+def activation_global_scale(amax: torch.Tensor) -> torch.Tensor:
+    """float32 (1,) global scale 2688 / amax with AMAX_FLOOR; NaN/Inf amax give a NaN/0 scale."""
+    amax = torch.clamp(amax.to(torch.float32).reshape(1), min=AMAX_FLOOR)
+    return torch.full_like(amax, GLOBAL_SCALE_NUMERATOR) / amax
+
+
+def fake_quantize_activation_ref(x: torch.Tensor) -> torch.Tensor:
+    """x quantized with a dynamic global scale over the whole tensor and dequantized; NaN/Inf give all NaN."""
+    amax = torch.linalg.vector_norm(x, ord=float("inf"))
+    if not bool(torch.isfinite(amax)):
+        return torch.full_like(x, float("nan"))
+    return dequantize_ref(quantize_ref(x, activation_global_scale(amax)), x.dtype)
+
+
+def fake_quantize_weight(weight: torch.Tensor, backend: str, global_scale: torch.Tensor | None) -> torch.Tensor:
+    return dequantize(quantize(weight, global_scale, backend=backend), weight.dtype, backend=backend)
+
+
+def encode(weight: torch.Tensor, group_size: int | None, backend: str,
+           global_scale: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    q = quantize(weight, global_scale, backend=backend)
+    return {"weight_packed": q.weight_packed, "weight_scale": q.weight_scale,
+            "weight_global_scale": q.weight_global_scale}
+
+
+def decode(tensors: Mapping[str, torch.Tensor], out_dtype: torch.dtype, backend: str) -> torch.Tensor:
+    q = NVFP4Weight(tensors["weight_packed"], tensors["weight_scale"], tensors["weight_global_scale"])
+    return dequantize(q, out_dtype, backend=backend)
+
+
+SPECS = (
+    FormatSpec(
+        "nvfp4", "NVFP4 16-blocks, E4M3 scales, global scale shared by q/k/v and by gate/up",
+        element="E2M1", element_bits=4, numeric_type="float", scale="E4M3", scale_bits=8, block_size=BLOCK_SIZE,
+        pack=2, shared_global_scale=shared_global_scale, labels=("nvfp4a16",), checkpoint_format="nvfp4-pack-quantized",
+        checkpoint_scale_dtype="torch.float8_e4m3fn",
+        stored={"weight_packed": torch.uint8, "weight_global_scale": None}, encode=encode, decode=decode,
+        fake_quantize_weight=fake_quantize_weight,
+        activation="NVFP4 E2M1, dynamic 16-blocks with E4M3 scales, dynamic per-tensor global scale 2688/amax",
+        fake_quantize_activation=fake_quantize_activation_ref,
+    ),
+)

@@ -9,13 +9,13 @@ import triton
 import triton.language as tl
 
 from lowbit.quant.formats import minifloat_triton as mft
-from lowbit.quant.formats import nvfp4
+from lowbit.quant.formats import nvfp4_layout as layout
 from lowbit.quant.formats.backend import check_out_dtype
 
 # launch parameters from the BLOCKS x num_warps sweeps in perf/quant_formats_bench.py (H100, 2026-11-26/27)
 QUANTIZE_BLOCKS, QUANTIZE_WARPS = 64, 2
 DEQUANTIZE_BLOCKS, DEQUANTIZE_WARPS = 64, 2
-ZERO_BLOCK_SCALE = tl.constexpr(nvfp4.ZERO_BLOCK_SCALE)
+ZERO_BLOCK_SCALE = tl.constexpr(layout.ZERO_BLOCK_SCALE)
 
 
 @triton.jit
@@ -65,28 +65,28 @@ def _dequantize_kernel(
     mft.store_values(out_ptr, offsets, values, in_range[:, None], OUT_IS_BF16)
 
 
-def quantize_triton(weight: torch.Tensor, global_scale: torch.Tensor) -> nvfp4.NVFP4Weight:
+def quantize_triton(weight: torch.Tensor, global_scale: torch.Tensor) -> layout.NVFP4Weight:
     """Kernel twin of nvfp4.quantize_ref (same validation, no NaN/Inf check: nvfp4.quantize does that)."""
-    nvfp4._check_weight(weight)
-    global_scale = nvfp4._check_global_scale(global_scale, weight.device, check_value=False)
+    layout.check_weight(weight)
+    global_scale = layout.check_global_scale(global_scale, weight.device, check_value=False)
     x = weight.contiguous()
-    n_blocks = x.numel() // nvfp4.BLOCK_SIZE
+    n_blocks = x.numel() // layout.BLOCK_SIZE
     packed = torch.empty((*x.shape[:-1], x.shape[-1] // 2), dtype=torch.uint8, device=x.device)
-    scale = torch.empty((*x.shape[:-1], x.shape[-1] // nvfp4.BLOCK_SIZE), dtype=torch.uint8, device=x.device)
+    scale = torch.empty((*x.shape[:-1], x.shape[-1] // layout.BLOCK_SIZE), dtype=torch.uint8, device=x.device)
     grid = (triton.cdiv(n_blocks, QUANTIZE_BLOCKS),)
     _quantize_kernel[grid](
         x, global_scale, packed.view(torch.int32), scale, n_blocks,
         BLOCKS=QUANTIZE_BLOCKS, NATIVE=mft.native_casts(), num_warps=QUANTIZE_WARPS,
     )
-    return nvfp4.NVFP4Weight(packed, scale.view(torch.float8_e4m3fn), global_scale)
+    return layout.NVFP4Weight(packed, scale.view(torch.float8_e4m3fn), global_scale)
 
 
-def dequantize_triton(q: nvfp4.NVFP4Weight, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    nvfp4._check_quantized(q)
+def dequantize_triton(q: layout.NVFP4Weight, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    layout.check_quantized(q)
     check_out_dtype(out_dtype)
     packed = q.weight_packed.contiguous()
-    global_scale = nvfp4._check_global_scale(q.weight_global_scale, packed.device, check_value=False)
-    n_blocks = packed.numel() * 2 // nvfp4.BLOCK_SIZE
+    global_scale = layout.check_global_scale(q.weight_global_scale, packed.device, check_value=False)
+    n_blocks = packed.numel() * 2 // layout.BLOCK_SIZE
     out = torch.empty((*packed.shape[:-1], packed.shape[-1] * 2), dtype=out_dtype, device=packed.device)
     grid = (triton.cdiv(n_blocks, DEQUANTIZE_BLOCKS),)
     scale = q.weight_scale.contiguous().view(torch.uint8)
