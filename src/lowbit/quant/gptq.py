@@ -11,7 +11,7 @@ up de-interleaved); the checkpoint then names each expert's projections. A sourc
 (GPT-OSS's native MXFP4 included) is refused: `lowbit dequantize` it first.
 
 Schemes (weights symmetric; activations dynamic per token, nothing static):
-    w4a16_g32 / w4a16_g128   INT4 weights in groups of 32 / 128
+    w4a16_g128 / w4a16_g32   INT4 weights in groups of 128 / 32
     w4a8, w4a8_no_attn       INT4 per-channel weights, INT8 per-token activations (attention kept in 16 bit)
     w8a16_g128               INT8 weights in groups of 128
     w8a8, w8a8_no_attn       INT8 per-channel weights, INT8 per-token activations (smoothquant=true usual)
@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,30 +42,41 @@ from lowbit.quant.calibration import (
     DEFAULT_NUM_SAMPLES,
     load_calibration,
 )
+from lowbit.quant.formats import registry
+from lowbit.quant.formats.spec import FormatSpec
 
 METHODS = ("rtn", "gptq")
 DEFAULT_IGNORE = ("lm_head", r"re:.*mlp\.gate$", r"re:.*shared_expert_gate$", r"re:.*router$")
 ATTENTION = r"re:.*self_attn\..*"
-# scheme -> (weights, activations, skips attention); weights (num_bits, type, strategy, group_size)
-SCHEMES: dict[str, tuple[tuple, tuple | None, bool]] = {
-    "w4a16_g32": ((4, "int", "group", 32), None, False),
-    "w4a16_g128": ((4, "int", "group", 128), None, False),
-    "w4a8": ((4, "int", "channel", None), (8, "int", "token"), False),
-    "w4a8_no_attn": ((4, "int", "channel", None), (8, "int", "token"), True),
-    "w8a16_g128": ((8, "int", "group", 128), None, False),
-    "w8a8": ((8, "int", "channel", None), (8, "int", "token"), False),
-    "w8a8_no_attn": ((8, "int", "channel", None), (8, "int", "token"), True),
-    "nvfp4a16": (None, None, False),  # compressed-tensors' NVFP4A16 preset
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A calibrated scheme: weights with the element of a registered format at a granularity of the recipe's
+    own, activations dynamic per token in an activation format, or a compressed-tensors preset as it is."""
+
+    weights: FormatSpec
+    group_size: int | None  # None: one scale per output channel
+    activations: FormatSpec | None = None
+    skip_attention: bool = False  # attention projections kept in 16 bit
+    preset: str | None = None
+    commands: tuple[str, ...] = ()  # `lowbit quantize scheme=` names that select it; without group_size a name
+    # selects the first recipe listing it
+
+
+_fmt = registry.get_format
+SCHEMES: dict[str, Recipe] = {
+    "w4a16_g128": Recipe(_fmt("int4_g128"), 128, commands=("w4a16",)),
+    "w4a16_g32": Recipe(_fmt("int4_g32"), 32, commands=("w4a16",)),
+    "w4a8": Recipe(_fmt("int4_channel"), None, _fmt("int8"), commands=("w4a8",)),
+    "w4a8_no_attn": Recipe(_fmt("int4_channel"), None, _fmt("int8"), True, commands=("w4a8-no-attn",)),
+    "w8a16_g128": Recipe(_fmt("int8"), 128, commands=("w8a16",)),
+    "w8a8": Recipe(_fmt("int8"), None, _fmt("int8"), commands=("int8", "w8a8")),
+    "w8a8_no_attn": Recipe(_fmt("int8"), None, _fmt("int8"), True, commands=("w8a8-no-attn",)),
+    "nvfp4a16": Recipe(_fmt("nvfp4"), _fmt("nvfp4").block_size, preset="NVFP4A16", commands=("nvfp4", "nvfp4a16")),
 }
 SMOOTHQUANT_STRENGTH = 0.8
-# `lowbit quantize` scheme names (with group_size) -> the schemes above; None: any group size the scheme allows
-COMMAND_SCHEMES: dict[tuple[str, int | None], str] = {
-    ("w4a16", 32): "w4a16_g32", ("w4a16", 128): "w4a16_g128", ("w4a16", None): "w4a16_g128",
-    ("w8a16", 128): "w8a16_g128", ("w8a16", None): "w8a16_g128",
-    ("w4a8", None): "w4a8", ("w4a8-no-attn", None): "w4a8_no_attn",
-    ("int8", None): "w8a8", ("w8a8", None): "w8a8", ("w8a8-no-attn", None): "w8a8_no_attn",
-    ("nvfp4", None): "nvfp4a16", ("nvfp4a16", None): "nvfp4a16",
-}
+COMMAND_NAMES = tuple(dict.fromkeys(name for recipe in SCHEMES.values() for name in recipe.commands))
 
 
 def _load_llmcompressor():
@@ -94,15 +106,18 @@ def scheme_config(scheme: str, targets: list[str]):
 
     if scheme not in SCHEMES:
         raise UsageError(f"unknown scheme '{scheme}' for calibrated quantization: choose one of {', '.join(SCHEMES)}")
-    weights, activations, _ = SCHEMES[scheme]
-    if weights is None:
-        return preset_name_to_scheme("NVFP4A16", targets)
-    bits, kind, strategy, group = weights
-    weight_args = QuantizationArgs(num_bits=bits, type=kind, strategy=strategy, group_size=group, symmetric=True)
+    recipe = SCHEMES[scheme]
+    if recipe.preset:
+        return preset_name_to_scheme(recipe.preset, targets)
+    weights = recipe.weights
+    weight_args = QuantizationArgs(num_bits=weights.element_bits, type=weights.numeric_type,
+                                   strategy="channel" if recipe.group_size is None else "group",
+                                   group_size=recipe.group_size, symmetric=True)
     input_args = None
-    if activations:
-        bits, kind, strategy = activations
-        input_args = QuantizationArgs(num_bits=bits, type=kind, strategy=strategy, symmetric=True, dynamic=True)
+    if recipe.activations:
+        activations = recipe.activations
+        input_args = QuantizationArgs(num_bits=activations.element_bits, type=activations.numeric_type,
+                                      strategy="token", symmetric=True, dynamic=True)
     return QuantizationScheme(targets=targets, weights=weight_args, input_activations=input_args)
 
 
@@ -115,7 +130,7 @@ def build_recipe(scheme: str, method: str, smoothquant: bool, targets: list[str]
     config = scheme_config(scheme, targets)
     if smoothquant and config.input_activations is None:
         raise UsageError(f"smoothquant=true needs a scheme that quantizes activations (w4a8*, w8a8*), not {scheme}")
-    ignore = list(ignore) + ([ATTENTION] if SCHEMES[scheme][2] else [])
+    ignore = list(ignore) + ([ATTENTION] if SCHEMES[scheme].skip_attention else [])
     modifier = GPTQModifier if method == "gptq" else QuantizationModifier
     recipe = [modifier(config_groups={"group_0": config}, ignore=ignore)]
     if smoothquant:
@@ -258,13 +273,15 @@ def quantize_calibrated(
 
 
 def calibrated_scheme(scheme: str, group_size: int | None) -> str:
-    """The calibrated scheme a `lowbit quantize scheme= group_size=` pair names (UsageError if none)."""
-    name = COMMAND_SCHEMES.get((scheme, group_size))
-    if name is None:
-        choices = ", ".join(f"{s}" + (f" group_size={g}" if g else "") for s, g in COMMAND_SCHEMES)
-        raise UsageError(f"scheme={scheme}" + (f" group_size={group_size}" if group_size else "") +
-                         f" has no calibrated (llm-compressor) recipe: choose one of {choices}")
-    return name
+    """The calibrated scheme a `lowbit quantize scheme= group_size=` pair names (UsageError if none): the
+    recipe listing `scheme` with that group size, or without one the first recipe listing it."""
+    for name, recipe in SCHEMES.items():
+        if scheme in recipe.commands and group_size in (None, recipe.group_size):
+            return name
+    choices = ", ".join(f"{command}" + (f" group_size={recipe.group_size}" if recipe.group_size else "")
+                        for recipe in SCHEMES.values() for command in recipe.commands)
+    raise UsageError(f"scheme={scheme}" + (f" group_size={group_size}" if group_size else "") +
+                     f" has no calibrated (llm-compressor) recipe: choose one of {choices}")
 
 
 def quantize_request(request):

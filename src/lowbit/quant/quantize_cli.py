@@ -67,7 +67,6 @@ def build_request(overrides: list[str]):
     from lowbit.overrides import parse_options, require
     from lowbit.quant.checkpoint import QuantizeRequest
     from lowbit.quant.safetensors_io import parse_size
-    from lowbit.quant.schemes import get_scheme
     from lowbit.registry import unknown_name
 
     values = parse_options(overrides, OPTIONS, COMMAND.name)
@@ -82,16 +81,17 @@ def build_request(overrides: list[str]):
     for key, minimum in MINIMUMS.items():
         if values.get(key, minimum) < minimum:
             raise UsageError(f"{key} must be an integer >= {minimum}, got {values[key]}")
-    from lowbit.quant.gptq import COMMAND_SCHEMES, calibrated_scheme
-    from lowbit.quant.schemes import SCHEMES
+    from lowbit.quant.gptq import COMMAND_NAMES, calibrated_scheme
+    from lowbit.quant.schemes import SCHEMES, resolve_scheme
 
-    known = list(SCHEMES) + [name for name, _ in COMMAND_SCHEMES if name not in SCHEMES]
-    if scheme not in known:
-        raise UsageError(f"unknown scheme '{scheme}': choose one of {', '.join(dict.fromkeys(known))}")
+    resolved = resolve_scheme(scheme, group_size)  # a format's spelling (int4_g32) names its scheme and group
+    if resolved is not None:
+        scheme, values["group_size"] = resolved[0].name, resolved[1]
+    elif scheme not in COMMAND_NAMES:
+        known = list(SCHEMES) + [name for name in COMMAND_NAMES if name not in SCHEMES]
+        raise UsageError(f"unknown scheme '{scheme}': choose one of {', '.join(known)}")
     if needs_llm_compressor(method, scheme, smoothquant):
-        calibrated_scheme(scheme, group_size)  # validates the pair before anything is loaded
-    else:
-        scheme = get_scheme(scheme).name
+        calibrated_scheme(scheme, values.get("group_size"))  # validates the pair before anything is loaded
     for key in ("targets", "ignore"):
         if isinstance(values.get(key), str):
             values[key] = [values[key]]
