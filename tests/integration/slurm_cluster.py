@@ -44,8 +44,10 @@ def _short_hostname() -> str:
 class SlurmCluster:
     """One controller and one compute node on this machine, as root (jobs run as root too)."""
 
-    def __init__(self, root: Path, cpus: int | None = None):
+    def __init__(self, root: Path, cpus: int | None = None,
+                 scheduler_parameters: str = f"sched_interval={SCHED_INTERVAL_S},bf_interval={BACKFILL_INTERVAL_S}"):
         self.root = Path(root)
+        self.scheduler_parameters = scheduler_parameters  # "" for SLURM's defaults
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o711)  # munged wants its socket directory searchable by everyone
         self.host = _short_hostname()
@@ -86,12 +88,13 @@ class SlurmCluster:
             f"SlurmdLogFile={self.log_file('slurmd')}",
             "SlurmUser=root",
             "SchedulerType=sched/backfill",
-            f"SchedulerParameters=sched_interval={SCHED_INTERVAL_S},bf_interval={BACKFILL_INTERVAL_S}",
+            *([f"SchedulerParameters={self.scheduler_parameters}"] if self.scheduler_parameters else []),
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_Core_Memory",
             "ReturnToService=2",
             "KillWait=5",
-            "MinJobAge=300",  # finished jobs stay visible to squeue for 5 minutes
+            "MinJobAge=1800",  # finished jobs stay visible to squeue (start and end times) for 30 minutes
+            f"DefMemPerCPU={self.memory_mb // self.cpus}",  # a job asking for no memory gets its CPUs' share
             f"NodeName={self.host} CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN",
             f"PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP",
         ]) + "\n")
