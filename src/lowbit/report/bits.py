@@ -6,7 +6,8 @@ the scales included.
 Where a run's checkpoint recorded its quantization metadata (run.json: the checkpoint's `quantization_config`),
 the bits come from it; otherwise from the precision label: 16-bit and 32-bit floats, or a format of the
 quantization registry (lowbit.quant.formats.registry) named by its name, an alias or one of its precision
-labels, whose spec gives its bits per weight. Today that reads:
+labels, whose spec gives its bits per weight (the registry, and torch with it, is imported only when a
+label or a scale's format has to be looked up). Today that reads:
 
     label                      element  scale                    per scale   bits per weight
     fp32                       32       -                        -           32
@@ -31,8 +32,7 @@ otherwise.
 Only linear-layer weights are counted: embeddings, norms and layers a checkpoint leaves unquantized (its
 `ignore` list) are not, so this is the cost of the quantized weights, not of the whole checkpoint. Labels
 are matched case-insensitively with `-` and `_` ignored (`NVFP4`, `int4-g128`). A label that names no format
-and has no metadata gets no value: the report lists it instead of guessing. The registry (and torch with it)
-is imported only when a label is looked up.
+and has no metadata gets no value: the report lists it instead of guessing.
 """
 
 from __future__ import annotations
@@ -104,12 +104,11 @@ def _weight_args_bits(weights: Any, checkpoint_format: str, written_scale_dtype:
     strategy = str(weights.get("strategy", "tensor"))
     if strategy in ("group", "tensor_group"):
         per_scale = int(weights.get("group_size") or 0)
-        default_scale = _format_scale_bits().get(checkpoint_format, _GROUP_STRATEGY_SCALE_BITS)
     elif strategy == "block":
         block = weights.get("block_structure") or [128, 128]
-        per_scale, default_scale = int(block[0]) * int(block[1]), 32
+        per_scale = int(block[0]) * int(block[1])
     elif strategy == "channel":
-        per_scale, default_scale = REFERENCE_ROW, 32
+        per_scale = REFERENCE_ROW
     else:  # one scale per tensor
         return float(element)
     if per_scale <= 0:
@@ -117,7 +116,11 @@ def _weight_args_bits(weights: Any, checkpoint_format: str, written_scale_dtype:
     scale_dtype = weights.get("scale_dtype") or written_scale_dtype
     if isinstance(scale_dtype, list):
         return None
-    scale = _DTYPE_BITS.get(str(scale_dtype or "").removeprefix("torch."), default_scale)
+    scale = _DTYPE_BITS.get(str(scale_dtype or "").removeprefix("torch."))
+    if scale is None and strategy in ("group", "tensor_group"):
+        scale = _format_scale_bits().get(checkpoint_format, _GROUP_STRATEGY_SCALE_BITS)
+    elif scale is None:
+        scale = 32
     zero_point = 0 if weights.get("symmetric", True) else element
     return element + (scale + zero_point) / per_scale
 
