@@ -129,3 +129,19 @@ def test_the_transformers_predictor_config_lists_the_registered_formats():
             listed[key] = tuple(name.strip() for name in names.split("|"))
     assert listed == {"act_quant": ("none", *registry.activation_formats()),
                       "weight_quant": ("none", *registry.weight_formats())}
+
+
+@pytest.mark.parametrize("family", ["nvfp4", "mx", "fp8", "integer"])
+def test_kernel_modules_import_the_layout_not_the_reference(family):
+    import ast
+    from importlib.util import find_spec
+
+    tree = ast.parse(open(find_spec(f"lowbit.quant.formats.{family}_triton").origin).read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported |= {f"{node.module}.{alias.name}" for alias in node.names} | {node.module}
+        elif isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+    assert f"lowbit.quant.formats.{family}_layout" in imported
+    assert f"lowbit.quant.formats.{family}" not in imported

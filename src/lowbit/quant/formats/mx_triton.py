@@ -7,8 +7,8 @@ import torch
 import triton
 import triton.language as tl
 
-from lowbit.quant.formats import minifloat_triton as mft
 from lowbit.quant.formats import minifloat as mf
+from lowbit.quant.formats import minifloat_triton as mft
 from lowbit.quant.formats import mx_layout as layout
 from lowbit.quant.formats.backend import check_out_dtype
 
