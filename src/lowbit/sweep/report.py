@@ -80,8 +80,7 @@ def _fill_column(matrix: ResultsMatrix, model: str, task: str, finished: list[Ce
         run_dir = cell.job.output_dir
         row, metric = rows.get(run_dir, (None, None))
         entry = _own_metrics(cell) if row is None else MatrixCell(
-            state="done", metric=metric, value=row.metric.get("value"), ci_low=row.metric.get("ci_low"),
-            ci_high=row.metric.get("ci_high"), n=row.metric.get("n"), bits_per_weight=row.bits_per_weight,
+            state="done", metric=metric, **_estimate(row.metric), bits_per_weight=row.bits_per_weight,
             tokens_per_second=row.tokens_per_second, run_dir=run_dir)
         if row is not None and row.paired is not None:
             entry.recovery, entry.recovery_low, entry.recovery_high = (
@@ -105,13 +104,20 @@ def _own_metrics(cell: Cell) -> MatrixCell:
 
     run = RunDir(cell.job.output_dir)
     metrics = run.metrics()
-    estimate = (metrics.headline_estimate or {}) if metrics is not None else {}
     info = run.run_info()
     return MatrixCell(
-        state="done", metric=metrics.headline if metrics else None, value=estimate.get("value"),
-        ci_low=estimate.get("ci_low"), ci_high=estimate.get("ci_high"), n=estimate.get("n"),
+        state="done", metric=metrics.headline if metrics else None,
+        **_estimate(metrics.headline_estimate if metrics else None),
         bits_per_weight=bits_per_weight(cell.precision, info.quantization).bits,
         tokens_per_second=info.totals.completion_tokens_per_second, run_dir=cell.job.output_dir)
+
+
+def _estimate(estimate) -> dict:
+    """value, interval and n of an estimate, as a record (Estimate) or as its JSON."""
+    def get(name: str):
+        return estimate.get(name) if isinstance(estimate, dict) else getattr(estimate, name, None)
+
+    return {"value": get("value"), "ci_low": get("ci_low"), "ci_high": get("ci_high"), "n": get("n")}
 
 
 def print_matrix(matrix: ResultsMatrix, out: TextIO) -> None:
@@ -126,12 +132,7 @@ def write_report(plan: Plan, margin: float | None = None, matrix: ResultsMatrix 
         matrix = build_matrix(plan, DEFAULT_MARGIN if margin is None else margin)
     written = write_matrix(matrix, plan.sweep_dir / REPORT_DIR)
     if plan.spec.tracking is not None:
-        from lowbit.sweep.tracking import Cell as TrackedCell
-        from lowbit.sweep.tracking import make_tracker
+        from lowbit.sweep.tracking import track_sweep
 
-        tracker = make_tracker(plan.spec.tracking, plan.sweep_dir, plan.spec.name)
-        if tracker is not None:
-            tracker.log_cells(TrackedCell(c.model, c.precision, c.task, Path(c.job.output_dir)) for c in plan.cells
-                              if matrix.cells.get((c.model, c.precision, c.task), MatrixCell("")).state == "done")
-            tracker.log_matrix(written)
+        track_sweep(plan, written)
     return written

@@ -41,9 +41,9 @@ def job_statuses(plan: Plan, refresh: bool = True) -> list[JobStatus]:
     statuses = []
     for job in jobs:
         state = read_state(sweep_dir, job)
-        recorded = state.get("state", JobState.PENDING)
-        current = JobState.DONE if job.name in done else (
-            JobState.PENDING if recorded == JobState.DONE else recorded)  # done before, its output since removed
+        if job.name not in done and state.get("state") == JobState.DONE:
+            state = {}  # done under another config, or its output was removed since: to run afresh
+        current = JobState.DONE if job.name in done else state.get("state", JobState.PENDING)
         statuses.append(JobStatus(
             job=job, state=current, reason=str(state.get("reason") or "") if current != JobState.DONE else "",
             log_path=str(state.get("log_path") or ""), external_id=str(state.get("external_id") or ""),
