@@ -39,7 +39,8 @@ def git_sha() -> str | None:
 def device_info() -> dict[str, Any]:
     import torch
 
-    info: dict[str, Any] = {"cuda_available": torch.cuda.is_available(), "cpu_count": _cpu_count()}
+    info: dict[str, Any] = {"host": platform.node(), "cuda_available": torch.cuda.is_available(),
+                            "cpu_count": _cpu_count()}
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         info["cuda"] = torch.version.cuda

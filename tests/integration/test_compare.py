@@ -13,6 +13,7 @@ from report_support import N_SAMPLES, planted, write_run
 
 from lowbit.errors import UsageError
 from lowbit.report import compare_main, compare_runs, split_compare_arguments
+from lowbit.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_planted_drop_is_flagged_and_noise_is_not(runs, tmp_path, capsys):
     assert any("10 id(s) only in baseline" in note for note in fp8.notes)
 
     printed = capsys.readouterr().out
-    assert "Qwen3-4B - mmlu-redux - accuracy" in printed and "-5.00 [" in printed and "150/50" in printed
+    assert "Qwen3-4B - mmlu-redux (prompt=reference) - accuracy" in printed and "-5.00 [" in printed and "150/50" in printed
     report = json.loads((tmp_path / "report" / "comparison.json").read_text())
     assert report["settings"]["margin_points"] == 1.0 and report["not_compared"] == []
     assert report["groups"][0]["rows"][2]["paired"]["p_value"] < 1e-11
@@ -234,3 +235,43 @@ def test_an_emulated_precision_says_what_was_fake_quantized(tmp_path):
     assert "lm_head" in row.emulation and row.emulation in row.notes
     compare_main([str(tmp_path / "bf16"), str(tmp_path / "w4a4")], None, None, str(tmp_path / "report"), ["markdown"])
     assert "activations nvfp4 emulated" in (tmp_path / "report" / "comparison.md").read_text()
+
+
+def test_two_runs_at_chance_get_no_verdict(tmp_path):
+    # four-choice questions: 25% is what a model that knows nothing scores; 8 agreeing pairs prove nothing either
+    baseline, candidate = planted(2, right_to_wrong=0, wrong_to_right=0, n=8)
+    write_run(tmp_path / "bf16", "bf16", baseline)
+    write_run(tmp_path / "nvfp4", "nvfp4", candidate)
+    (group,) = compare_runs([str(tmp_path / "bf16"), str(tmp_path / "nvfp4")]).groups
+    row = group.rows[1]
+    assert row.paired.at_floor and row.paired.chance == 0.25
+    assert row.verdict == "no verdict: both at or below chance (25%)"
+    assert row.paired.difference_low < -0.3 and row.paired.difference_high > 0.3  # +-32 points, not +-0
+
+
+def _move_run(path: Path, *, host: str | None = None, started: str | None = None) -> None:
+    """Record the run as made on another host and/or at another time."""
+    run = RunDir(path)
+    info = run.run_info()
+    if host is not None:
+        info.environment.setdefault("device", {})["host"] = host
+    if started is not None:
+        info.sessions[0].started = started
+    run.write_run_info(info)
+
+
+def test_throughput_ratios_only_on_the_same_machine_and_say_when_runs_are_apart(tmp_path):
+    baseline, candidate = planted(600, right_to_wrong=5, wrong_to_right=5)
+    write_run(tmp_path / "bf16", "bf16", baseline, tokens_per_second=1000.0)
+    write_run(tmp_path / "int8", "int8", candidate, tokens_per_second=4210.0)
+    write_run(tmp_path / "fp8", "fp8", candidate, tokens_per_second=1200.0)
+    for name in ("bf16", "int8", "fp8"):
+        _move_run(tmp_path / name, host="node-a", started="2026-12-01T08:00:00+00:00")
+    _move_run(tmp_path / "int8", host="node-b")
+    _move_run(tmp_path / "fp8", started="2026-12-01T14:30:00+00:00")
+    (group,) = compare_runs([str(tmp_path / name) for name in ("bf16", "int8", "fp8")]).groups
+    rows = {row.precision: row for row in group.rows}
+    assert rows["int8"].throughput_ratio is None and rows["int8"].tokens_per_second == pytest.approx(4210.0)
+    assert any("another machine" in note and "no speed ratio" in note for note in rows["int8"].notes)
+    assert rows["fp8"].throughput_ratio == pytest.approx(1.2)
+    assert any("6.5 h apart" in note for note in rows["fp8"].notes)

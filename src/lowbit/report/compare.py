@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -174,10 +175,14 @@ def _candidate_row(base: RunSummary, candidate: RunSummary, margin: float) -> Co
     pairing = pair_samples(base, candidate)
     if not pairing.ids:
         return None
-    paired = compare_paired(pairing.baseline, pairing.candidate, margin)
-    verdict = (f"within {margin:g} point{'' if margin == 1 else 's'} of {base.precision} at 95% confidence"
-               if paired.non_inferior else f"not shown within {margin:g} point{'' if margin == 1 else 's'} "
-               f"of {base.precision}")
+    paired = compare_paired(pairing.baseline, pairing.candidate, margin, chance=base.chance)
+    points = f"{margin:g} point{'' if margin == 1 else 's'}"
+    if paired.at_floor:
+        verdict = f"no verdict: both at or below chance ({100 * paired.chance:g}%)"
+    elif paired.non_inferior:
+        verdict = f"within {points} of {base.precision} at 95% confidence"
+    else:
+        verdict = f"not shown within {points} of {base.precision}"
     row = ComparisonRow(
         run=candidate.label, precision=candidate.precision, is_baseline=False, metric=candidate.headline_estimate,
         paired=paired, paired_samples=len(pairing.ids), only_in_baseline=len(pairing.only_in_baseline),
@@ -199,9 +204,8 @@ def _candidate_row(base: RunSummary, candidate: RunSummary, margin: float) -> Co
         if value is not None and len(run.scores) and abs(sum(run.scores.values()) / len(run.scores) - value) > 1e-9:
             row.notes.append(f"{run.label}: {run.headline} is not the mean of per-sample scores; the paired "
                              "statistics use per-sample scores")
-    if base.device != candidate.device or base.predictor != candidate.predictor:
-        row.notes.append("throughput measured on a different device or backend than the baseline")
     _fill_generation(row, candidate, base)
+    row.notes.extend(throughput_notes(base, candidate, row))
     return row
 
 
@@ -231,8 +235,36 @@ def _fill_generation(row: ComparisonRow, run: RunSummary, base: RunSummary | Non
     row.reasoning_median_drift_percent = _percent_change(row.reasoning_tokens_median, base_reasoning.get("median"))
     row.completion_mean_drift_percent = _percent_change(row.completion_tokens_mean,
                                                         (base_generation.get("completion_tokens") or {}).get("mean"))
-    if row.tokens_per_second and base.throughput:
+    if row.tokens_per_second and base.throughput and _same_machine(run, base):
         row.throughput_ratio = row.tokens_per_second / base.throughput
+
+
+def _same_machine(run: RunSummary, base: RunSummary) -> bool:
+    """Same host, devices and backend (runs that predate the host record count by their devices alone)."""
+    if run.predictor != base.predictor or run.device is None or base.device is None:
+        return False
+    return all(run.device.get(key) == base.device.get(key)
+               for key in ("host", "gpus", "cpu_count", "cuda_available"))
+
+
+def throughput_notes(base: RunSummary, candidate: RunSummary, row: ComparisonRow) -> list[str]:
+    """Tokens/s of two runs are measured at different times: a ratio only on the same machine, and how far apart."""
+    if row.tokens_per_second is None or base.throughput is None:
+        return []
+    if row.throughput_ratio is None:
+        return ["throughput measured on another machine or backend than the baseline: no speed ratio"]
+    hours = _hours_apart(base.started, candidate.started)
+    if hours is not None and hours >= 1:
+        return [f"throughput ratio from runs started {hours:.1f} h apart on the same machine: load at the time "
+                "may differ"]
+    return []
+
+
+def _hours_apart(first: str | None, second: str | None) -> float | None:
+    try:
+        return abs((datetime.fromisoformat(second) - datetime.fromisoformat(first)).total_seconds()) / 3600
+    except (TypeError, ValueError):
+        return None
 
 
 def describe_emulation(emulation: dict[str, Any]) -> str:

@@ -33,6 +33,7 @@ td.number { text-align: right; font-variant-numeric: tabular-nums; white-space: 
 td[class^="verdict"] { min-width: 12em; }
 tr.baseline td { background: #f5f5f5; font-style: italic; }
 .verdict-pass { font-weight: 600; }
+.verdict-floor { font-style: italic; }
 .verdict-fail { font-weight: 700; text-decoration: underline; }
 .plots { display: flex; flex-wrap: wrap; gap: 1.5em; }
 figure { margin: 0; max-width: 100%; }
@@ -59,7 +60,8 @@ def render_html(comparison: Comparison, plots: list[Plot] | None = None) -> str:
     body = [
         "<h1>Precision comparison</h1>",
         f'<p class="settings">{CONFIDENCE:.0%} intervals (Tango score interval for 0/1 scores, adjusted normal '
-        f"interval otherwise); permutation tests with {RESAMPLES:,} sign flips (seed {SEED}); non-inferiority margin {comparison.margin_points:g} point(s).</p>",
+        f"interval otherwise); permutation tests with {RESAMPLES:,} sign flips (seed {SEED}); non-inferiority "
+        f"margin {comparison.margin_points:g} point(s).</p>",
         *(f'<p class="legend">{escape(line)}</p>' for line in legend(comparison)),
     ]
     for group in comparison.groups:
@@ -91,7 +93,8 @@ def _table(rows: list[ComparisonRow]) -> str:
             if header == "run":  # the directory's name; the path as given on hover
                 tds.append(f'<td class="text" title="{escape(value)}">{escape(Path(value).name or value)}</td>')
             elif header == "verdict":
-                kind = "baseline" if row.is_baseline else "pass" if row.paired and row.paired.non_inferior else "fail"
+                kind = ("baseline" if row.is_baseline else "floor" if row.paired and row.paired.at_floor
+                        else "pass" if row.paired and row.paired.non_inferior else "fail")
                 tds.append(f'<td class="verdict-{kind}">{escape(value)}</td>')
             else:
                 tds.append(f'<td class="{"number" if header in NUMBER_COLUMNS else "text"}">{escape(value)}</td>')

@@ -58,12 +58,14 @@ class RunSummary:
     generation: dict[str, Any]
     throughput: float | None  # completion tokens per second over all eval sessions
     device: dict[str, Any] | None
+    started: str | None  # when the run's first eval session started (ISO 8601, UTC)
     message_digests: dict[str, str] = field(repr=False)
     prompt_digests: dict[str, str] = field(repr=False)
     quantization: dict[str, Any] | None = None  # the checkpoint's quantization_config (run info)
     emulation: dict[str, Any] | None = None  # what the transformers predictor fake-quantized (run info), if anything
     groupings: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)  # grouping -> id -> value
     reasoning_tokens: list[int] = field(default_factory=list, repr=False)  # per completion that counted them
+    chance: float = 0.0  # the task's chance-level headline score
 
     @property
     def group_key(self) -> tuple[str, str, str]:
@@ -124,7 +126,8 @@ def load_run(path: Path, label: str) -> RunSummary:
     scores, excluded = _score_rows(rows, label)
     messages, prompts, reasoning_tokens = _prediction_facts(run)
     info = run.run_info()
-    non_prompt = _non_prompt_options(task)
+    task_class = _task_class(task)
+    non_prompt = task_class.non_prompt_options if task_class else frozenset()
     return RunSummary(
         path=run.path, label=label, precision=str(config.precision), family=str(config.family), task=task,
         prompt_options={k: v for k, v in sorted(config.dataset.items()) if k not in non_prompt},
@@ -134,6 +137,8 @@ def load_run(path: Path, label: str) -> RunSummary:
         predictor=config.predictor, headline=metrics.headline, headline_estimate=metrics.metrics[metrics.headline],
         scores=scores, excluded_ids=excluded, generation=metrics.generation,
         throughput=info.totals.completion_tokens_per_second, device=info.device,
+        started=info.sessions[0].started if info.sessions else None,
+        chance=task_class.chance_level if task_class else 0.0,
         message_digests=messages, prompt_digests=prompts, quantization=info.quantization, emulation=info.emulation,
         groupings=_groupings(rows, metrics.groups), reasoning_tokens=reasoning_tokens,
     )
@@ -180,14 +185,15 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _non_prompt_options(task: str) -> frozenset[str]:
-    """The task's options that never change a prompt; for a task this lowbit does not know, none."""
+def _task_class(task: str) -> type | None:
+    """The task's class (its options that never change a prompt, its chance level); None for a task this lowbit
+    does not know."""
     from lowbit.tasks import get_task_class
 
     try:
-        return get_task_class(task).non_prompt_options
+        return get_task_class(task)
     except UsageError:
-        return frozenset()
+        return None
 
 
 # ------------------------------------------------------------------------------------------- pairing

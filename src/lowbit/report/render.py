@@ -16,7 +16,7 @@ from typing import Any
 
 from lowbit.records import write_json_atomic, write_text_atomic
 from lowbit.report.comparison import Comparison, ComparisonRow, GroupComparison
-from lowbit.report.paired_stats import CONFIDENCE, RESAMPLES, SEED, SIGNIFICANCE
+from lowbit.report.paired_stats import CONFIDENCE, RESAMPLES, SEED, SIGNIFICANCE, PairedResult
 
 FILE_FORMATS = ("markdown", "csv", "json", "html")
 FILE_NAMES = {"markdown": "comparison.md", "csv": "comparison.csv", "json": "comparison.json",
@@ -98,15 +98,21 @@ def group_title(group: GroupComparison) -> str:
             f"baseline {group.baseline}")
 
 
+def _verdict_style(paired: PairedResult) -> str:
+    return "dim" if paired.at_floor else "green" if paired.non_inferior else "bold red"
+
+
 def row_notes(group: GroupComparison) -> list[str]:
     return [f"{row.precision} ({row.run}): {note}" for row in group.rows for note in row.notes]
 
 
 def legend(comparison: Comparison) -> list[str]:
-    return [f"scores and differences in percentage points; {CONFIDENCE:.0%} intervals of the paired "
-            f"difference (Tango's score interval for 0/1 scores); * p < {SIGNIFICANCE:g}; flips -/+ = right->wrong / wrong->right; trunc chg = change in the "
-            "share of completions cut by the length limit; reasoning chg = change in mean reasoning tokens; "
-            f"non-inferiority margin {comparison.margin_points:g} point(s)."]
+    return [f"scores and differences in percentage points; {CONFIDENCE:.0%} intervals of the paired difference "
+            f"(Tango's score interval for 0/1 scores); * p < {SIGNIFICANCE:g}; flips -/+ = right->wrong / "
+            "wrong->right; trunc chg = change in the share of completions cut by the length limit; reasoning chg = "
+            f"change in mean reasoning tokens; non-inferiority margin {comparison.margin_points:g} point(s); "
+            "tok/s (xR): the ratio to the baseline's tokens/s, shown only for runs on the same machine and backend, "
+            "measured in separate runs."]
 
 
 # ------------------------------------------------------------------------------------------- formats
@@ -155,7 +161,7 @@ def _rich_blocks(comparison: Comparison) -> list[Any]:
             rendered = [Text(value, style=style) for value in values]
             if row.paired is not None:
                 verdict = HEADERS.index("verdict")
-                rendered[verdict] = Text(values[verdict], style="green" if row.paired.non_inferior else "bold red")
+                rendered[verdict] = Text(values[verdict], style=_verdict_style(row.paired))
             table.add_row(*rendered)
         blocks.append(table)
         blocks.extend(Text(f"  note: {note}") for note in row_notes(group))

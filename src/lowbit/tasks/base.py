@@ -26,6 +26,9 @@ class Task(ABC):
     non_prompt_options: ClassVar[frozenset[str]] = frozenset()
     # The metric a one-line summary reports (a key of aggregate()["metrics"] holding an Estimate).
     headline_metric: ClassVar[str] = "accuracy"
+    # The headline score of a model that knows nothing (four-choice questions: 0.25; free-form answers: 0). Two runs
+    # both at or below it are compared without a verdict.
+    chance_level: ClassVar[float] = 0.0
     # The model config's sampling block used when eval_dataset_config is unset (None: the block named like the task).
     sampling_config: ClassVar[str | None] = None
 

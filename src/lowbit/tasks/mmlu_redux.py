@@ -98,6 +98,7 @@ class MMLURedux(Task):
     version = "2"
     Options = MMLUReduxOptions
     prompt_profiles = PROMPTS
+    chance_level = 1 / len(LETTERS)
     non_prompt_options = frozenset({"subset", "subjects", "answer_key"})
 
     def __init__(self, options: MMLUReduxOptions):
