@@ -145,3 +145,12 @@ def test_kernel_modules_import_the_layout_not_the_reference(family):
             imported |= {alias.name for alias in node.names}
     assert f"lowbit.quant.formats.{family}_layout" in imported
     assert f"lowbit.quant.formats.{family}" not in imported
+
+
+def test_the_transformers_predictor_validates_formats_once_by_their_canonical_names():
+    from lowbit.predictors.transformers import _check_quant_options
+
+    options = _check_quant_options("NVFP4", "w4a16_g32", None, None)
+    assert (options["act_quant"], options["weight_quant"]) == ("nvfp4", "int4_g32")
+    with pytest.raises(UsageError, match=r"^predictor_conf.act_quant 'int4' is unknown: choose one of none, int8,"):
+        _check_quant_options("int4", "none", None, None)

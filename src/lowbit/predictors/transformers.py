@@ -198,7 +198,8 @@ def _load_model(model_name: str, **kwargs: Any):
 
 def _check_quant_options(act_quant: str, weight_quant: str, targets: list[str] | None,
                          ignore: list[str] | None) -> dict[str, Any]:
-    """The fake-quant options, validated before the model is loaded (UsageError naming the key and the fix)."""
+    """The fake-quant options, validated before the model is loaded (UsageError naming the key and the fix),
+    formats by their canonical names."""
     from lowbit.quant import fake_quant
     from lowbit.quant.module_patterns import compile_patterns
 
@@ -206,7 +207,7 @@ def _check_quant_options(act_quant: str, weight_quant: str, targets: list[str] |
                "targets": list(fake_quant.DEFAULT_TARGETS if targets is None else targets),
                "ignore": list(fake_quant.DEFAULT_IGNORE if ignore is None else ignore)}
     try:
-        fake_quant.check_formats(act_quant, weight_quant)
+        options["act_quant"], options["weight_quant"] = fake_quant.check_formats(act_quant, weight_quant)
         compile_patterns(options["targets"], "quant_targets")
         compile_patterns(options["ignore"], "quant_ignore")
     except ValueError as e:
