@@ -65,8 +65,9 @@ def test_run_directory_holds_every_file_with_its_contract(finished_run, tiny_mod
     assert [p["id"] for p in predictions] != [] and len({p["id"] for p in predictions}) == 12
     assert {p["id"] for p in predictions} == {f"anatomy/{i}" for i in range(12)}
     for p in predictions:
-        assert p["prompt"].startswith("<|im_start|>user\n") and p["prompt"].endswith("<think>\n\n</think>\n\n")
-        assert p["item"]["subject"] == "anatomy" and p["messages"][0]["role"] == "user"
+        assert p["prompt"].startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
+        assert p["prompt"].endswith("<think>\n\n</think>\n\n")
+        assert p["item"]["subject"] == "anatomy" and [m["role"] for m in p["messages"]] == ["system", "user"]
         (completion,) = p["completions"]
         assert p["preds"] == [completion["answer"]]
         assert completion["finish_reason"] in ("stop", "length")
