@@ -1,58 +1,61 @@
-"""tracking=mlflow against a real MLflow store: a real finished eval run logged as a sweep cell, read back with
-MLflow's own client."""
+"""tracking=mlflow against a real MLflow store: a real tiny sweep run with tracking=mlflow logs its finished cell
+and its report files, read back with MLflow's own client."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from support import run_lowbit
+from support import require_shared, run_lowbit
 
 from lowbit.errors import UsageError
 from lowbit.rundir import RunDir
-from lowbit.sweep.tracking import Cell, make_tracker, tracking_options
+from lowbit.sweep.plan import build_plan
+from lowbit.sweep.spec import load_sweep
+from lowbit.sweep.tracking import make_tracker, tracking_options
 
 mlflow = pytest.importorskip("mlflow", reason="tracking=mlflow needs mlflow-skinny (requirements/cpu.txt)")
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def finished_cell(tiny_model_stopping, mmlu_redux_dir, tmp_path_factory):
+def tracked_sweep(tiny_model_stopping, tmp_path_factory):
+    """The tiny CPU sweep cut to one cell (bf16 x MMLU-Redux, 8 samples), run by the local launcher with
+    tracking=mlflow; (sweep dir, the cell)."""
+    require_shared("mmlu_redux", "the tiny sweep's MMLU-Redux files")
     sweep_dir = tmp_path_factory.mktemp("sweep")
-    run_dir = sweep_dir / "qwen3_tiny" / "bf16" / "mmlu-redux"
-    result = run_lowbit("eval", "model=qwen3_4B", f"model_name={tiny_model_stopping}", "precision=bf16",
-                        "eval_dataset=mmlu-redux", f"data_dir={mmlu_redux_dir}", "dataset.subjects=[anatomy]",
-                        f"output_dir={run_dir}", "predictor=transformers", "predictor_conf.show_progress=false",
-                        "sampling.max_sequence_length=320", "limit=8")
-    assert result.returncode == 0, result.stderr
-    return sweep_dir, Cell("qwen3_tiny", "bf16", "mmlu-redux", run_dir)
+    items = [f"models.tiny.source={tiny_model_stopping}", "models.tiny.precisions=[bf16]",
+             "models.tiny.tasks=[mmlu-redux]", f"output_dir={sweep_dir}", "cells=[{overrides:['limit=8']}]",
+             "tracking=mlflow"]
+    result = run_lowbit("sweep", "run", "sweeps/tiny-cpu.yaml", *items, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (cell,) = build_plan(load_sweep(ROOT / "sweeps" / "tiny-cpu.yaml", items)).cells
+    return sweep_dir, cell
 
 
-def test_a_finished_cell_is_logged_once_with_its_interval_and_throughput(finished_cell, tmp_path):
-    sweep_dir, cell = finished_cell
-    tracker = make_tracker("mlflow", sweep_dir, "tiny-sweep")
-    assert tracker.uri.startswith("sqlite:///") and str(sweep_dir) in tracker.uri
-
-    run_id = tracker.log_cell(cell)
-    assert run_id is not None
-    assert tracker.log_cell(cell) is None  # same metrics.json: not logged twice
-
+def test_a_sweep_logs_its_finished_cell_and_its_matrix(tracked_sweep, tmp_path):
+    sweep_dir, cell = tracked_sweep
+    tracker = make_tracker("mlflow", sweep_dir, "tiny-cpu")
+    assert tracker.uri == f"sqlite:///{sweep_dir / '.sweep' / 'mlflow' / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=tracker.uri)
-    experiment = client.get_experiment_by_name("tiny-sweep")
-    runs = client.search_runs([experiment.experiment_id])
-    assert [r.info.run_id for r in runs] == [run_id]
-    logged = client.get_run(run_id)
-    assert logged.info.run_name == "qwen3_tiny/bf16/mmlu-redux" and logged.info.status == "FINISHED"
+    experiment = client.get_experiment_by_name("tiny-cpu")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"tiny/bf16/mmlu-redux", "matrix"}
+    logged = client.get_run(runs["tiny/bf16/mmlu-redux"].info.run_id)
+    assert logged.info.status == "FINISHED"
+    assert tracker.log_cell(cell) is None  # already logged with this metrics.json: not twice
 
-    run = RunDir(cell.run_dir)
+    run = RunDir(cell.job.output_dir)
     metrics, info = run.metrics(), run.run_info()
     headline = metrics.headline_estimate
     got = logged.data.metrics
     assert got[metrics.headline] == pytest.approx(headline.value)
     assert got[f"{metrics.headline}.ci_low"] == pytest.approx(headline.ci_low)
     assert got[f"{metrics.headline}.ci_high"] == pytest.approx(headline.ci_high)
-    assert got[f"{metrics.headline}.n"] == headline.n == 8
+    assert got[f"{metrics.headline}.n"] == headline.n > 0
     assert got["completion_tokens_per_second"] == pytest.approx(info.totals.completion_tokens_per_second)
     assert got["completion_tokens"] == info.totals.completion_tokens > 0
     assert got["bits_per_weight"] == 16.0
@@ -63,15 +66,18 @@ def test_a_finished_cell_is_logged_once_with_its_interval_and_throughput(finishe
     assert params["model_name"] == run.config().model_name
     assert params["sampling.max_sequence_length"] == "320"
     assert params["predictor_conf.name"] == "transformers"
-    assert logged.data.tags["lowbit.cell"] == "qwen3_tiny/bf16/mmlu-redux"
-    artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert artifacts == {"config.yaml", "metrics.json"}
-    local = client.download_artifacts(run_id, "metrics.json", str(tmp_path))
-    assert json.loads(open(local).read()) == json.loads(run.file("metrics.json").read_text())
+    assert logged.data.tags["lowbit.cell"] == "tiny/bf16/mmlu-redux"
+    assert {a.path for a in client.list_artifacts(logged.info.run_id)} == {"config.yaml", "metrics.json"}
+    local = client.download_artifacts(logged.info.run_id, "metrics.json", str(tmp_path))
+    assert json.loads(Path(local).read_text()) == json.loads(run.file("metrics.json").read_text())
+
+    matrix_files = {Path(a.path).name for a in client.list_artifacts(runs["matrix"].info.run_id, "matrix")}
+    written = {p.name for p in (sweep_dir / "report").iterdir()}
+    assert matrix_files == written and any(name.endswith(".html") for name in written)
 
 
-def test_the_matrix_files_are_one_run_updated_in_place(finished_cell, tmp_path):
-    sweep_dir, _ = finished_cell
+def test_the_matrix_files_are_one_run_updated_in_place(tracked_sweep, tmp_path):
+    sweep_dir, _ = tracked_sweep
     tracker = make_tracker({"name": "mlflow", "experiment": "matrix-check"}, sweep_dir, "unused")
     report = tmp_path / "report.md"
     report.write_text("| model | mmlu-redux |\n|---|---|\n| qwen3_tiny | 0.25 |\n")
@@ -85,14 +91,14 @@ def test_the_matrix_files_are_one_run_updated_in_place(finished_cell, tmp_path):
     assert "0.30" in open(local).read()
 
 
-def test_a_rescored_cell_is_logged_again_and_the_older_run_marked(finished_cell, tmp_path):
-    sweep_dir, cell = finished_cell
+def test_a_rescored_cell_is_logged_again_and_the_older_run_marked(tracked_sweep, tmp_path):
+    sweep_dir, cell = tracked_sweep
     tracker = make_tracker({"name": "mlflow", "experiment": "rescored"}, sweep_dir, "unused")
     first = tracker.log_cell(cell)
-    metrics_file = RunDir(cell.run_dir).file("metrics.json")
+    metrics_file = RunDir(Path(cell.job.output_dir)).file("metrics.json")
     original = metrics_file.read_bytes()
     try:
-        assert run_lowbit("score", "-c", str(cell.run_dir), "dataset.answer_key=original").returncode == 0
+        assert run_lowbit("score", "-c", str(Path(cell.job.output_dir)), "dataset.answer_key=original").returncode == 0
         second = tracker.log_cell(cell)
     finally:
         metrics_file.write_bytes(original)

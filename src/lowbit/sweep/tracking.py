@@ -34,7 +34,8 @@ from typing import Any
 
 from lowbit.errors import UsageError
 from lowbit.overrides import check_type, did_you_mean
-from lowbit.sweep.jobs import meta_dir
+from lowbit.sweep.jobs import is_done, meta_dir
+from lowbit.sweep.plan import Cell, Plan
 
 TRACKERS = ("none", "mlflow")
 OPTIONS: dict[str, Any] = {"name": str, "uri": str | None, "experiment": str | None}
@@ -84,18 +85,19 @@ def make_tracker(block: Mapping[str, Any] | str | None, sweep_dir: Path, sweep_n
     return MlflowTracker(sweep_dir, options.experiment or sweep_name, options.uri)
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One finished (or not yet finished) cell of the matrix and its run directory."""
+def track_sweep(plan: Plan, report_files: Iterable[Path]) -> list[str]:
+    """Log the sweep's finished cells not logged yet and its report files, when its `tracking` asks for it;
+    the MLflow run ids of the cells logged now."""
+    tracker = make_tracker(getattr(plan.spec, "tracking", None), plan.sweep_dir, plan.spec.name)
+    if tracker is None:
+        return []
+    logged = tracker.log_cells(plan.cells)
+    tracker.log_matrix(report_files)
+    return logged
 
-    model: str
-    precision: str
-    task: str
-    run_dir: Path
 
-    @property
-    def label(self) -> str:
-        return f"{self.model}/{self.precision}/{self.task}"
+def cell_label(cell: Cell) -> str:
+    return f"{cell.model}/{cell.precision}/{cell.task}"
 
 
 class MlflowTracker:
@@ -125,23 +127,23 @@ class MlflowTracker:
         return [run_id for cell in cells if (run_id := self.log_cell(cell)) is not None]
 
     def log_cell(self, cell: Cell) -> str | None:
-        """Log one cell; None when it is not finished (no metrics.json) or already logged as it is."""
+        """Log one cell; None when it is not finished (scored under its own config) or already logged as it is."""
         from lowbit.rundir import RunDir
 
-        run = RunDir(cell.run_dir)
-        metrics, config = run.metrics(), run.config()
-        if metrics is None or config is None:
+        if not is_done(cell.job):
             return None
+        run = RunDir(cell.job.output_dir)
+        metrics, config = run.metrics(), run.config()
         digest = hashlib.sha256(run.file("metrics.json").read_bytes()).hexdigest()
         previous = self._runs_of(cell)
         if any(r.data.tags.get("lowbit.metrics_sha256") == digest for r in previous):
             return None
         info = run.run_info()
-        tags = {"lowbit.sweep": self.experiment, "lowbit.cell": cell.label, "lowbit.model": cell.model,
+        tags = {"lowbit.sweep": self.experiment, "lowbit.cell": cell_label(cell), "lowbit.model": cell.model,
                 "lowbit.precision": cell.precision, "lowbit.task": cell.task,
-                "lowbit.run_dir": str(Path(cell.run_dir).absolute()), "lowbit.metrics_sha256": digest,
+                "lowbit.run_dir": str(run.path.absolute()), "lowbit.metrics_sha256": digest,
                 "lowbit.headline": metrics.headline}
-        run_id = self.client.create_run(self.experiment_id, run_name=cell.label, tags=tags).info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=cell_label(cell), tags=tags).info.run_id
         self._log_batch(run_id, params=cell_params(config.resolved, info, cell.precision),
                         metrics=cell_metrics(metrics, info, cell.precision))
         for name in ("config.yaml", "metrics.json"):
@@ -152,7 +154,7 @@ class MlflowTracker:
         return run_id
 
     def _runs_of(self, cell: Cell) -> list[Any]:
-        label = cell.label.replace("'", "\\'")
+        label = cell_label(cell).replace("'", "\\'")
         return self.client.search_runs([self.experiment_id], filter_string=f"tags.`lowbit.cell` = '{label}'")
 
     def _log_batch(self, run_id: str, params: dict[str, str], metrics: dict[str, float]) -> None:
