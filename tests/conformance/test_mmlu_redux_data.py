@@ -34,11 +34,25 @@ def test_seed30_subset(mmlu_redux_dir):
 
 
 @pytest.mark.parametrize("policy, included", [("corrected", 5700 - 132 - 39 - 35 - 25 - 5), ("ok_only", 5330),
-                                              ("original", 5700)])
+                                              ("original", 5700), ("reference", 5700 - 35)])
 def test_answer_key_policies(samples, policy, included):
     task = make_task("mmlu-redux", {"answer_key": policy})
     rows = [task.score(answered(s, "no letter here")) for s in samples]
     assert sum(not r["excluded"] for r in rows) == included
+
+
+def test_the_reference_key_scores_wrong_groundtruth_against_the_correction(samples):
+    task = make_task("mmlu-redux", {"answer_key": "reference"})
+    corrected = [s for s in samples if s.item["error_type"] == "wrong_groundtruth"]
+    with_fix = [s for s in corrected if s.item["correct_answer"]]
+    without_fix = [s for s in corrected if not s.item["correct_answer"]]
+    assert len(with_fix) == 102 and len(without_fix) == 5
+    assert all(task.score(answered(s, f"ANSWER: {s.item['correct_answer']}"))["score"] == 1.0 for s in with_fix)
+    for sample in without_fix:  # counted, and no letter is right
+        rows = [task.score(answered(sample, f"ANSWER: {letter}")) for letter in "ABCD"]
+        assert [r["score"] for r in rows] == [0.0] * 4 and not any(r["excluded"] for r in rows)
+    flawed = next(s for s in samples if s.item["error_type"] == "bad_question_clarity")
+    assert task.score(answered(flawed, f"ANSWER: {'ABCD'[flawed.item['answer']]}"))["score"] == 1.0
 
 
 def test_gold_answers_score_perfectly_and_shifted_answers_do_not(samples):

@@ -9,6 +9,8 @@ Answer keys (`dataset.answer_key`), applied at scoring time so a run can be re-s
   annotators' `correct_answer` (excluded when they gave none); the other error types are excluded.
 - `ok_only`: only `ok` rows, with `answer` (what lm-evaluation-harness reports).
 - `original`: every row with the original MMLU `answer`.
+- `reference`: the reference study's key: `no_correct_answer` rows are excluded, `wrong_groundtruth` rows are
+  scored against `correct_answer` (none right when the annotators gave none), all others against `answer`.
 
 Prompts (`dataset.prompt`, lowbit.tasks.prompts): `reference` (default) is the reference study's message, a
 subject hint asking for 'ANSWER: $LETTER' and "A. choice" options, after a system message for Qwen3; `lowbit` is
@@ -60,7 +62,7 @@ SEED30 = (
     "professional_law",
 )
 SUBSETS = {"all": SUBJECTS, "seed30": SEED30}
-ANSWER_KEYS = ("corrected", "ok_only", "original")
+ANSWER_KEYS = ("corrected", "ok_only", "original", "reference")
 
 LOWBIT_PROMPT = (
     "Answer the following multiple choice question. The last line of your response should be of the following "
@@ -88,7 +90,7 @@ PROMPTS = PromptProfiles("mmlu-redux", "mmlu-redux", lowbit=lowbit_messages, ref
 class MMLUReduxOptions:
     subset: str = "all"  # all | seed30
     subjects: list[str] | None = None  # explicit subject list; overrides subset
-    answer_key: str = "corrected"  # corrected | ok_only | original (see module docstring)
+    answer_key: str = "corrected"  # corrected | ok_only | original | reference (see module docstring)
     hub_id: str = HUB_ID
     prompt: str = REFERENCE  # reference | lowbit (lowbit.tasks.prompts)
 
@@ -140,6 +142,10 @@ class MMLURedux(Task):
             return original, None
         if policy == "ok_only":
             return (original, None) if error_type == "ok" else (None, error_type)
+        if policy == "reference":
+            if error_type == "no_correct_answer":
+                return None, error_type
+            return (item.get("correct_answer"), None) if error_type == "wrong_groundtruth" else (original, None)
         if error_type in ("ok", "expert"):
             return original, None
         if error_type == "wrong_groundtruth":
