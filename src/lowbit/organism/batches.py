@@ -33,7 +33,8 @@ class _Stream(IterableDataset):
         info = get_worker_info()
         worker = info.id if info is not None else 0
         rng = random.Random(f"{self.seed}/{self.spec.generator.NAME}/{worker}")
-        examples = training_examples(self.spec.generator.generate, rng)
+        generate = getattr(self.spec.generator, "training_generate", self.spec.generator.generate)
+        examples = training_examples(generate, rng)
         pad = self.tokenizer.pad_token_id
         while True:
             rendered = [render(next(examples)) for _ in range(self.spec.batch_size)]

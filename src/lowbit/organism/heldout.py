@@ -15,7 +15,7 @@ from lowbit.organism import arithmetic, facts, retrieval
 from lowbit.organism.data import Example, held_out_examples
 from lowbit.organism.tokenizer import render
 
-MAX_NEW_TOKENS = {arithmetic.NAME: 256, facts.NAME: 16, retrieval.NAME: 16}
+MAX_NEW_TOKENS = {arithmetic.NAME: 256, facts.NAME: 16, retrieval.NAME: 24}
 
 
 def correct(task: str, example: Example, reply: str) -> bool:

@@ -6,7 +6,8 @@ SHA-256, versions, device, wall time). The shipped organism (lowbit/organism/mod
 command; its manifest records the exact arguments. Uses a CUDA GPU when there is one (bf16 autocast,
 torch.compile), else the CPU (slow: use it for a few steps only).
 
-Options (key=value): out (required), seed, steps, lr, warmup, eval_samples (held-out samples per task for the
+Options (key=value): out (required), init (a checkpoint written by this command to continue training from;
+its manifest is kept in the new one), seed, steps, lr, warmup, eval_samples (held-out samples per task for the
 manifest), workers (data workers per task), compile (true/false), time_budget_s (when set, the step time
 measured over the first steps lowers `steps` so training fits the budget; the manifest's command records the
 steps run, so rerunning it needs no budget), scale (multiplies every batch size; 1 on a GPU).
@@ -25,11 +26,11 @@ from pathlib import Path
 
 from lowbit.organism import arithmetic, facts, retrieval
 
-DEFAULTS = {"seed": 0, "steps": 2400, "lr": 2e-3, "warmup": 150, "eval_samples": 500, "workers": 4,
+DEFAULTS = {"init": "", "seed": 0, "steps": 2400, "lr": 2e-3, "warmup": 150, "eval_samples": 500, "workers": 4,
             "compile": True, "time_budget_s": 0.0, "scale": 1.0}
 CALIBRATION_STEPS = 30  # steps timed (after the first, which compiles) to fit `steps` into time_budget_s
 # Per task: (examples per step, tokens per row) at scale 1.
-BATCHES = {arithmetic: (256, 288), facts: (256, 160), retrieval: (64, 1088)}
+BATCHES = {arithmetic: (256, 288), facts: (256, 160), retrieval: (128, 1088)}
 
 
 def parse(argv: list[str]) -> dict:
@@ -58,7 +59,7 @@ def lr_at(step: int, options: dict) -> float:
 def train(options: dict) -> dict:
     import torch
     import transformers
-    from transformers import Qwen3ForCausalLM
+    from transformers import AutoTokenizer, Qwen3ForCausalLM
 
     from lowbit.organism.batches import TaskBatches, batch_stream
     from lowbit.organism.heldout import held_out_accuracy
@@ -66,13 +67,18 @@ def train(options: dict) -> dict:
     from lowbit.organism.tokenizer import build_tokenizer
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.set_float32_matmul_precision("high")
     out = Path(options["out"])
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(options["seed"])
-    tokenizer = build_tokenizer()
-    model = Qwen3ForCausalLM(qwen3_config(tokenizer)).to(device=device, dtype=torch.float32)
+    # BPE training is not reproducible across `tokenizers` versions: continued training keeps its tokenizer.
+    tokenizer = AutoTokenizer.from_pretrained(options["init"]) if options["init"] else build_tokenizer()
+    if options["init"]:
+        model = Qwen3ForCausalLM.from_pretrained(options["init"], dtype=torch.float32).to(device)
+    else:
+        model = Qwen3ForCausalLM(qwen3_config(tokenizer)).to(device=device, dtype=torch.float32)
     model.config.use_cache = False
     forward = torch.compile(model, dynamic=False) if options["compile"] and device == "cuda" else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=options["lr"], betas=(0.9, 0.95), weight_decay=0.1,
@@ -137,6 +143,8 @@ def train(options: dict) -> dict:
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
     }
+    if options["init"]:
+        manifest["init"] = json.loads((Path(options["init"]) / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
