@@ -27,7 +27,7 @@ COMMAND = Command(
         Command("run", "expand the sweep into jobs and run what is not done", run="lowbit.sweep.cli:run",
                 switches=(Switch(("--dry-run",), "print the plan (jobs, dependencies, what is done); run nothing"),),
                 items_help="FILE, then key=value overrides", options=SWEEP_OPTIONS),
-        Command("status", "a table of the sweep's jobs: done, running, pending, failed",
+        Command("status", "a table of the sweep's jobs: done, running, pending, failed (the report once all ended)",
                 run="lowbit.sweep.cli:status", items_help="FILE, then key=value overrides", options=SWEEP_OPTIONS),
         Command("cancel", "stop the sweep's queued and running jobs", run="lowbit.sweep.cli:cancel",
                 items_help="FILE, then key=value overrides", options=SWEEP_OPTIONS),
@@ -57,7 +57,7 @@ def _load(args: argparse.Namespace, extra_options: tuple[str, ...] = ()):
 def run(args: argparse.Namespace) -> int:
     from lowbit.sweep.jobs import make_launcher
     from lowbit.sweep.report import write_report
-    from lowbit.sweep.status import any_failed, format_status, job_statuses
+    from lowbit.sweep.status import all_ended, any_failed, format_status, job_statuses
     from lowbit.sweep.submit import format_plan, jobs_to_submit
 
     plan, _ = _load(args)
@@ -76,18 +76,23 @@ def run(args: argparse.Namespace) -> int:
         launcher.submit(todo, plan.sweep_dir)
     statuses = job_statuses(plan)
     print(format_status(statuses, plan.sweep_dir))
-    if all(status.state.value in ("done", "failed", "cancelled") for status in statuses):
+    if all_ended(statuses):
         for path in write_report(plan):
             print(f"wrote {path}")
     return 1 if any_failed(statuses) else 0
 
 
 def status(args: argparse.Namespace) -> int:
-    from lowbit.sweep.status import any_failed, format_status, job_statuses
+    """The table; once every job has ended (a sweep another launcher ran to its end), the report too."""
+    from lowbit.sweep.report import write_report
+    from lowbit.sweep.status import all_ended, any_failed, format_status, job_statuses
 
     plan, _ = _load(args)
     statuses = job_statuses(plan)
     print(format_status(statuses, plan.sweep_dir))
+    if all_ended(statuses) and any(s.submitted for s in statuses):
+        for path in write_report(plan):
+            print(f"wrote {path}")
     return 1 if any_failed(statuses) else 0
 
 

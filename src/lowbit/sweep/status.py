@@ -66,5 +66,10 @@ def format_status(statuses: list[JobStatus], sweep_dir: Path) -> str:
     return "\n".join([f"sweep {sweep_dir}: {len(statuses)} jobs: {summary}", *lines])
 
 
+def all_ended(statuses: list[JobStatus]) -> bool:
+    """Whether the sweep has finished: no job is queued, running or still to submit."""
+    return all(status.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED) for status in statuses)
+
+
 def any_failed(statuses: list[JobStatus]) -> bool:
     return any(status.state == JobState.FAILED for status in statuses)
