@@ -21,6 +21,8 @@ TASKS = Registry("eval_dataset", {
     "aime25": "lowbit.tasks.aime25:AIME25",
     "ifeval": "lowbit.tasks.ifeval:IFEval",
     "livecode_v5": "lowbit.tasks.livecodebench:LiveCodeBench",
+    "organism-arithmetic": "lowbit.tasks.organism:OrganismArithmetic",
+    "organism-facts": "lowbit.tasks.organism:OrganismFacts",
 }, families={
     "ruler-": "lowbit.tasks.ruler.task:task_class",  # ruler-<task>-<length>, e.g. ruler-vt-8k
 })
