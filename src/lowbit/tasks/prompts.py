@@ -12,8 +12,9 @@
 A task not bound to a model (building samples in a test, say) uses the context of lowbit's default model:
 family `qwen3` and the task's default sampling block. docs/prompts.md lists every profile's messages.
 
-The pieces several tasks share live here: the lettered options and the subject hint of the study's
-multiple-choice prompt.
+The pieces of the study's prompts live here (the lettered options, the multiple-choice subject hint, its
+usual system message), except the LiveCodeBench lighteval prompt, which stays with its task
+(lowbit.tasks.livecodebench.prompts).
 """
 
 from __future__ import annotations

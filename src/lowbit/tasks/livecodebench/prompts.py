@@ -37,8 +37,8 @@ def prompt_text(question_content: str, starter_code: str | None) -> str:
     return text + f"{WITHOUT_STARTER_CODE}\n```python\n# YOUR CODE HERE\n```\n\n"
 
 
-def lighteval_messages(record: dict[str, Any]) -> list[dict[str, str]]:
-    return chat(prompt_text(record["question_content"], record.get("starter_code")))
+def lighteval_messages(record: dict[str, Any], system: str | None = None) -> list[dict[str, str]]:
+    return chat(prompt_text(record["question_content"], record.get("starter_code")), system=system)
 
 
 def qwen3_direct_messages(record: dict[str, Any]) -> list[dict[str, str]]:
@@ -51,9 +51,7 @@ def qwen3_direct_messages(record: dict[str, Any]) -> list[dict[str, str]]:
 
 PROMPTS = PromptProfiles("livecode_v5", "livecode_v5", lowbit=lighteval_messages, reference={
     ("qwen3", "livecode_v5"): qwen3_direct_messages,
-    ("qwen3", "livecode_v5-thinking"): lambda record: chat(prompt_text(record["question_content"],
-                                                                      record.get("starter_code")),
-                                                          system="You are a helpful assistant"),
+    ("qwen3", "livecode_v5-thinking"): lambda record: lighteval_messages(record, system="You are a helpful assistant"),
     ("gpt_oss", "livecode_v5"): lighteval_messages,
 })
 
