@@ -3,6 +3,7 @@ written (through lowbit's own eval and quantize validators, on a real tiny check
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from lowbit.overrides import parse
 from lowbit.sweep.jobs import EVAL, QUANTIZE
 from lowbit.sweep.plan import build_plan, format_override
 from lowbit.sweep.spec import load_sweep
+from lowbit.sweep.submit import jobs_to_submit
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -151,3 +153,19 @@ def test_the_shipped_sweep_files_load_and_plan(name, tmp_path, source):
                       + ([f"models.tiny.source={source}"] if name == "tiny-cpu.yaml" else []))
     plan = build_plan(spec, validate=name == "tiny-cpu.yaml")
     assert plan.cells and len({cell.job.output_dir for cell in plan.cells}) == len(plan.cells)
+
+
+def test_a_checkpoint_made_by_another_recipe_is_refused_not_reused(tmp_path, source):
+    made = tmp_path / "out" / "checkpoints" / "tiny" / "int8"
+    made.mkdir(parents=True)
+    (made / "config.json").write_text(json.dumps({"quantization_config": {"lowbit": {"scheme": "fp8",
+                                                                                     "method": "rtn"}}}))
+    with pytest.raises(UsageError, match=f"{made} was made with scheme=fp8 but precisions.int8.recipe asks for "
+                                         "scheme=int8"):
+        build_plan(load_sweep(sweep_file(tmp_path, source)))
+    (made / "config.json").write_text(json.dumps({"quantization_config": {"lowbit": {"scheme": "int8",
+                                                                                     "method": "rtn"}}}))
+    plan = build_plan(load_sweep(sweep_file(tmp_path, source)))
+    todo, done, in_flight = jobs_to_submit(plan)
+    assert done == ["quantize/tiny/int8"] and not in_flight
+    assert all("quantize/tiny/int8" not in job.depends_on for job in todo)

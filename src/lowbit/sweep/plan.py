@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from lowbit.errors import UsageError
-from lowbit.sweep.jobs import EVAL, QUANTIZE, Job, Resources, is_done
+from lowbit.sweep.jobs import EVAL, QUANTIZE, Job, Resources
 from lowbit.sweep.spec import SOURCE, ModelSpec, PrecisionSpec, SweepSpec, TaskSpec, resources
 
 CHECKPOINTS = "checkpoints"
@@ -53,13 +53,6 @@ class Plan:
 
     def job(self, name: str) -> Job:
         return next(job for job in self.jobs if job.name == name)
-
-    def pending(self) -> tuple[list[Job], set[str]]:
-        """The jobs still to run (their dependencies on finished jobs dropped), and the names of finished ones."""
-        done = {job.name for job in self.jobs if is_done(job)}
-        todo = [replace(job, depends_on=tuple(d for d in job.depends_on if d not in done))
-                for job in self.jobs if job.name not in done]
-        return todo, done
 
 
 def build_plan(spec: SweepSpec, *, validate: bool = True) -> Plan:
@@ -253,9 +246,29 @@ def check_recipe(job: Job) -> None:
                          "to a checkpoint directory or a hub id")
     where = "precisions." + job.name.split("/")[-1] + ".recipe"
     try:
-        build_request(list(job.argv[1:]))
+        request = build_request(list(job.argv[1:]))
     except UsageError as e:
         raise UsageError(f"{where}: {e}") from e
+    made = _provenance(Path(job.output_dir))
+    asked = {"scheme": {str(request.scheme), dict(item.split("=", 1) for item in job.argv[1:])["scheme"]},
+             "method": {str(request.method)}}
+    for key, values in asked.items():
+        if key in made and str(made[key]) not in values:
+            raise UsageError(f"{job.output_dir} was made with {key}={made[key]} but {where} asks for "
+                             f"{key}={sorted(values)[0]}: delete that checkpoint and its cells, or give the precision "
+                             "another name")
+
+
+def _provenance(checkpoint: Path) -> dict:
+    """The `lowbit` record of a checkpoint's quantization_config ({} when there is no checkpoint there yet)."""
+    import json
+
+    try:
+        config = json.loads((checkpoint / "config.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    record = (config.get("quantization_config") or {}).get("lowbit")
+    return record if isinstance(record, dict) else {}
 
 
 # Keys that differ between cells without changing what the eval validation checks (a local model_name is
