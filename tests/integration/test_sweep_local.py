@@ -3,6 +3,10 @@ their one-line reason, the lock against a second scheduler, and the per-job stat
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -105,3 +109,27 @@ def test_the_failure_reason_is_lowbits_own_error_line(tmp_path):
     assert failure_reason(log, 2) == "exit 2: lowbit: error: data_dir must hold test.jsonl"
     log.write_text("# header\nTraceback (most recent call last):\nMemoryError\n")
     assert failure_reason(log, -9) == "killed by signal 9: MemoryError"
+
+
+def test_a_job_that_outlived_its_killed_scheduler_is_not_started_twice(tiny_model, tmp_path):
+    """The scheduler killed with SIGKILL leaves its job running in its own session: status keeps it running, a
+    new run refuses to start it a second time, cancel stops it."""
+    job = Job(name="eval/m/p/t", kind=EVAL, output_dir=str(tmp_path / "run"), argv=("eval",))
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "lowbit"],
+                               start_new_session=True)
+    try:
+        write_state(tmp_path, job, launcher="local", state=JobState.RUNNING, external_id=sleeper.pid)
+        launcher = LocalLauncher()
+        launcher.refresh([job], tmp_path)
+        assert read_state(tmp_path, job)["state"] == JobState.RUNNING
+        with pytest.raises(UsageError, match=f"still running \\(pid {sleeper.pid}\\)"):
+            launcher.submit([job], tmp_path)
+        launcher.cancel([job], tmp_path)
+        assert sleeper.wait(timeout=30) == -signal.SIGTERM
+        assert read_state(tmp_path, job)["state"] == JobState.CANCELLED
+    finally:
+        if sleeper.poll() is None:
+            os.killpg(sleeper.pid, signal.SIGKILL)
+    write_state(tmp_path, job, state=JobState.RUNNING)  # its process is gone now: failed, unfinished
+    LocalLauncher().refresh([job], tmp_path)
+    assert read_state(tmp_path, job)["state"] == JobState.FAILED

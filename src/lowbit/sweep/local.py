@@ -59,6 +59,11 @@ class LocalLauncher:
 
     def submit(self, jobs: list[Job], sweep_dir: Path) -> None:
         """Run `jobs` to the end (blocking); a job whose dependency failed is not started."""
+        for job in jobs:
+            state = read_state(sweep_dir, job)
+            if state.get("state") == JobState.RUNNING and _is_lowbit_job(state.get("external_id")):
+                raise UsageError(f"{job.name} is still running (pid {state['external_id']}) from an earlier sweep run: "
+                                 "wait for it, or stop it with lowbit sweep cancel")
         with _scheduler_lock(sweep_dir):
             for job in jobs:
                 write_state(sweep_dir, job, launcher=self.name, state=JobState.PENDING, external_id=None,
@@ -67,14 +72,16 @@ class LocalLauncher:
             _Scheduler(self, jobs, Path(sweep_dir)).run()
 
     def refresh(self, jobs: list[Job], sweep_dir: Path) -> None:
-        """A job recorded as running whose process is gone ended with its scheduler: done if its output is
-        complete, else failed."""
+        """Without a live scheduler, a job recorded as running ended with it: done if its output is complete,
+        else failed."""
+        if lock_holder(sweep_dir) is not None:
+            return  # the scheduler keeps the state files current itself
         for job in jobs:
             state = read_state(sweep_dir, job)
             if state.get("launcher") != self.name or state.get("state") != JobState.RUNNING:
                 continue
-            if _alive(state.get("external_id")):
-                continue
+            if _is_lowbit_job(state.get("external_id")):
+                continue  # outlived its scheduler (killed with SIGKILL): still running
             if is_done(job):
                 write_state(sweep_dir, job, state=JobState.DONE, reason=None, finished_at=now())
             else:
@@ -247,9 +254,19 @@ def _alive(pid: object) -> bool:
     return True
 
 
+def _is_lowbit_job(pid: object) -> bool:
+    """Whether `pid` is alive and still a lowbit job (not an unrelated process that reused the number)."""
+    if not _alive(pid):
+        return False
+    try:
+        return b"lowbit" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the recorded pid
+
+
 def _stop_group(pid: object) -> None:
     """SIGTERM a job's process group (its pid leads a session of its own), SIGKILL what is left after a grace."""
-    if not _alive(pid):
+    if not _is_lowbit_job(pid):
         return
     try:
         os.killpg(pid, signal.SIGTERM)
