@@ -126,6 +126,27 @@ def test_tiny_sweep_runs_on_slurm_and_a_cancelled_job_resumes(cluster, tiny_mode
         assert started >= int(checkpoint.stat().st_mtime)
 
 
+@pytest.mark.slow
+def test_sweep_cancel_scancels_what_is_queued_or_running(cluster, tiny_model_stopping, tmp_path):
+    require_shared("mmlu_redux", "the tiny sweep's MMLU-Redux files")
+    out = tmp_path / "sweep"
+    items = [SWEEP, "launcher=slurm", f"models.tiny.source={tiny_model_stopping}", f"output_dir={out}", SMALL_CELLS]
+    submitted = sweep(cluster, "run", *items)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    ids = {job_state(out, name)["external_id"] for name in
+           ("quantize/tiny/int8", "eval/tiny/int8/mmlu-redux", "eval/tiny/bf16/mmlu-redux")}
+    assert ids <= {row[0] for row in squeue(cluster, "-o", "%i|%T")}
+
+    cancelled = sweep(cluster, "cancel", *items)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    wait_until(lambda: not squeue(cluster, "-o", "%i"), 60, "the queue to empty")
+    status = sweep(cluster, "status", *items)
+    rows = [line.split()[1] for line in status.stdout.splitlines() if line.startswith(("eval/", "quantize/"))]
+    assert len(rows) == 7 and set(rows) <= {"done", "cancelled"}, status.stdout  # a fast job may have finished
+    assert f"cancelled {rows.count('cancelled')} slurm job(s)" in cancelled.stdout, cancelled.stdout
+    assert rows.count("cancelled") >= 4, status.stdout  # two CPUs: few jobs can have ended before the cancel
+
+
 def test_sbatch_refusing_the_partition_is_one_line_before_anything_is_written(cluster, tiny_model_stopping, tmp_path):
     out = tmp_path / "sweep"
     result = sweep(cluster, "run", SWEEP, "launcher=slurm", "launcher.slurm.partition=nosuch", f"output_dir={out}",

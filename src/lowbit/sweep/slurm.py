@@ -174,9 +174,11 @@ class SlurmLauncher:
             raise UsageError(f"sbatch refused {first.name}: {_last_line(detail)}") from None
         ids = [str(s.job_id) for s in submitted]
         for job, slurm_id in zip(group, ids):
-            write_state(sweep_dir, job, launcher=self.name, external_id=slurm_id, submitted_at=now(),
-                        state=JobState.PENDING, log_path=str(log_path(sweep_dir, job)), reason=None,
-                        finished_at=None)
+            recorded = {"launcher": self.name, "submitted_at": now(), "log_path": str(log_path(sweep_dir, job))}
+            if read_state(sweep_dir, job).get("external_id") != slurm_id:  # else it has already started
+                recorded.update(external_id=slurm_id, state=JobState.PENDING, reason=None, started_at=None,
+                                finished_at=None)
+            write_state(sweep_dir, job, **recorded)
         return ids
 
     def _parameters(self, resources: Resources, dependency: str | None, job_name: str) -> dict[str, Any]:
@@ -216,6 +218,8 @@ class SlurmLauncher:
                         write_state(sweep_dir, job, state=JobState.CANCELLED, finished_at=now(),
                                     reason="not started: a job it waits for failed")
                     continue
+                if new == JobState.RUNNING and recorded not in _LIVE:
+                    continue  # the job recorded its own end; SLURM is still finishing it
                 if new in _LIVE and recorded != new:
                     write_state(sweep_dir, job, state=new, reason=None)
                 elif new not in _LIVE and recorded in _LIVE:
