@@ -133,3 +133,12 @@ def test_a_job_that_outlived_its_killed_scheduler_is_not_started_twice(tiny_mode
     write_state(tmp_path, job, state=JobState.RUNNING)  # its process is gone now: failed, unfinished
     LocalLauncher().refresh([job], tmp_path)
     assert read_state(tmp_path, job)["state"] == JobState.FAILED
+
+
+def test_a_job_needing_more_gpus_than_visible_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    job = Job(name="eval/big/bf16/t", kind=EVAL, argv=("eval",), output_dir=str(tmp_path / "run"),
+              resources=Resources(gpus=2))
+    with pytest.raises(UsageError, match="eval/big/bf16/t needs 2 GPUs but 1 are visible"):
+        LocalLauncher().submit([job], tmp_path)
+    assert not (tmp_path / ".sweep").exists()

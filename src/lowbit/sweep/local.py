@@ -60,6 +60,10 @@ class LocalLauncher:
     def submit(self, jobs: list[Job], sweep_dir: Path) -> None:
         """Run `jobs` to the end (blocking); a job whose dependency failed is not started."""
         for job in jobs:
+            wanted = self.gpus_per_job if self.gpus_per_job is not None else job.resources.gpus
+            if self.gpus and wanted > len(self.gpus):
+                raise UsageError(f"{job.name} needs {wanted} GPUs but {len(self.gpus)} are visible: run the sweep where "
+                                 "more are, or lower its tensor/pipeline parallelism")
             state = read_state(sweep_dir, job)
             if state.get("state") == JobState.RUNNING and _is_lowbit_job(state.get("external_id")):
                 raise UsageError(f"{job.name} is still running (pid {state['external_id']}) from an earlier sweep run: "
@@ -155,8 +159,7 @@ class _Scheduler:
     def _gpus_for(self, job: Job) -> int:
         if not self.launcher.gpus:
             return 0  # a CPU machine: one job at a time, whatever it asked for
-        wanted = self.launcher.gpus_per_job if self.launcher.gpus_per_job is not None else job.resources.gpus
-        return min(wanted, len(self.launcher.gpus))
+        return self.launcher.gpus_per_job if self.launcher.gpus_per_job is not None else job.resources.gpus
 
     def _launch(self, job: Job, gpus: list[str]) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
