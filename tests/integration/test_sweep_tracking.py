@@ -118,6 +118,11 @@ def test_bad_tracking_blocks_are_one_line(block, message):
     assert "\n" not in str(error.value)
 
 
+def test_a_tracking_uri_mlflow_cannot_use_is_one_line(tmp_path):
+    with pytest.raises(UsageError, match=r"^tracking.uri=nosuch://x: MLflow cannot use it .*set tracking=none$"):
+        make_tracker({"name": "mlflow", "uri": "nosuch://x"}, tmp_path, "x")
+
+
 def test_tracking_none_writes_nothing(tmp_path):
     assert make_tracker(None, tmp_path, "x") is None and make_tracker("none", tmp_path, "x") is None
     assert list(tmp_path.iterdir()) == []

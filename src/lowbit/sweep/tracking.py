@@ -82,7 +82,14 @@ def make_tracker(block: Mapping[str, Any] | str | None, sweep_dir: Path, sweep_n
     except ImportError:
         raise UsageError("tracking=mlflow needs MLflow: pip install 'lowbit[sweep]' (mlflow-skinny, sqlalchemy, "
                          "alembic), or set tracking=none") from None
-    return MlflowTracker(sweep_dir, options.experiment or sweep_name, options.uri)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowTracker(sweep_dir, options.experiment or sweep_name, options.uri)
+    except (MlflowException, OSError) as error:  # a bad URI, an unreachable server, a store it cannot open
+        message = " ".join(str(error).split())[:300]
+        raise UsageError(f"tracking.uri={options.uri or 'the local store'}: MLflow cannot use it ({message}); "
+                         "fix tracking.uri or set tracking=none") from None
 
 
 def track_sweep(plan: Plan, report_files: Iterable[Path]) -> list[str]:
