@@ -6,6 +6,7 @@
       predictions.jsonl  one line per sample, appended chunk by chunk; a rerun skips ids already there
       scores.jsonl       one line per sample, rewritten by every scoring
       metrics.json       aggregate metrics with intervals, rewritten by every scoring
+      divergence.jsonl   `lowbit divergence` runs only: one line per sequence (metrics.json holds the aggregate)
 
 `RunDir` reads each file into its typed record (`records.py`; predictions are `lowbit.records.Prediction`) and
 writes it back: whole files atomically (a temp file and a rename), predictions append-only with an fsync per
@@ -22,7 +23,7 @@ import yaml
 
 from lowbit.records import JsonlAppender, Prediction, iter_jsonl, legacy_id
 from lowbit.records import write_json_atomic, write_jsonl_atomic, write_text_atomic
-from lowbit.rundir.records import (SCHEMA_VERSION, Metrics, ModelInfo, RunConfig, RunInfo, ScoreRow, Session,
+from lowbit.rundir.records import (SCHEMA_KEY, SCHEMA_VERSION, Metrics, ModelInfo, RunConfig, RunInfo, ScoreRow, Session,
                                    TaskInfo, Totals, estimate_from_json)
 
 CONFIG = "config.yaml"
@@ -30,6 +31,8 @@ RUN_INFO = "run.json"
 PREDICTIONS = "predictions.jsonl"
 SCORES = "scores.jsonl"
 METRICS = "metrics.json"
+DIVERGENCE = "divergence.jsonl"  # a `lowbit divergence` run's per-sequence lines, in place of scores.jsonl
+DIVERGENCE_REFERENCE = "divergence_reference-{fingerprint}.safetensors"  # a baseline's stored top-k reference
 # What each file holds, in the order a listing shows them.
 RUN_FILES = {
     CONFIG: "the fully resolved config",
@@ -37,9 +40,10 @@ RUN_FILES = {
     PREDICTIONS: "one line per sample: prompt, item, completions, answers",
     SCORES: "one line per sample: extracted answer, score, truncation",
     METRICS: "headline metric with 95% interval, per-group estimates, failure counts",
+    DIVERGENCE: "one line per sequence: KL, top-token agreement, log-perplexities against the baseline",
 }
 
-__all__ = ["CONFIG", "METRICS", "PREDICTIONS", "RUN_FILES", "RUN_INFO", "SCHEMA_VERSION", "SCORES", "Metrics",
+__all__ = ["CONFIG", "DIVERGENCE", "METRICS", "PREDICTIONS", "RUN_FILES", "RUN_INFO", "SCHEMA_VERSION", "SCORES", "Metrics",
            "ModelInfo", "RunConfig", "RunDir", "RunInfo", "ScoreRow", "Session", "TaskInfo", "Totals",
            "estimate_from_json"]
 
@@ -133,3 +137,18 @@ class RunDir:
     def write_scores(self, rows: Iterable[ScoreRow], metrics: Metrics) -> None:
         write_jsonl_atomic(self.file(SCORES), (row.to_line() for row in rows))
         write_json_atomic(self.file(METRICS), metrics.to_json())
+
+    # -- token-level divergence (lowbit.divergence) -------------------------------------------------------
+
+    def write_divergence(self, lines: Iterable[dict], metrics: Metrics) -> None:
+        """A divergence run's per-sequence lines and its metrics."""
+        write_jsonl_atomic(self.file(DIVERGENCE), ({SCHEMA_KEY: SCHEMA_VERSION, **line} for line in lines))
+        write_json_atomic(self.file(METRICS), metrics.to_json())
+
+    def divergence_lines(self) -> list[dict]:
+        path = self.file(DIVERGENCE)
+        return [row for row in iter_jsonl(path)] if path.exists() else []
+
+    def divergence_reference(self, fingerprint: str) -> Path:
+        """Where the stored reference of the sequences with this fingerprint lives (it may not exist yet)."""
+        return self.file(DIVERGENCE_REFERENCE.format(fingerprint=fingerprint))

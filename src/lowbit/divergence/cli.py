@@ -1,0 +1,57 @@
+"""`lowbit divergence`: how far a candidate's next-token distributions are from its baseline's.
+
+    lowbit divergence baseline=outputs/qwen3_4B_bf16_math500 candidate=ckpts/qwen3-4b-nvfp4 precision=nvfp4 \
+        output_dir=outputs/qwen3_4B_nvfp4_divergence
+    lowbit divergence baseline=Qwen/Qwen3-4B predictor_conf.act_quant=nvfp4 predictor_conf.weight_quant=nvfp4 \
+        precision=w4a4_nvfp4_emulated source=corpus corpus=math500 data_dir=shared/data/math500 output_dir=...
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lowbit.command import Command
+
+EMULATION = {"predictor_conf.act_quant": ("act_quant", str), "predictor_conf.weight_quant": ("weight_quant", str),
+             "predictor_conf.quant_targets": ("quant_targets", list), "predictor_conf.quant_ignore": ("quant_ignore", list)}
+OPTIONS: dict[str, object] = {
+    "baseline": str, "candidate": str, "output_dir": str, "precision": str, "source": str, "corpus": str,
+    "data_dir": str, "chunk_tokens": int, "limit": int, "reference": str, "top_k": int, "reference_dir": str,
+    "batch_tokens": int, "dtype": str, "device_map": str, "overwrite": bool,
+    **{key: annotation for key, (_, annotation) in EMULATION.items()},
+}
+COMMAND = Command(
+    "divergence", "token-level fidelity of a candidate against its baseline (KL, top-token agreement, PPL ratio)",
+    run="lowbit.divergence.cli:run",
+    options="""\
+options (key=value):
+  baseline=<run dir | model>     a BF16 lowbit eval run (its model and completions) or a model dir / hub id
+  candidate=<model>              quantized checkpoint (default: the baseline's model, for emulation alone)
+  predictor_conf.act_quant=nvfp4 predictor_conf.weight_quant=nvfp4   emulate the candidate's precision
+  precision=<label>              the candidate's label, for lowbit compare    output_dir=<dir>  overwrite=true
+  source=run | corpus            the run's prompts + completions, or chunks of text (default: run for a run dir)
+  corpus=math500 | <file>        MATH-500 solutions (data_dir=<folder with test.jsonl>) or a .txt / .jsonl file
+  chunk_tokens=512  limit=N      corpus chunk length; at most N sequences
+  reference=exact | stored       both models at once, or the baseline's stored top-k (top_k=32, reference_dir=)
+  batch_tokens=16384  dtype=auto  device_map=auto
+See docs/divergence.md.
+""")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lowbit.divergence.runner import DivergenceRequest, run_divergence
+    from lowbit.overrides import parse_options, require
+    from lowbit.rundir import RunDir
+
+    values = parse_options(args.overrides, OPTIONS, COMMAND.name)
+    require(values, "baseline", "baseline=outputs/qwen3_4B_bf16_math500")
+    require(values, "output_dir", "output_dir=outputs/qwen3_4B_nvfp4_divergence")
+    emulation = {name: values.pop(key) for key, (name, _) in EMULATION.items() if key in values}
+    path = run_divergence(DivergenceRequest(**values, emulation=emulation))
+    metrics = RunDir(path).metrics()
+    kl, same, ratio = (metrics.estimate(name) for name in ("kl_mean", "same_top_rate", "ppl_ratio"))
+    print(f"KL mean {kl.value:.5f} nats (95% CI {kl.ci_low:.5f}-{kl.ci_high:.5f}), p99 {metrics.metrics['kl_p99']:.4f}; "
+          f"same top token {100 * same.value:.2f}%; PPL ratio {ratio.value:.4f} "
+          f"over {metrics.metrics['tokens']} tokens in {metrics.metrics['sequences']} sequences")
+    print(f"run directory: {path}")
+    return 0
