@@ -75,6 +75,7 @@ COMMANDS = Registry("command", {
     "dequantize": "lowbit.quant.dequantize_cli:COMMAND",
     "ruler": "lowbit.tasks.ruler.cli:COMMAND",
     "sweep": "lowbit.sweep.cli:COMMAND",
+    "divergence": "lowbit.divergence.cli:COMMAND",
     "demo": "lowbit.cli:DEMO",
 })
 
