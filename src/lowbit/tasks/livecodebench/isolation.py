@@ -72,7 +72,8 @@ class Isolation:
             "user": "nobody" if os.geteuid() == 0 else "lowbit's user",
             "namespaces": {"private_root": ["mount", "pid", "net"], "namespaces": ["user", "pid", "net"]}.get(
                 self.mode, []),
-            "memory": f"{cgroup} memory limit on the program tree, swap off" if cgroup else "RLIMIT_AS per process",
+            "memory": (f"{cgroup} memory limit on the program tree, swap included where the kernel accounts it"
+                       if cgroup else "RLIMIT_AS per process"),
             "processes": f"{cgroup} pids.max on the program tree" if cgroup else "RLIMIT_NPROC",
             "disk": "private size-limited tmpfs" if private else "RLIMIT_FSIZE per file only",
             "file_system": ("private root: read-only /usr and interpreter, own /proc" if private
