@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 POSITIONS_PER_SLICE = 256  # rows of float32 vocabulary-wide work at a time (256 x 152k x 4 B = 156 MB each)
-BOUND_TOKENS_MAX = 4096  # least-likely rest tokens the bound fills with mass m; beyond that the bound is loose
+BOUND_TOKENS_MAX = 512  # least-likely rest tokens the bound fills with mass m; beyond, it is looser but holds
 
 
 @dataclass
