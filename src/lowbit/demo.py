@@ -1,54 +1,75 @@
-"""`lowbit demo`: an offline end-to-end evaluation on a tiny random-weight Qwen3 model.
+"""`lowbit demo`: what each precision costs the model organism, measured offline on a CPU in a few minutes.
 
-It builds the model (with the real Qwen3 tokenizer when the shared data has it), evaluates it on a debug
-subset of MMLU-Redux from the shared data, re-scores the run, and shows what the run directory holds. The
-model is random, so its accuracy is chance level or below: the demo shows the machinery, not a result.
+The organism (lowbit.organism) is a small Qwen3 trained to solve its tasks, so damaged weights show up as lost
+accuracy. The demo quantizes it into each scheme with `lowbit quantize`, adds W4A4 (NVFP4 weights and
+activations, emulated by the transformers predictor), evaluates every precision on the same held-out samples of
+the organism's tasks with greedy decoding, and compares them with the BF16 parent with `lowbit compare`: paired
+differences, McNemar's test, flips, and a self-contained HTML report.
 """
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from lowbit.errors import UsageError
-from lowbit.testing.data import shared_path
 
 DEMO_ROOT = Path("outputs/demo")
+SCHEMES = ("fp8", "int8", "mxfp8", "w4a16", "nvfp4", "mxfp4")
+# Samples per task: the first N held-out ids, the same for every precision.
+SAMPLES = {"organism-facts": 200, "organism-arithmetic": 40}
+BATCH_SIZE = 200
 
 
-def run_demo() -> Path:
-    from lowbit.config import resolve_eval
-    from lowbit.run import evaluate, score_run
-    from lowbit.testing.tiny import build_tiny_qwen3
+@dataclass(frozen=True)
+class Precision:
+    label: str  # the precision recorded in run.json and shown by lowbit compare
+    checkpoint: str  # the scheme's checkpoint folder under the demo root, or "" for the organism itself
+    options: tuple[str, ...] = ()  # extra `lowbit eval` options
 
-    data_dir = shared_path("mmlu_redux")
-    if data_dir is None:
-        raise UsageError("the demo needs the MMLU-Redux files of shared/data/mmlu_redux (beside the checkout, "
-                         "or set LOWBIT_SHARED_DATA=<shared/data>)")
-    model_dir = DEMO_ROOT / "tiny-qwen3"
-    if not (model_dir / "model.safetensors").exists():
-        print(f"building a tiny random Qwen3 model in {model_dir}")
-        build_tiny_qwen3(model_dir, eos_logit=10.0)
-    output_dir = DEMO_ROOT / "tiny-qwen3_bf16_mmlu-redux"
-    cfg = resolve_eval([
-        "model=qwen3_4B", f"model_name={model_dir}", "precision=bf16", "eval_dataset=mmlu-redux",
-        f"data_dir={data_dir}", f"output_dir={output_dir}", "debug=true", "overwrite=true",
-        "predictor=transformers", "predictor_conf.batch_size=10",
-        # The random model rambles; sample from its full distribution and keep completions short.
-        "sampling.temperature=1.0", "sampling.top_p=1.0", "sampling.top_k=-1", "sampling.max_sequence_length=512",
-    ])
-    run = evaluate(cfg)
-    rescored = score_run(run, cfg.task)
-    print(f"\nrun directory: {run.path}")
-    for name, size, what in run.listing():
-        print(f"  {name:<18} {size:>9,} bytes  {what}")
-    first = run.predictions()[0]
-    completion = first.completions[0]
-    print(f"\nfirst prediction ({first.id}): finish_reason={completion.finish_reason}, "
-          f"{completion.completion_tokens} tokens, answer={completion.answer[:60]!r}")
-    accuracy = rescored["metrics"]["accuracy"]
-    print(f"accuracy {100 * accuracy['value']:.1f}% on {accuracy['n']} samples "
-          f"(95% CI {100 * accuracy['ci_low']:.1f}-{100 * accuracy['ci_high']:.1f}); "
-          f"parse failures: {rescored['metrics']['parse_failures']} (a random model names no letter)")
-    print(f"re-score it without a model: lowbit score -c {run.path} --check-truncation")
-    return run.path
 
+PRECISIONS = (
+    Precision("bf16", ""),
+    *(Precision(scheme, scheme) for scheme in SCHEMES),
+    Precision("w4a4-nvfp4", "", ("predictor_conf.act_quant=nvfp4", "predictor_conf.weight_quant=nvfp4")),
+)
+
+
+def run_demo(root: Path = DEMO_ROOT, samples: dict[str, int] | None = None,
+             precisions: tuple[Precision, ...] = PRECISIONS) -> Path:
+    """Quantize, evaluate and compare; returns the report folder."""
+    from lowbit.organism import model_dir
+
+    organism = model_dir()
+    samples = samples or SAMPLES
+    root = Path(root)
+    runs = root / "runs"
+    if runs.exists():
+        shutil.rmtree(runs)  # a fresh comparison every time: runs of an earlier demo may hold other samples
+    for precision in precisions:
+        checkpoint = organism
+        if precision.checkpoint:
+            checkpoint = root / "checkpoints" / precision.checkpoint
+            if not (checkpoint / "config.json").is_file():
+                _lowbit("quantize", f"model={organism}", f"scheme={precision.checkpoint}", f"out={checkpoint}",
+                        "overwrite=true")
+        for task, count in samples.items():
+            print(f"\n== {precision.label}: {task} ({count} samples)", flush=True)
+            _lowbit("eval", "model=organism", f"model_name={checkpoint}", f"precision={precision.label}",
+                    f"eval_dataset={task}", f"output_dir={runs / task / precision.label}", f"limit={count}",
+                    "predictor=transformers", f"predictor_conf.batch_size={BATCH_SIZE}", *precision.options)
+    report = root / "report"
+    print("\n== lowbit compare", flush=True)
+    _lowbit("compare", *(str(runs / task / "*") for task in samples), "baseline=bf16", f"out={report}")
+    print(f"\nHTML report: {report / 'comparison.html'}")
+    print(f"the organism and its tasks: {organism / 'README.md'}")
+    return report
+
+
+def _lowbit(*argv: str) -> None:
+    from lowbit.cli import main
+
+    status = main(list(argv))
+    if status != 0:
+        raise UsageError(f"`lowbit {' '.join(argv)}` failed with exit status {status}")
