@@ -63,7 +63,8 @@ options (key=value, anywhere among the runs):
     retired={"--baseline": "baseline=<precision or run dir>", "--margin": "margin=<points>",
              "--out": "out=<dir>", "--format": "format=<markdown|csv|json|html>"})
 
-DEMO = Command("demo", "run an offline end-to-end evaluation on a tiny random model", run="lowbit.cli:_demo")
+DEMO = Command("demo", "quantize the trained model organism into every scheme and compare the precisions offline",
+               run="lowbit.cli:_demo")
 
 # Every subcommand, in the order `lowbit --help` lists them. Each target is a light `Command` declaration; its
 # handler is imported only when it runs.
