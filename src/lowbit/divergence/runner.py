@@ -206,8 +206,9 @@ def _write(out: RunDir, request, sequences, per_sequence, baseline_model, candid
     metrics, groups = summary.summarize(ordered, [s.regions for s in sequences], positions)
     lines = [summary.sequence_line(s.id, stats, s.regions) for s, stats in zip(sequences, ordered)]
     tokens = metrics["tokens"]
+    family = (RunDir(request.baseline).config().family if source == "run" else None) or baseline_model
     resolved = {"eval_dataset": TASK, "precision": request.precision, "model_name": candidate_model,
-                "model": {"model_name": baseline_model}, "divergence": {**asdict(request), "source": source}}
+                "model": {"model_name": family}, "divergence": {**asdict(request), "source": source}}
     if request.overwrite:
         out.clear()
     out.write_config(RunConfig.from_json(resolved))

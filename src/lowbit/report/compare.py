@@ -30,6 +30,8 @@ from lowbit.report.arguments import split_compare_arguments
 from lowbit.report.bits import bits_per_weight
 from lowbit.report.breakdown import group_deltas
 from lowbit.report.comparison import Comparison, ComparisonRow, GroupComparison
+from lowbit.report.divergence_runs import attach as attach_divergence
+from lowbit.report.divergence_runs import split_divergence_runs
 from lowbit.report.paired_stats import compare_paired
 from lowbit.report.pairing import (RunSummary, expand_run_paths, input_differences, load_run, pair_samples,
                                    scoring_option_notes)
@@ -81,7 +83,7 @@ def compare_runs(paths: list[str], baseline: str | None = None, margin: float = 
     """Load, group, pair and compare; raises UsageError when nothing can be compared."""
     if not (isinstance(margin, (int, float)) and math.isfinite(margin) and 0 < margin < 100):
         raise UsageError(f"margin is in percentage points and must be in (0, 100), got {margin}")
-    entries = expand_run_paths(paths)
+    entries, divergence = split_divergence_runs(expand_run_paths(paths))
     baseline_path = _baseline_path(baseline)
     if baseline_path is not None and baseline_path not in {p for _, p in entries}:
         entries.append((str(baseline).rstrip("/"), baseline_path))
@@ -119,6 +121,7 @@ def compare_runs(paths: list[str], baseline: str | None = None, margin: float = 
                 refused.append((candidate.label, f"shares no scored sample id with baseline {base.label}"))
                 continue
             rows.append(row)
+        attach_divergence(rows, base.family, divergence)
         compared.append(GroupComparison(family=base.family_name, task=base.task, prompt_options=base.prompt_options,
                                         metric=base.headline, baseline=f"{base.precision} ({base.label})", rows=rows))
     if not any(len(g.rows) > 1 for g in compared):

@@ -43,6 +43,9 @@ class ComparisonRow:
     verdict: str = ""
     notes: list[str] = field(default_factory=list)
     breakdowns: dict[str, list[GroupDelta]] = field(default_factory=dict)  # grouping -> per-group differences
+    # token-level fidelity of this model and precision from a `lowbit divergence` run among the inputs:
+    # kl_mean, same_top_rate, ppl_ratio, top_prob_change_rms (Estimates' JSON), kl_p99, run, source, tokens
+    divergence: dict[str, Any] | None = None
 
 
 @dataclass

@@ -12,10 +12,10 @@ import base64
 from html import escape
 from pathlib import Path
 
-from lowbit.report.comparison import Comparison, ComparisonRow
+from lowbit.report.comparison import Comparison, GroupComparison
 from lowbit.report.paired_stats import CONFIDENCE, RESAMPLES, SEED
 from lowbit.report.plots import Plot, comparison_plots
-from lowbit.report.render import HEADERS, cells, group_title, legend, row_notes
+from lowbit.report.render import columns, group_cells, group_title, legend, row_notes
 from lowbit.rundir import RUN_INFO
 
 STYLE = """
@@ -50,7 +50,7 @@ figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 }
 """
 NUMBER_COLUMNS = {"score [95% CI]", "recovery", "diff pts [95% CI]", "p (test)", "flips -/+", "trunc chg",
-                  "reasoning chg", "tok/s", "bits/weight"}
+                  "reasoning chg", "tok/s", "bits/weight", "KL nats [95% CI]", "same top", "PPL ratio"}
 
 
 def render_html(comparison: Comparison, plots: list[Plot] | None = None) -> str:
@@ -65,7 +65,7 @@ def render_html(comparison: Comparison, plots: list[Plot] | None = None) -> str:
         *(f'<p class="legend">{escape(line)}</p>' for line in legend(comparison)),
     ]
     for group in comparison.groups:
-        body += [f"<section><h2>{escape(group_title(group))}</h2>", _table(group.rows)]
+        body += [f"<section><h2>{escape(group_title(group))}</h2>", _table(group)]
         notes = row_notes(group)
         if notes:
             body.append('<ul class="notes">' + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
@@ -82,12 +82,12 @@ def render_html(comparison: Comparison, plots: list[Plot] | None = None) -> str:
             + "\n".join(body) + "\n</body>\n</html>\n")
 
 
-def _table(rows: list[ComparisonRow]) -> str:
-    headers = [*HEADERS, "bits/weight"]
+def _table(group: GroupComparison) -> str:
+    headers, rows = [*columns(group), "bits/weight"], group.rows
     lines = ['<div class="table-wrap"><table>', "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers)
              + "</tr></thead><tbody>"]
     for row in rows:
-        values = [*cells(row), "-" if row.bits_per_weight is None else f"{row.bits_per_weight:g}"]
+        values = [*group_cells(group, row), "-" if row.bits_per_weight is None else f"{row.bits_per_weight:g}"]
         tds = []
         for header, value in zip(headers, values):
             if header == "run":  # the directory's name; the path as given on hover

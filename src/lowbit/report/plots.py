@@ -1,6 +1,8 @@
 """The report's plots, as PNG images (matplotlib's Agg canvas; pyplot and its global state are not used).
 
     score_vs_bits        per task: the headline score (95% interval) against bits per weight, one series per model
+    kl_vs_bits           mean KL divergence from the baseline (95% interval) against bits per weight, one series per
+                         model, for precisions with a `lowbit divergence` run among the inputs
     recovery_heatmap     precision x (model, task): recovery in % of the baseline, * where the difference is
                          significant
     group_deltas         per comparison group and grouping (subject, level, ...): each precision's paired
@@ -49,7 +51,7 @@ def comparison_plots(comparison: Comparison) -> list[Plot]:
                          "pip install matplotlib, or choose --format markdown, csv or json") from e
 
     with matplotlib.rc_context(STYLE):
-        plots = [*score_vs_bits(comparison), recovery_heatmap(comparison)]
+        plots = [*score_vs_bits(comparison), *kl_vs_bits(comparison), recovery_heatmap(comparison)]
         for group in comparison.groups:
             plots += group_deltas(group, comparison.margin_points)
         for group in comparison.groups:
@@ -102,6 +104,44 @@ def score_vs_bits(comparison: Comparison) -> list[Plot]:
                           "Headline score with its 95% interval; one line per model; bits per weight from "
                           f"{RUN_INFO} or the precision label (see the table below).", _png(figure)))
     return plots
+
+
+def kl_vs_bits(comparison: Comparison) -> list[Plot]:
+    """Mean KL (log scale) against bits per weight; none when no precision has both."""
+    series: dict[str, dict[str, ComparisonRow]] = {}
+    for group in comparison.groups:
+        for row in group.rows:
+            kl = (row.divergence or {}).get("kl_mean") or {}
+            if row.bits_per_weight is not None and kl.get("value"):
+                series.setdefault(group.family, {}).setdefault(row.precision, row)
+    if not series:
+        return []
+    figure, axes = _figure(6.4, 3.6)
+    ticks: set[float] = set()
+    for index, (family, by_precision) in enumerate(series.items()):
+        rows = sorted(by_precision.values(), key=lambda r: r.bits_per_weight)
+        bits = [r.bits_per_weight for r in rows]
+        kl = [r.divergence["kl_mean"] for r in rows]
+        values = [k["value"] for k in kl]
+        low = [v - (k.get("ci_low") or v) for v, k in zip(values, kl)]
+        high = [(k.get("ci_high") or v) - v for v, k in zip(values, kl)]
+        axes.errorbar(bits, values, yerr=[low, high], marker=MARKERS[index % len(MARKERS)],
+                      linestyle=LINE_STYLES[index % len(LINE_STYLES)], color=_colour(index), capsize=3,
+                      markersize=6, markerfacecolor="white", label=family)
+        for x, y, row in zip(bits, values, rows):
+            axes.annotate(row.precision, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ticks.update(bits)
+    axes.set_xscale("log", base=2)
+    axes.set_yscale("log")
+    axes.set_xticks(sorted(ticks), [f"{t:g}" for t in sorted(ticks)], rotation=45)
+    axes.minorticks_off()
+    axes.set_xlabel("bits per weight (log scale)")
+    axes.set_ylabel("mean KL from the baseline (nats, log scale)")
+    axes.set_title("token-level divergence against bits per weight")
+    axes.legend(loc="upper right")
+    return [Plot("kl_vs_bits", "KL divergence against bits per weight",
+                 "Mean next-token KL divergence from the baseline over the divergence run's tokens, with its 95% "
+                 "sequence-bootstrap interval; one line per model.", _png(figure))]
 
 
 def recovery_heatmap(comparison: Comparison) -> Plot:

@@ -25,6 +25,8 @@ PIPED_WIDTH = 240  # columns of the terminal table when stdout is not a terminal
 TEST_NAMES = {"mcnemar_exact": "McNemar", "sign_flip_permutation": "sign-flip"}
 HEADERS = ("precision", "run", "score [95% CI]", "recovery", "diff pts [95% CI]", "p (test)", "flips -/+",
            "verdict", "trunc chg", "reasoning chg", "tok/s")
+# shown when a `lowbit divergence` run of the same model and precision was among the inputs
+DIVERGENCE_HEADERS = ("KL nats [95% CI]", "same top", "PPL ratio")
 
 
 def write_outputs(comparison: Comparison, out_dir: Path, formats: list[str]) -> list[Path]:
@@ -92,6 +94,22 @@ def cells(row: ComparisonRow) -> list[str]:
     return [row.precision, row.run, score, *paired_cells, row.verdict, truncation, reasoning, throughput]
 
 
+def columns(group: GroupComparison) -> tuple[str, ...]:
+    """The group's table headers: the divergence columns only where some row has divergence figures."""
+    return HEADERS + (DIVERGENCE_HEADERS if any(row.divergence for row in group.rows) else ())
+
+
+def group_cells(group: GroupComparison, row: ComparisonRow) -> list[str]:
+    values = cells(row)
+    if len(columns(group)) == len(HEADERS):
+        return values
+    figures = row.divergence or {}
+    kl, same, ratio = (figures.get(name) or {} for name in ("kl_mean", "same_top_rate", "ppl_ratio"))
+    kl_cell = "-" if kl.get("value") is None else f"{kl['value']:.4g} [{kl['ci_low']:.4g}, {kl['ci_high']:.4g}]"
+    return [*values, kl_cell, "-" if same.get("value") is None else f"{100 * same['value']:.2f}%",
+            "-" if ratio.get("value") is None else f"{ratio['value']:.4f}"]
+
+
 def group_title(group: GroupComparison) -> str:
     options = ", ".join(f"{k}={v}" for k, v in group.prompt_options.items() if k != "hub_id")
     return (f"{group.family} - {group.task}{f' ({options})' if options else ''} - {group.metric}, "
@@ -152,12 +170,12 @@ def _rich_blocks(comparison: Comparison) -> list[Any]:
     for group in comparison.groups:
         table = Table(title=Text(group_title(group), style="bold"), title_justify="left", box=box.SIMPLE_HEAD,
                       pad_edge=False)
-        for header in HEADERS:
+        for header in columns(group):
             table.add_column(header, no_wrap=header not in wrapping,
                              justify="left" if header in ("precision", "run", "verdict") else "right")
         for row in group.rows:
             style = "dim" if row.is_baseline else ""
-            values = cells(row)
+            values = group_cells(group, row)
             rendered = [Text(value, style=style) for value in values]
             if row.paired is not None:
                 verdict = HEADERS.index("verdict")
@@ -173,9 +191,10 @@ def _rich_blocks(comparison: Comparison) -> list[Any]:
 def render_markdown(comparison: Comparison) -> str:
     parts = ["# Precision comparison", ""]
     for group in comparison.groups:
-        parts += [f"## {group_title(group)}", "", "| " + " | ".join(HEADERS) + " |",
-                  "|" + "---|" * len(HEADERS)]
-        parts += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells(row)) + " |" for row in group.rows]
+        parts += [f"## {group_title(group)}", "", "| " + " | ".join(columns(group)) + " |",
+                  "|" + "---|" * len(columns(group))]
+        parts += ["| " + " | ".join(cell.replace("|", "\\|") for cell in group_cells(group, row)) + " |"
+                  for row in group.rows]
         parts += [""] + [f"- {note}" for note in row_notes(group)] + ([""] if row_notes(group) else [])
     if comparison.refused:
         parts += ["## Not compared", ""] + [f"- {run}: {reason}" for run, reason in comparison.refused] + [""]
@@ -191,7 +210,8 @@ CSV_COLUMNS = (
     "truncation_share", "truncation_change_points", "ended_in_reasoning_share", "ended_in_reasoning_change_points",
     "reasoning_tokens_mean", "reasoning_tokens_median", "reasoning_mean_drift_percent",
     "reasoning_median_drift_percent", "completion_tokens_mean", "completion_mean_drift_percent",
-    "tokens_per_second", "throughput_ratio", "notes",
+    "tokens_per_second", "throughput_ratio", "kl_mean", "kl_mean_ci_low", "kl_mean_ci_high", "kl_p99",
+    "same_top_rate", "ppl_ratio", "notes",
 )
 
 
@@ -200,6 +220,12 @@ def _flat_row(group: GroupComparison, row: ComparisonRow) -> dict[str, Any]:
     flat.update(family=group.family, task=group.task, metric=group.metric, baseline=group.baseline,
                 score=row.metric.get("value"), score_ci_low=row.metric.get("ci_low"),
                 score_ci_high=row.metric.get("ci_high"), score_n=row.metric.get("n"), notes=" | ".join(row.notes))
+    if row.divergence:
+        figures = row.divergence
+        kl = figures.get("kl_mean") or {}
+        flat.update(kl_mean=kl.get("value"), kl_mean_ci_low=kl.get("ci_low"), kl_mean_ci_high=kl.get("ci_high"),
+                    kl_p99=figures.get("kl_p99"), same_top_rate=(figures.get("same_top_rate") or {}).get("value"),
+                    ppl_ratio=(figures.get("ppl_ratio") or {}).get("value"))
     if row.paired is not None:
         paired = row.paired.to_json()
         flat.update({key: paired[key] for key in ("recovery", "test", "p_value", "significant", "right_to_wrong",
