@@ -64,7 +64,7 @@ def test_a_sweep_logs_its_finished_cell_and_its_matrix(tracked_sweep, tmp_path):
     assert params["precision"] == "bf16"
     assert params["eval_dataset"] == "mmlu-redux"
     assert params["model_name"] == run.config().model_name
-    assert params["sampling.max_sequence_length"] == "320"
+    assert params["sampling.max_sequence_length"] == str(run.config().sampling["max_sequence_length"])
     assert params["predictor_conf.name"] == "transformers"
     assert logged.data.tags["lowbit.cell"] == "tiny/bf16/mmlu-redux"
     assert {a.path for a in client.list_artifacts(logged.info.run_id)} == {"config.yaml", "metrics.json"}
