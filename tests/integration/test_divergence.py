@@ -142,6 +142,7 @@ def test_bad_input_is_one_line_and_writes_nothing(peaked_model, corpus, tmp_path
         (dict(chunk_tokens=100_000), "fewer than one chunk (chunk_tokens=100000): lower chunk_tokens"),
         (dict(baseline=str(no_completions), source="run"), "has no completion text to score"),
         (dict(source="run"), "source=run needs a baseline run directory"),
+        (dict(emulation={"act_quant": "fp4"}, reference="stored"), "predictor_conf.act_quant 'fp4' is unknown"),
     ]
     for options, message in cases:
         out = tmp_path / f"out-{len(message)}"

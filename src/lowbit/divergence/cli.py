@@ -12,8 +12,9 @@ import argparse
 
 from lowbit.command import Command
 
-EMULATION = {"predictor_conf.act_quant": ("act_quant", str), "predictor_conf.weight_quant": ("weight_quant", str),
-             "predictor_conf.quant_targets": ("quant_targets", list), "predictor_conf.quant_ignore": ("quant_ignore", list)}
+# the candidate's fake-quant options, spelled as `lowbit eval predictor=transformers` spells them
+EMULATION = {f"predictor_conf.{name}": (name, annotation) for name, annotation in
+             (("act_quant", str), ("weight_quant", str), ("quant_targets", list), ("quant_ignore", list))}
 OPTIONS: dict[str, object] = {
     "baseline": str, "candidate": str, "output_dir": str, "precision": str, "source": str, "corpus": str,
     "data_dir": str, "chunk_tokens": int, "limit": int, "reference": str, "top_k": int, "reference_dir": str,
@@ -50,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     path = run_divergence(DivergenceRequest(**values, emulation=emulation))
     metrics = RunDir(path).metrics()
     kl, same, ratio = (metrics.estimate(name) for name in ("kl_mean", "same_top_rate", "ppl_ratio"))
-    print(f"KL mean {kl.value:.5f} nats (95% CI {kl.ci_low:.5f}-{kl.ci_high:.5f}), p99 {metrics.metrics['kl_p99']:.4f}; "
-          f"same top token {100 * same.value:.2f}%; PPL ratio {ratio.value:.4f} "
+    print(f"KL mean {kl.value:.5f} nats (95% CI {kl.ci_low:.5f}-{kl.ci_high:.5f}), "
+          f"p99 {metrics.metrics['kl_p99']:.4f}; same top token {100 * same.value:.2f}%; PPL ratio {ratio.value:.4f} "
           f"over {metrics.metrics['tokens']} tokens in {metrics.metrics['sequences']} sequences")
     print(f"run directory: {path}")
     return 0

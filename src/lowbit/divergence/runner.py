@@ -109,6 +109,13 @@ def _check_request(request: DivergenceRequest) -> None:
             raise UsageError(f"{key} must be positive, got {getattr(request, key)}")
     if request.limit is not None and request.limit < 1:
         raise UsageError(f"limit must be >= 1, got {request.limit}")
+    from lowbit.quant import fake_quant
+
+    try:  # the candidate's formats, before any model is loaded or reference written
+        fake_quant.check_formats(request.emulation.get("act_quant", "none"),
+                                 request.emulation.get("weight_quant", "none"))
+    except ValueError as e:
+        raise UsageError(f"predictor_conf.{e}") from e
 
 
 def _baseline_run(baseline: str) -> RunDir | None:

@@ -12,7 +12,8 @@ TASK = "divergence"
 FIGURES = ("kl_mean", "kl_p99", "same_top_rate", "ppl_ratio", "top_prob_change_rms")
 
 
-def split_divergence_runs(entries: list[tuple[str, Path]]) -> tuple[list[tuple[str, Path]], dict[tuple[str, str], dict]]:
+def split_divergence_runs(entries: list[tuple[str, Path]]
+                          ) -> tuple[list[tuple[str, Path]], dict[tuple[str, str], dict]]:
     """(the other runs, {(model name, precision): figures}) of (label, path) entries."""
     others, figures = [], {}
     for label, path in entries:
