@@ -112,11 +112,47 @@ def legacy_id(item: dict[str, Any], prompt: str) -> str:
 # ---------------------------------------------------------------------------------------------- file I/O
 
 
+def process_umask() -> int:
+    """The process's file-mode creation mask, read without changing it where the platform allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_file(directory: Path, prefix: str, suffix: str = ".tmp") -> tuple[int, str]:
+    """`tempfile.mkstemp`, with the mode an ordinary `open` would give (0666 less the umask) instead of 0600,
+    since the file is renamed into place as an output others may need to read."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+    os.fchmod(fd, 0o666 & ~process_umask())
+    return fd, tmp
+
+
+def temp_dir(directory: Path, prefix: str) -> Path:
+    """`tempfile.mkdtemp`, with the mode an ordinary `mkdir` would give (0777 less the umask) instead of 0700."""
+    path = Path(tempfile.mkdtemp(dir=directory, prefix=prefix))
+    path.chmod(0o777 & ~process_umask())
+    return path
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_name_pattern(path: Path) -> str:
+    """The glob matching the temp files `write_text_atomic` stages for `path` (left behind by a kill)."""
+    return f".{Path(path).name}.*{TEMP_SUFFIX}"
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a whole file so that readers see the old content or the new one, never a mix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file(path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -140,6 +176,14 @@ def _line(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False, default=str) + "\n"
 
 
+class CorruptLineError(ValueError):
+    """A line of a JSON-lines file that does not parse, other than a torn last line."""
+
+    def __init__(self, path: Path, line: int, reason: str):
+        super().__init__(f"{path}: line {line} is not valid JSON ({reason})")
+        self.path, self.line, self.reason = Path(path), line, reason
+
+
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Yield the rows of a JSON-lines file. A torn last line (a crash mid-write) is skipped; a bad line
     anywhere else is an error, since it means the file was edited or corrupted."""
@@ -153,7 +197,7 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         except json.JSONDecodeError as e:
             if number == len(lines) and not line.endswith("\n"):
                 return
-            raise ValueError(f"{path}: line {number} is not valid JSON ({e.msg})") from e
+            raise CorruptLineError(path, number, e.msg) from e
 
 
 def repair_torn_tail(path: Path) -> None:

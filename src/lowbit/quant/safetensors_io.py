@@ -24,6 +24,7 @@ from typing import Any, Iterator
 import torch
 
 from lowbit.errors import UsageError
+from lowbit.records import temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,11 @@ class CheckpointReader:
                 raise UsageError(f"{index} names missing shard(s) {', '.join(missing)}: the download is incomplete")
             if not weight_map:
                 raise UsageError(f"{index} has an empty weight_map")
+            for file in sorted(set(weight_map.values())):
+                safetensors_names(self.path / file)
             return dict(weight_map)
         if (self.path / SINGLE_FILE).is_file():
-            from safetensors import safe_open
-
-            with safe_open(self.path / SINGLE_FILE, framework="pt") as f:
-                return {name: SINGLE_FILE for name in f.keys()}
+            return {name: SINGLE_FILE for name in safetensors_names(self.path / SINGLE_FILE)}
         shards = sorted(p.name for p in self.path.glob("*.safetensors"))
         if shards:
             raise UsageError(f"{self.path} has {len(shards)} safetensors shards but no {INDEX}: restore the index")
@@ -96,6 +96,26 @@ class CheckpointReader:
 
     def close(self) -> None:
         self._handles.clear()
+
+
+def safetensors_names(path: Path) -> list[str]:
+    """The tensor names of a safetensors file, after checking that its header parses and that the file is as
+    long as the header says (a truncated or damaged download is one line naming the file)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            return list(f.keys())
+    except Exception as e:  # safetensors raises its own SafetensorError, or OSError for unreadable files
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"{path} is not a readable safetensors file ({reason}): the file is truncated or damaged; "
+                         "download or write it again") from e
+
+
+def check_checkpoint_files(path: Path) -> None:
+    """Check every safetensors file of a local checkpoint directory before a model is loaded from it."""
+    for file in sorted(Path(path).glob("*.safetensors")):
+        safetensors_names(file)
 
 
 def resolve_model(model: str) -> tuple[Path, str]:
@@ -182,7 +202,7 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"out={out} exists and is not empty: choose another out= or pass overwrite=true")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging = temp_dir(out.parent, prefix=f".{out.name}.partial-")  # the mode a plain mkdir gives
     try:
         yield staging
     except BaseException:
