@@ -112,12 +112,8 @@ def _vote(boxed: str | None) -> int | str | None:
 
 def _read_local(data_dir: Path) -> list[dict[str, Any]]:
     path = data_dir / "test.jsonl"
-    rows = read_local_jsonl(path, "AIME records {id, problem, answer}")
-    for number, row in enumerate(rows, start=1):
-        missing = [k for k in ("id", "problem", "answer") if k not in row]
-        if missing:
-            raise UsageError(f"{path}: record {number} lacks {', '.join(missing)} (expected {{id, problem, answer}})")
-    return rows
+    return read_local_jsonl(path, "AIME records {id, problem, answer}",
+                            {"id": (str, int), "problem": str, "answer": (str, int)})
 
 
 def _read_hub(hub_id: str) -> list[dict[str, Any]]:

@@ -31,6 +31,9 @@ from lowbit.metrics.stats import mean_estimate
 from lowbit.records import Prediction, Sample
 from lowbit.tasks.base import Task, accuracy_metrics, score_row
 from lowbit.tasks.data import read_hub, read_local_jsonl
+
+# The fields a record must hold (the schema of edinburgh-dawg/mmlu-redux-2.0), with their types.
+RECORD_FIELDS = {"question": str, "choices": list, "answer": int}
 from lowbit.tasks.prompts import (HELPFUL_ASSISTANT, LETTERS, REFERENCE, PromptProfiles, chat, lettered_options,
                                   mmlu_subject_hint)
 
@@ -123,9 +126,10 @@ class MMLURedux(Task):
     def load(self, data_dir: str | None) -> list[Sample]:
         samples = []
         for subject in self.subjects:
-            rows = (read_local_jsonl(Path(data_dir) / f"{subject}.jsonl", f"the {subject} records of {HUB_ID}")
+            rows = (read_local_jsonl(Path(data_dir) / f"{subject}.jsonl", f"the {subject} records of {HUB_ID}",
+                                     RECORD_FIELDS)
                     if data_dir else read_hub(self.options.hub_id, config=subject, split="test",
-                                              local_file="<subject>.jsonl files"))
+                                              local_file="<subject>.jsonl files", fields=RECORD_FIELDS))
             for index, row in enumerate(rows):
                 item = {"subject": subject, "index": index, **row}
                 samples.append(Sample(id=f"{subject}/{index}", messages=self.messages(item), item=item))

@@ -73,9 +73,11 @@ class IFEval(Task):
     # -- data -------------------------------------------------------------------------------------------
 
     def load(self, data_dir: str | None) -> list[Sample]:
+        fields = {"key": (int, str), "prompt": str, "instruction_id_list": list, "kwargs": list}
         rows = (read_local_jsonl(Path(data_dir) / DATA_FILE,
-                                 f"IFEval records (schema of {HUB_ID}: key, prompt, instruction_id_list, kwargs)")
-                if data_dir else read_hub(self.options.hub_id, split="train", local_file=DATA_FILE))
+                                 f"IFEval records (schema of {HUB_ID}: key, prompt, instruction_id_list, kwargs)",
+                                 fields)
+                if data_dir else read_hub(self.options.hub_id, split="train", local_file=DATA_FILE, fields=fields))
         samples = []
         for row in rows:
             item = _item(row)

@@ -110,6 +110,8 @@ class LiveCodeBench(Task):
         for number, record in enumerate(records, start=1):
             data.check_record(record, f"LiveCodeBench record {number}")
         kept = data.in_window(records, self.options.start_date, self.options.end_date)
+        for record in kept:  # every test decodes (and every pickle is plain data) before a model is loaded
+            problem_of(record, cached=False)
         samples = [Sample(id=str(r["question_id"]), messages=self.messages(r), item=dict(r)) for r in kept]
         if len({s.id for s in samples}) != len(samples):
             raise UsageError("LiveCodeBench data has repeated question_id values: sample ids must be unique")
@@ -175,8 +177,7 @@ class LiveCodeBench(Task):
         return result
 
 
-@lru_cache(maxsize=64)
-def _problem_cached(public: str, private: str, metadata: str, where: str) -> Problem:
+def _decode_problem(public: str, private: str, metadata: str, where: str) -> Problem:
     tests = data.decode_tests(public, f"{where} public tests") + data.decode_tests(private, f"{where} private tests")
     name = data.func_name({"metadata": metadata})
     mode = "functional" if name or any(t.testtype == "functional" for t in tests) else "stdin"
@@ -185,12 +186,15 @@ def _problem_cached(public: str, private: str, metadata: str, where: str) -> Pro
     return Problem(mode, name, tuple(t.input for t in tests), tuple(t.output for t in tests))
 
 
-def problem_of(item: dict[str, Any]) -> Problem:
+_problem_cached = lru_cache(maxsize=64)(_decode_problem)
+
+
+def problem_of(item: dict[str, Any], *, cached: bool = True) -> Problem:
     """The decoded tests and calling convention of a record (cached: n completions share one decode)."""
     def text(value: Any) -> str:
         return value if isinstance(value, str) else json.dumps(value)
 
-    return _problem_cached(text(item.get("public_test_cases") or "[]"), text(item.get("private_test_cases") or "[]"),
+    return (_problem_cached if cached else _decode_problem)(text(item.get("public_test_cases") or "[]"), text(item.get("private_test_cases") or "[]"),
                            text(item.get("metadata") or "{}"), f"LiveCodeBench problem {item.get('question_id')}")
 
 

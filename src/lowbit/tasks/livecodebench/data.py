@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lowbit.errors import UsageError
+from lowbit.tasks.data import read_local_jsonl
 
 HUB_ID = "livecodebench/code_generation_lite"
 RELEASE_FILES = {f"release_v{n}": [f"test{'' if i == 1 else i}.jsonl" for i in range(1, n + 1)] for n in range(1, 7)}
@@ -144,8 +145,7 @@ def in_window(records: list[dict[str, Any]], start: str | None, end: str | None)
 def read_jsonl_files(paths: list[Path]) -> list[dict[str, Any]]:
     records = []
     for path in paths:
-        with open(path, encoding="utf-8") as f:
-            records.extend(json.loads(line) for line in f if line.strip())
+        records.extend(read_local_jsonl(path, f"LiveCodeBench records (schema of {HUB_ID})"))
     return records
 
 
