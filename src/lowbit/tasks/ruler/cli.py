@@ -71,14 +71,20 @@ def parse_options(overrides: list[str]) -> dict[str, Any]:
 
 def prepare(options: dict[str, Any]) -> int:
     from lowbit.errors import UsageError
-    from lowbit.tasks.ruler.dataset import needs_essay, write_prepared
+    from lowbit.tasks.ruler.dataset import available_memory_bytes, check_resources, needs_essay, write_prepared
     from lowbit.tasks.ruler.haystacks import default_cache_root, essay_path, load_essay
     from lowbit.tasks.ruler.tokens import PromptTokens
 
     out = options["out"]
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} already exists and is not empty: choose a new out= folder")
+    check_resources(out, options["tasks"], options["max_seq_length"], options["num_samples"], available_memory_bytes())
     tokens = PromptTokens.load(options["tokenizer"], options["template_kwargs"])
+    supported = getattr(tokens.tokenizer, "model_max_length", None)
+    if isinstance(supported, int) and supported < options["max_seq_length"] and supported < 10**9:  # 1e30: unset
+        raise UsageError(f"max_seq_length={options['max_seq_length']} is longer than tokenizer "
+                         f"'{options['tokenizer']}' supports (model_max_length {supported}): use at most "
+                         f"max_seq_length={supported}")
     essay = None
     if needs_essay(options["tasks"]):
         root = Path(options["cache_dir"]).expanduser() if options["cache_dir"] else default_cache_root()

@@ -18,13 +18,13 @@ import json
 import os
 import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lowbit.errors import UsageError
+from lowbit.records import temp_dir, temp_file
 from lowbit.tasks.ruler.names import NIAH_TASKS, length_label
 from lowbit.tasks.ruler.templates import NIAH_CONFIGS, TOKENS_TO_GENERATE
 from lowbit.tasks.ruler.tokens import PromptTokens
@@ -95,7 +95,7 @@ def _seal(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file(path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -105,6 +105,52 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+# Measured with Qwen3's tokenizer: a prompt takes about 3.8 bytes of JSON per token. While a task is generated
+# its records, their JSON text and its encoding are held at once (3 copies); each sample's haystack is tokenized
+# piece by piece, with Python lists of costs and offsets per token.
+FILE_BYTES_PER_TOKEN = 4
+HELD_BYTES_PER_TOKEN = 3 * FILE_BYTES_PER_TOKEN
+WORKSPACE_BYTES_PER_TOKEN = 256
+
+
+def resource_estimate(tasks: tuple[str, ...], max_seq_length: int, num_samples: int) -> dict[str, int]:
+    """Bytes of memory the largest task needs while it is generated, and of disk all task files take."""
+    tokens = max_seq_length * num_samples
+    return {"memory": tokens * HELD_BYTES_PER_TOKEN + max_seq_length * WORKSPACE_BYTES_PER_TOKEN,
+            "disk": len(tasks) * tokens * FILE_BYTES_PER_TOKEN}
+
+
+def check_resources(out: Path, tasks: tuple[str, ...], max_seq_length: int, num_samples: int,
+                    available_memory: int | None) -> None:
+    """Refuse, before generating anything, a request whose data would not fit in memory or on disk."""
+    need = resource_estimate(tasks, max_seq_length, num_samples)
+    if available_memory is not None and need["memory"] > available_memory:
+        raise UsageError(f"max_seq_length={max_seq_length} x num_samples={num_samples} needs about "
+                         f"{_gib(need['memory'])} of memory per task while generating, and {_gib(available_memory)} "
+                         "is available: lower num_samples or max_seq_length")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if need["disk"] > free:
+        raise UsageError(f"{len(tasks)} task(s) of {num_samples} samples at {max_seq_length} tokens take about "
+                         f"{_gib(need['disk'])} on disk, and {existing} has {_gib(free)} free: lower num_samples, "
+                         "choose fewer tasks= or another out=")
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (None where the platform does not say)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
+
+
 def write_prepared(out: Path, tasks: tuple[str, ...], tokens: PromptTokens, max_seq_length: int, seed: int,
                    num_samples: int, essay: Any, progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     """Generate `tasks` into a new folder `out` (refused when it exists and is not empty)."""
@@ -112,7 +158,7 @@ def write_prepared(out: Path, tasks: tuple[str, ...], tokens: PromptTokens, max_
         raise UsageError(f"{out} already exists and is not empty: choose a new out= folder")
     manifest = new_manifest(tokens, max_seq_length, seed, num_samples, essay.sha256 if essay else None)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    staging = temp_dir(out.parent, prefix=f".{out.name}.partial-")
     try:
         for task in tasks:
             clock = time.perf_counter()

@@ -17,6 +17,9 @@ PREFIX = "ruler-"
 STANDARD_LENGTHS = (4096, 8192, 16384, 32768, 65536, 131072)
 HEADLINE_LENGTH = 32768
 MIN_LENGTH = 512
+# The longest prompt lowbit generates: 8x RULER's longest published length (128k). A tokenizer that states a
+# smaller maximum (model_max_length) bounds it further when data is prepared.
+MAX_LENGTH = 1024 * 1024
 _LENGTH = re.compile(r"^(\d+)([kK]?)$")
 
 
@@ -28,6 +31,9 @@ def parse_length(text: str | int) -> int:
     value = int(match.group(1)) * (1024 if match.group(2) else 1)
     if value < MIN_LENGTH:
         raise ValueError(f"length {text} is below the minimum of {MIN_LENGTH} tokens")
+    if value > MAX_LENGTH:
+        raise ValueError(f"length {text} ({value} tokens) is above the maximum of {length_label(MAX_LENGTH)} "
+                         f"({MAX_LENGTH} tokens): use 4k ... 128k")
     return value
 
 
