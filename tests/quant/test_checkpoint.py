@@ -181,12 +181,23 @@ def test_output_is_sharded_and_memory_stays_near_one_tensor_plus_one_shard(tmp_p
     assert all(f"-of-{len(result.shards):05d}" in f for f in result.shards)
 
 
+def test_shapes_off_the_block_are_refused_unless_a_partial_checkpoint_is_asked_for(tmp_path):
+    generator = torch.Generator().manual_seed(2)
+    tensors = layer_tensors(0, generator)
+    tensors["model.layers.0.self_attn.k_proj.weight"] = torch.randn(64, HIDDEN, generator=generator).to(torch.bfloat16)
+    source = write_checkpoint(tmp_path / "src", tensors)
+    with pytest.raises(UsageError, match=r"^3 of 7 targeted modules .* fp8-block block .*"
+                                         r"model\.layers\.0\.self_attn\.k_proj: \(64, .*allow_partial=true"):
+        quantize(source, tmp_path / "q", "fp8-block")
+    assert not (tmp_path / "q").exists()
+
+
 def test_shapes_off_the_block_are_left_unquantized_with_their_fused_siblings_and_listed(tmp_path):
     generator = torch.Generator().manual_seed(2)
     tensors = layer_tensors(0, generator)
     tensors["model.layers.0.self_attn.k_proj.weight"] = torch.randn(64, HIDDEN, generator=generator).to(torch.bfloat16)
     source = write_checkpoint(tmp_path / "src", tensors)
-    result = quantize(source, tmp_path / "q", "fp8-block")
+    result = quantize(source, tmp_path / "q", "fp8-block", allow_partial=True)
     attention = [f"model.layers.0.self_attn.{p}" for p in ("k_proj", "q_proj", "v_proj")]
     assert result.unquantized == attention  # k_proj has 64 rows; q/v go with it (vLLM fuses q/k/v)
     stored = read_dir(tmp_path / "q")
@@ -325,7 +336,7 @@ def per_expert_gpt_oss(path: Path) -> Path:
 
 
 def test_gpt_oss_per_expert_checkpoint_dequantizes_to_the_fused_interleaved_layout(tmp_path):
-    quantize(per_expert_gpt_oss(tmp_path / "src"), tmp_path / "q", "w4a16")
+    quantize(per_expert_gpt_oss(tmp_path / "src"), tmp_path / "q", "w4a16", allow_partial=True)
     assert "model.layers.1.mlp.experts.3.up_proj.weight_packed" in read_dir(tmp_path / "q")
     result = dequantize_checkpoint(str(tmp_path / "q"), tmp_path / "fused", max_shard_bytes=200_000)
     fused = read_dir(tmp_path / "fused")
@@ -360,7 +371,7 @@ def test_gpt_oss_per_expert_checkpoint_dequantizes_to_the_fused_interleaved_layo
 ], ids=["bias", "expert"])
 def test_gpt_oss_experts_missing_from_the_checkpoint_are_one_usage_error_and_leave_no_output(tmp_path, drop,
                                                                                             message):
-    quantize(per_expert_gpt_oss(tmp_path / "src"), tmp_path / "q", "w4a16")
+    quantize(per_expert_gpt_oss(tmp_path / "src"), tmp_path / "q", "w4a16", allow_partial=True)
     tensors = {n: t for n, t in read_dir(tmp_path / "q").items() if not n.startswith(drop)}
     config = json.loads((tmp_path / "q" / ckpt_files.CONFIG).read_text())
     broken = write_checkpoint(tmp_path / "broken", tensors, config=config)

@@ -62,6 +62,7 @@ class QuantizeRequest:
     overwrite: bool = False
     method: str = "rtn"
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+    allow_partial: bool = False  # write targeted modules whose shape misfits the block unquantized, not refuse
     # calibrated methods (lowbit.quant.gptq): SmoothQuant first, the calibration set (None: the default hub set)
     smoothquant: bool = False
     calibration: str | None = None
@@ -151,6 +152,12 @@ def plan_quantization(reader: CheckpointReader, request: QuantizeRequest) -> tup
     for members in groups.values():  # a fused layer is quantized whole or not at all
         if misfits & set(members):
             misfits |= set(members)
+    if misfits and not request.allow_partial:
+        first = min(misfits)
+        raise UsageError(f"{len(misfits)} of {len(selected)} targeted modules have shapes that are not a multiple of "
+                         f"the {scheme.name} block {scheme.block_shape(group_size)} (e.g. {first}: "
+                         f"{reader.info(selected[first])[1]}): pass allow_partial=true to keep them unquantized, or "
+                         "choose a scheme whose block divides them")
     for module in sorted(misfits):
         log.warning("leaving %s unquantized: shape %s is not a multiple of the %s block %s", module,
                     reader.info(selected[module])[1], scheme.name, scheme.block_shape(group_size))

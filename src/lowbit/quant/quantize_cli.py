@@ -25,7 +25,7 @@ OPTIONS = {
     "model": str, "scheme": str, "out": str, "group_size": int, "targets": str | list[str],
     "ignore": str | list[str], "device": str, "backend": str, "method": str, "overwrite": bool,
     "max_shard_size": str | int, "smoothquant": bool, "calibration": str, "num_calibration_samples": int,
-    "calibration_max_length": int, "seed": int,
+    "calibration_max_length": int, "seed": int, "allow_partial": bool,
 }
 EPILOG = """\
 options (key=value):
@@ -34,6 +34,8 @@ options (key=value):
   targets=[regex,...]     modules to quantize (default: every 2-D Linear weight)
   ignore=[regex,...]      modules to keep (default: lm_head, embeddings, norms, MoE routers/gates)
   device=cpu|cuda  backend=ref|triton  method=rtn|gptq  overwrite=true  max_shard_size=2GB
+  allow_partial=true      keep modules whose shape is not a multiple of the scheme's block unquantized
+                          (without it such a model is refused; the modules kept are listed either way)
 calibrated (llm-compressor; method=gptq, smoothquant=true, or scheme=w4a8|w4a8-no-attn|w8a8|w8a8-no-attn|w8a16|nvfp4a16):
   smoothquant=true  calibration=<jsonl or text file; default HuggingFaceH4/ultrachat_200k>
   num_calibration_samples=512  calibration_max_length=2048  seed=42
@@ -107,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
           f"{result.seconds:.1f} s: {result.bytes_read / 1e9:.3f} GB read, {result.bytes_written / 1e9:.3f} GB "
           f"written in {len(result.shards)} shard(s)")
     if result.unquantized:
-        print(f"left unquantized (shape not a multiple of the block): {', '.join(result.unquantized)}")
+        print(f"left unquantized ({len(result.unquantized)} modules, shape not a multiple of the block; "
+              f"allow_partial=true): {', '.join(result.unquantized)}")
     print(f"checkpoint: {result.out}")
     return 0
