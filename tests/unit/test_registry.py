@@ -8,7 +8,7 @@ import pytest
 from lowbit.chat import chat_formats
 from lowbit.cli import COMMANDS
 from lowbit.command import Command
-from lowbit.config import group_choices, resolve_eval
+from lowbit.config import compose_config, group_choices
 from lowbit.predictors.base import PREDICTORS, predictor_names
 from lowbit.predictors.options import OPTIONS, defaults, predictor_options
 from lowbit.registry import import_target
@@ -28,7 +28,7 @@ def test_registered_tasks_are_complete(name):
 
 def test_every_sampling_block_names_a_known_chat_format():
     for model in group_choices("model"):
-        blocks = resolve_eval(["output_dir=/tmp/x", f"model={model}"]).resolved["model"]["dataset_configs"]
+        blocks = compose_config([f"model={model}"]).model.dataset_configs
         assert {block["template"] for block in blocks.values()} <= set(chat_formats())
 
 
