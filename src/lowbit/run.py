@@ -10,6 +10,7 @@ import logging
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from lowbit.chat import ChatFormat, get_chat_format, split_completion
@@ -94,10 +95,12 @@ def select_samples(samples: list[Sample], *, debug: bool, limit: int | None) -> 
 def evaluate(cfg: EvalConfig) -> RunDir:
     """Predict every selected sample not yet in the run directory, then score the whole run."""
     from lowbit.predictors import make_predictor
+    from lowbit.quant.safetensors_io import check_checkpoint_files
 
     resolved = cfg.resolved
     run = RunDir(cfg.output_dir)
     overwrite = bool(resolved["overwrite"])
+    run.check_writable()
     if not overwrite:
         check_resumable(run, cfg)
     chat = get_chat_format(cfg.sampling.template)
@@ -115,15 +118,30 @@ def evaluate(cfg: EvalConfig) -> RunDir:
     log.info("%s: %d samples, %d already predicted, %d to go", cfg.task.name, len(samples), len(samples) - len(todo),
              len(todo))
     if todo or overwrite or run.config() is None:
+        if Path(str(resolved["model_name"])).expanduser().is_dir():
+            check_checkpoint_files(Path(str(resolved["model_name"])).expanduser())
         started, clock = _now(), time.perf_counter()
         predictor = make_predictor(str(resolved["model_name"]), cfg.predictor_options)
         predictor.check_sampling(cfg.sampling)
         load_seconds = time.perf_counter() - clock
         prompts = [predictor.render(s.messages, chat.template_kwargs(cfg.sampling)) for s in todo]
         begin_run(run, cfg, overwrite=overwrite, dataset=dataset)
+        run.remove_stale_temporaries()
+        predicted = 0
+
+        def session(finished: str | None) -> Session:
+            return Session.from_json({
+                "started": started, "finished": finished, "wall_seconds": round(time.perf_counter() - clock, 3),
+                "predicted": predicted, "resumed_from": len(samples) - len(todo),
+                "model_load_seconds": round(load_seconds, 3), "predictor": predictor.describe(),
+                **predictor.stats.to_json(), **peak_memory(),
+            })
+
+        index = len(run.record_session(session(None)).sessions) - 1  # recorded now, updated as chunks land
         with run.prediction_writer() as writer:
             for chunk in predictor.generate(prompts, cfg.sampling, seed=resolved["seed"],
                                             keep_special_tokens=chat.keep_special_tokens):
+                chunk = list(chunk)
                 writer.append(
                     Prediction(
                         id=todo[i].id, prompt=prompts[i], item=todo[i].item, messages=todo[i].messages,
@@ -131,12 +149,9 @@ def evaluate(cfg: EvalConfig) -> RunDir:
                     ).to_json()
                     for i, generations in chunk
                 )
-        run.record_session(Session.from_json({
-            "started": started, "finished": _now(), "wall_seconds": round(time.perf_counter() - clock, 3),
-            "predicted": len(todo), "resumed_from": len(samples) - len(todo),
-            "model_load_seconds": round(load_seconds, 3), "predictor": predictor.describe(),
-            **predictor.stats.to_json(), **peak_memory(),
-        }))
+                predicted += len(chunk)
+                run.update_session(index, session(None))
+        run.update_session(index, session(_now()))
         predictor.close()
     score_run(run, cfg.task)
     return run
@@ -151,6 +166,7 @@ def _completion(chat: ChatFormat, predictor: Predictor, prompt: str, generation:
 def score_run(run: RunDir, task: Task) -> dict[str, Any]:
     """(Re)score every prediction in the run directory with the task's current scorer; returns the metrics as
     written (their JSON)."""
+    run.remove_stale_temporaries()
     predictions = run.predictions()
     if not predictions:
         raise UsageError(f"{run.file(PREDICTIONS)} has no predictions to score")

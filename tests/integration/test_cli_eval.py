@@ -172,8 +172,16 @@ def test_an_interrupted_run_resumes_without_duplicates_or_gaps(tiny_model_stoppi
     ids = [p["id"] for p in read_jsonl(predictions)]
     assert len(ids) == len(set(ids)) == 16
     assert set(ids) == {f"anatomy/{i}" for i in range(16)}
-    (session,) = json.loads((output_dir / "run.json").read_text())["sessions"]
-    assert session["resumed_from"] == len(done_before) and session["predicted"] == 16 - len(done_before)
+    killed, resumed = json.loads((output_dir / "run.json").read_text())["sessions"]
+    # The killed session was recorded as it started and updated chunk by chunk: it counts what it wrote.
+    assert killed["finished"] is None and killed["resumed_from"] == 0
+    assert len(done_before) - 2 <= killed["predicted"] <= len(done_before)  # at most the chunk in flight behind
+    assert killed["completion_tokens"] > 0 and killed["generate_seconds"] > 0
+    assert resumed["finished"] is not None
+    assert resumed["resumed_from"] == len(done_before) and resumed["predicted"] == 16 - len(done_before)
+    totals = json.loads((output_dir / "run.json").read_text())["totals"]
+    assert totals["predicted"] == killed["predicted"] + resumed["predicted"]
+    assert totals["completion_tokens"] == killed["completion_tokens"] + resumed["completion_tokens"]
     assert len(read_jsonl(output_dir / "scores.jsonl")) == 16
 
 

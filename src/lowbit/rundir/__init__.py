@@ -16,12 +16,14 @@ chunk. It imports nothing heavy, so a reader of runs (`lowbit compare`) needs ne
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
-from lowbit.records import JsonlAppender, Prediction, iter_jsonl, legacy_id
+from lowbit.errors import UsageError
+from lowbit.records import CorruptLineError, JsonlAppender, Prediction, iter_jsonl, legacy_id, temp_name_pattern
 from lowbit.records import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from lowbit.rundir.records import (SCHEMA_KEY, SCHEMA_VERSION, Metrics, ModelInfo, RunConfig, RunInfo, ScoreRow, Session,
                                    TaskInfo, Totals, estimate_from_json)
@@ -90,25 +92,39 @@ class RunDir:
         if not path.exists():
             return []
         seen: dict[str, Prediction] = {}
-        for number, row in enumerate(iter_jsonl(path), start=1):
+        for number, row in enumerate(self._prediction_rows(), start=1):
             prediction = Prediction.from_json(row, number)
             seen.setdefault(prediction.id, prediction)
         return list(seen.values())
 
     def predicted_ids(self) -> set[str]:
-        path = self.file(PREDICTIONS)
-        if not path.exists():
+        if not self.file(PREDICTIONS).exists():
             return set()
         return {str(row["id"]) if "id" in row else legacy_id(row.get("item") or {}, row.get("prompt", ""))
-                for row in iter_jsonl(path)}
+                for row in self._prediction_rows()}
+
+    def _prediction_rows(self) -> list[dict]:
+        """The lines of predictions.jsonl. A torn last line (a crash mid-append) is dropped and its sample
+        predicted again; a bad line anywhere else means the file was damaged or edited, and is refused with the
+        repair, since guessing which sample it held could lose or duplicate one."""
+        try:
+            return list(iter_jsonl(self.file(PREDICTIONS)))
+        except CorruptLineError as e:
+            raise UsageError(f"{e.path} line {e.line} is not valid JSON ({e.reason}): delete that line "
+                             f"(sed -i '{e.line}d' {e.path}) and rerun the same command, which predicts its sample "
+                             "again") from e
 
     def scores(self) -> list[ScoreRow]:
         """The rows of scores.jsonl (empty before the run is scored)."""
         path = self.file(SCORES)
         if not path.exists():
             return []
-        return [ScoreRow.from_json(row, f"{path}: line {number}")
-                for number, row in enumerate(iter_jsonl(path), start=1)]
+        try:
+            rows = list(iter_jsonl(path))
+        except CorruptLineError as e:
+            raise UsageError(f"{e.path} line {e.line} is not valid JSON ({e.reason}): rescore the run with "
+                             f"lowbit score -c {self.path}") from e
+        return [ScoreRow.from_json(row, f"{path}: line {number}") for number, row in enumerate(rows, start=1)]
 
     # -- writing ----------------------------------------------------------------------------------------
 
@@ -116,6 +132,33 @@ class RunDir:
         """Remove every run file (a run started over)."""
         for name in RUN_FILES:
             self.file(name).unlink(missing_ok=True)
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Remove the temp files of whole-file writes that a killed process left behind (a completed write
+        renames its temp file away, so every one found before this process writes is stale); returns them."""
+        stale = [tmp for name in (CONFIG, RUN_INFO, SCORES, METRICS, DIVERGENCE)
+                 for tmp in self.path.glob(temp_name_pattern(self.file(name)))] if self.path.is_dir() else []
+        for tmp in stale:
+            tmp.unlink(missing_ok=True)
+        return stale
+
+    def check_writable(self) -> None:
+        """Refuse, in one line, an output_dir that is a file or cannot be written (checked before a model loads)."""
+        existing = next((p for p in (self.path, *self.path.parents) if p.exists()), None)
+        if existing is None:
+            return
+        if existing == self.path and not existing.is_dir():
+            raise UsageError(f"output_dir {self.path} is a file: choose a directory path for output_dir")
+        if not existing.is_dir():
+            raise UsageError(f"output_dir {self.path} lies under the file {existing}: choose another output_dir")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"output_dir {self.path} cannot be written ({existing} is not writable by this user): "
+                             "choose another output_dir or fix its permissions")
+        for name in (PREDICTIONS, CONFIG, RUN_INFO, SCORES, METRICS):
+            path = self.file(name)
+            if existing == self.path and path.exists() and not os.access(path, os.R_OK | os.W_OK):
+                raise UsageError(f"{path} cannot be read and written by this user: fix its permissions or choose "
+                                 "another output_dir")
 
     def write_config(self, config: RunConfig) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -125,9 +168,17 @@ class RunDir:
         write_json_atomic(self.file(RUN_INFO), info.to_json())
 
     def record_session(self, session: Session) -> RunInfo:
-        """Append a finished eval session to run.json (its totals follow)."""
+        """Append an eval session to run.json (recorded as it starts; its index is the last of the sessions)."""
         info = self.run_info()
         info.sessions.append(session)
+        self.write_run_info(info)
+        return info
+
+    def update_session(self, index: int, session: Session) -> RunInfo:
+        """Rewrite a recorded session with its progress so far (its totals follow), so a session that is killed
+        still counts every prediction it wrote."""
+        info = self.run_info()
+        info.sessions[index] = session
         self.write_run_info(info)
         return info
 
