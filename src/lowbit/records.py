@@ -9,6 +9,7 @@ on reopen.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -17,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from lowbit.errors import UsageError
 
 FinishReason = Literal["stop", "length"]
 
@@ -159,9 +162,21 @@ def write_text_atomic(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in OUT_OF_SPACE:
+            raise out_of_space(path, e) from e
         raise
+
+
+# A write that failed for lack of room: the device or quota is full, or the file outgrew RLIMIT_FSIZE.
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def out_of_space(path: Path, error: OSError) -> UsageError:
+    """The one-line error of a write that ran out of room; files already complete on disk are intact."""
+    return UsageError(f"no room to write {path} ({os.strerror(error.errno)}): free space on its file system and "
+                      "rerun the same command; what was written before is intact and is kept")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -222,9 +237,28 @@ class JsonlAppender:
         self._file = open(self.path, "a", encoding="utf-8")
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
-        self._file.write("".join(_line(r) for r in rows))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        """Write, flush and fsync the rows; on a full disk the partial chunk is cut off again (as a torn tail
+        would be on the next open) and the error is one line."""
+        text = "".join(_line(r) for r in rows)
+        end = os.fstat(self._file.fileno()).st_size  # every earlier chunk was flushed
+        try:
+            self._file.write(text)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as e:
+            if e.errno not in OUT_OF_SPACE:
+                raise
+            self._discard_from(end)
+            raise out_of_space(self.path, e) from e
+
+    def _discard_from(self, end: int) -> None:
+        try:
+            self._file.close()  # its buffer may still hold part of the chunk, which cannot be written either
+        except OSError:
+            pass
+        with open(self.path, "rb+") as f:
+            f.truncate(end)
+        self._file = open(self.path, "a", encoding="utf-8")
 
     def close(self) -> None:
         self._file.close()

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import torch
 
 from lowbit.errors import UsageError
-from lowbit.records import temp_dir
+from lowbit.records import OUT_OF_SPACE, out_of_space, process_umask, temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -205,9 +205,12 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
     staging = temp_dir(out.parent, prefix=f".{out.name}.partial-")  # the mode a plain mkdir gives
     try:
         yield staging
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in OUT_OF_SPACE:
+            raise out_of_space(out, e) from e
         raise
+    _honour_umask(staging)
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old / out.name)
@@ -215,6 +218,14 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, out)
+
+
+def _honour_umask(directory: Path) -> None:
+    """Give every file and folder of a finished checkpoint the mode a plain open/mkdir gives (safetensors
+    writes its files 0600, whatever the umask)."""
+    mask = process_umask()
+    for path in directory.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def copy_side_files(source: Path, target: Path) -> list[str]:
