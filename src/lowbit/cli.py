@@ -42,7 +42,7 @@ SCORE = Command(
     "score", "re-score a run directory without a model", run="lowbit.cli:_score",
     switches=(Switch(("-c", "--run-dir"), "run directory (holds predictions.jsonl)", metavar="RUN_DIR", required=True),
               Switch(("--check-truncation",), "report prompt+completion lengths and how many hit the limit")),
-    items_help="dataset.* scoring options, e.g. dataset.answer_key=ok_only",
+    items_help="task=<benchmark> and dataset.* scoring options, e.g. dataset.answer_key=ok_only",
     options="""\
 options (key=value):
   dataset.<key>=<value>   the benchmark's scoring options, e.g. dataset.answer_key=ok_only
@@ -148,7 +148,10 @@ def _score(args: argparse.Namespace) -> int:
     task_name = task_option or recorded_task
     if not task_name:
         raise UsageError(f"{run.path} has no {CONFIG}: name the benchmark with task= (e.g. task=mmlu-redux)")
-    options = dict(config.dataset) if config and task_name == recorded_task else {}
+    if recorded_task and task_name != recorded_task:
+        raise UsageError(f"{run.path} is a {recorded_task} run: it cannot be scored as {task_name}; to evaluate "
+                         f"{task_name}, make a new run (lowbit eval eval_dataset={task_name} output_dir=<new dir>)")
+    options = dict(config.dataset) if config else {}
     options.update(dataset_options)
     scored_before = run.metrics()
     previous = scored_before.task_version if scored_before else None
@@ -186,8 +189,25 @@ def _print_summary(run_dir: Path) -> None:
     headline = metrics.headline_estimate if metrics else None
     if headline is not None and headline.value is not None:
         print(f"{metrics.task}: {metrics.headline} {100 * headline.value:.2f}% "
-              f"(95% CI {100 * headline.ci_low:.2f}-{100 * headline.ci_high:.2f}, n={headline.n})")
+              f"(95% CI {100 * headline.ci_low:.2f}-{100 * headline.ci_high:.2f}, n={headline.n})"
+              + "".join(f"; {part}" for part in _summary_counts(metrics)))
     print(f"run directory: {run_dir}")
+
+
+def _summary_counts(metrics) -> list[str]:
+    """What the headline leaves out: answers that could not be parsed, samples excluded (and why), completions
+    that hit the length limit; each only when there are any."""
+    counts, parts = metrics.metrics, []
+    if counts.get("parse_failures"):
+        parts.append(f"{counts['parse_failures']} answer(s) could not be parsed")
+    if counts.get("excluded"):
+        reasons = ", ".join(f"{reason} {n}" for reason, n in (counts.get("excluded_by_reason") or {}).items())
+        parts.append(f"{counts['excluded']} sample(s) excluded" + (f" ({reasons})" if reasons else ""))
+    generation = metrics.generation
+    cut = round((generation.get("finish_length_share") or 0) * (generation.get("completions") or 0))
+    if cut:
+        parts.append(f"{cut} of {generation['completions']} completion(s) hit the length limit")
+    return parts
 
 
 def _compare(args: argparse.Namespace) -> int:
