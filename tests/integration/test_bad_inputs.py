@@ -176,3 +176,12 @@ def test_a_weight_off_the_block_is_refused_unless_partial_is_allowed(tiny_model,
     assert main(["quantize", f"model={source}", "scheme=nvfp4", f"out={tmp_path / 'q'}", "allow_partial=true"]) == 0
     out = capsys.readouterr().out
     assert "left unquantized (1 modules" in out and "model.layers.0.mlp.down_proj" in out
+
+
+def test_ruler_generated_on_the_fly_is_refused_before_it_outgrows_memory(tiny_model, tmp_path, capsys):
+    err = one_line_error(capsys, ["eval", "model=qwen3_4B", f"model_name={tiny_model}", "eval_dataset=ruler-vt-128k",
+                                  "dataset.num_samples=10000000", f"dataset.cache_dir={tmp_path / 'cache'}",
+                                  "sampling.max_sequence_length=131200", f"output_dir={tmp_path / 'run'}",
+                                  "predictor=transformers"])
+    assert "131072 tokens x num_samples=10000000 needs about" in err and "lower num_samples" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

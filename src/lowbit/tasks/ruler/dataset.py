@@ -125,7 +125,7 @@ def check_resources(out: Path, tasks: tuple[str, ...], max_seq_length: int, num_
     """Refuse, before generating anything, a request whose data would not fit in memory or on disk."""
     need = resource_estimate(tasks, max_seq_length, num_samples)
     if available_memory is not None and need["memory"] > available_memory:
-        raise UsageError(f"max_seq_length={max_seq_length} x num_samples={num_samples} needs about "
+        raise UsageError(f"{max_seq_length} tokens x num_samples={num_samples} needs about "
                          f"{_gib(need['memory'])} of memory per task while generating, and {_gib(available_memory)} "
                          "is available: lower num_samples or max_seq_length")
     existing = next(p for p in (out, *out.parents) if p.exists())
@@ -179,7 +179,6 @@ def write_prepared(out: Path, tasks: tuple[str, ...], tokens: PromptTokens, max_
 def ensure_cached(folder: Path, tasks: tuple[str, ...], tokens: PromptTokens, max_seq_length: int, seed: int,
                   num_samples: int, essay_loader: Callable[[], Any]) -> dict[str, Any]:
     """The cache folder's manifest after generating whichever of `tasks` it lacks."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / MANIFEST
     manifest = json.loads(path.read_text()) if path.is_file() else None
     if manifest is None or manifest.get("generator_version") != GENERATOR_VERSION:
@@ -187,6 +186,8 @@ def ensure_cached(folder: Path, tasks: tuple[str, ...], tokens: PromptTokens, ma
     missing = [t for t in tasks if t not in manifest["tasks"] or not (folder / f"{t}.jsonl").is_file()]
     if not missing:
         return manifest
+    check_resources(folder, tuple(missing), max_seq_length, num_samples, available_memory_bytes())
+    folder.mkdir(parents=True, exist_ok=True)
     essay = essay_loader() if needs_essay(tuple(missing)) else None
     if essay is not None:
         manifest["essay_sha256"] = essay.sha256
