@@ -182,7 +182,7 @@ def test_prepare_writes_a_frozen_folder_with_a_manifest(tmp_path, tokens, genera
     (["tokenizer={tok}", "max_seq_length=1k", "out={out}", "tasks=vt,qa_1"], "unknown RULER task"),
     (["tokenizer=/nonexistent/tokenizer", "max_seq_length=1k", "out={out}"], "cannot load tokenizer"),
     (["tokenizer={tok}", "max_seq_length=1k", "out={out}", "num_samples=0"], "num_samples must be a positive"),
-    (["tokenizer={tok}", "max_seq_length=1k", "out={out}", "samples=3"], "unknown option 'samples'"),
+    (["tokenizer={tok}", "max_seq_length=1k", "out={out}", "samples=3"], "unknown ruler prepare option 'samples'. Did you mean 'num_samples'?"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     tokenizer = require_shared("tokenizers/qwen3", "the real Qwen3 tokenizer")
