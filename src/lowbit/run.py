@@ -166,6 +166,7 @@ def _completion(chat: ChatFormat, predictor: Predictor, prompt: str, generation:
 def score_run(run: RunDir, task: Task) -> dict[str, Any]:
     """(Re)score every prediction in the run directory with the task's current scorer; returns the metrics as
     written (their JSON)."""
+    run.check_writable()
     run.remove_stale_temporaries()
     predictions = run.predictions()
     if not predictions:

@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import pickle
+import subprocess
 import zlib
 
 import pytest
@@ -72,12 +73,26 @@ def test_an_output_dir_that_is_a_file_or_read_only_is_refused_before_the_model_l
     under_file = a_file / "run"
     assert f"lies under the file {a_file}" in one_line_error(capsys, eval_args(tiny_model, tmp_path / "data",
                                                                                under_file))
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only directories; the read-only case needs another user")
+
+
+def test_an_output_dir_on_a_read_only_file_system_is_refused_before_the_model_loads(tiny_model, tmp_path, capsys):
+    write_data(tmp_path / "data", mmlu_rows())
     locked = tmp_path / "locked"
-    locked.mkdir(mode=0o555)
-    err = one_line_error(capsys, eval_args(tiny_model, tmp_path / "data", locked / "run"))
-    assert "cannot be written" in err and not (locked / "run").exists()
+    locked.mkdir()
+    if os.geteuid() != 0:
+        locked.chmod(0o555)  # enough for a user other than root
+    else:  # root writes into any directory; a read-only mount refuses even root
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(locked)],
+                                 capture_output=True, text=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.strip()}")
+    try:
+        err = one_line_error(capsys, eval_args(tiny_model, tmp_path / "data", locked / "run"))
+        assert f"output_dir {locked / 'run'} cannot be written ({locked} is not writable" in err
+        assert not (locked / "run").exists()
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", "-l", str(locked)], check=False)
 
 
 def truncated_copy(model, target):
