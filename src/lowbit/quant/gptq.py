@@ -263,6 +263,9 @@ def quantize_calibrated(
         config = json.loads(config_path.read_text())
         config["quantization_config"]["lowbit"] = record
         config_path.write_text(json.dumps(config, indent=2) + "\n")
+        from lowbit.quant.safetensors_io import honour_umask
+
+        honour_umask(staging)  # transformers and safetensors write 0600 files
         staging.rename(out_dir)
     except BaseException:
         import shutil

@@ -210,7 +210,7 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
         if isinstance(e, OSError) and e.errno in OUT_OF_SPACE:
             raise out_of_space(out, e) from e
         raise
-    _honour_umask(staging)
+    honour_umask(staging)
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old / out.name)
@@ -220,11 +220,11 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
         os.replace(staging, out)
 
 
-def _honour_umask(directory: Path) -> None:
-    """Give every file and folder of a finished checkpoint the mode a plain open/mkdir gives (safetensors
-    writes its files 0600, whatever the umask)."""
+def honour_umask(directory: Path) -> None:
+    """Give a finished checkpoint's folder, and every file and folder in it, the mode a plain open/mkdir gives
+    (safetensors writes its files 0600, whatever the umask)."""
     mask = process_umask()
-    for path in directory.rglob("*"):
+    for path in (directory, *directory.rglob("*")):
         path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
