@@ -8,6 +8,7 @@ from report_support import planted, write_run
 
 from lowbit.divergence import summary
 from lowbit.report.compare import compare_runs
+from lowbit.report.html import render_html
 from lowbit.report.plots import kl_vs_bits
 from lowbit.report.render import render_csv, render_markdown, render_text
 from lowbit.rundir import Metrics, RunConfig, RunDir
@@ -53,6 +54,8 @@ def test_compare_shows_divergence_beside_the_accuracy_rows(tmp_path):
     assert float(nvfp4_line[header.index("kl_mean")]) == nvfp4["kl_mean"]["value"]
     (plot,) = kl_vs_bits(comparison)
     assert plot.kind == "kl_vs_bits" and plot.png.startswith(b"\x89PNG")
+    html = render_html(comparison)
+    assert "<h2>Token-level divergence against bits per weight</h2>" in html and "KL nats [95% CI]" in html
 
 
 def test_compare_without_divergence_runs_keeps_its_columns(tmp_path):

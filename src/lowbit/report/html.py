@@ -126,7 +126,8 @@ def _bits_section(comparison: Comparison) -> list[str]:
 
 
 def _plot_sections(plots: list[Plot]) -> list[str]:
-    titles = {"score_vs_bits": "Score against bits per weight", "recovery_heatmap": "Recovery",
+    titles = {"score_vs_bits": "Score against bits per weight",
+              "kl_vs_bits": "Token-level divergence against bits per weight", "recovery_heatmap": "Recovery",
               "group_deltas": "Differences per subject, level and other groups",
               "reasoning_lengths": "Reasoning length"}
     lines = []
