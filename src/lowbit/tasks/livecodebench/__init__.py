@@ -194,8 +194,9 @@ def problem_of(item: dict[str, Any], *, cached: bool = True) -> Problem:
     def text(value: Any) -> str:
         return value if isinstance(value, str) else json.dumps(value)
 
-    return (_problem_cached if cached else _decode_problem)(text(item.get("public_test_cases") or "[]"), text(item.get("private_test_cases") or "[]"),
-                           text(item.get("metadata") or "{}"), f"LiveCodeBench problem {item.get('question_id')}")
+    decode = _problem_cached if cached else _decode_problem
+    return decode(text(item.get("public_test_cases") or "[]"), text(item.get("private_test_cases") or "[]"),
+                  text(item.get("metadata") or "{}"), f"LiveCodeBench problem {item.get('question_id')}")
 
 
 def passes_test(problem: Problem, index: int, run: TestRun) -> bool:
