@@ -200,3 +200,11 @@ def test_ruler_generated_on_the_fly_is_refused_before_it_outgrows_memory(tiny_mo
                                   "predictor=transformers"])
     assert "131072 tokens x num_samples=10000000 needs about" in err and "lower num_samples" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_prediction_line_of_another_shape_is_refused_with_its_repair(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "predictions.jsonl").write_text(json.dumps({"id": "anatomy/0", "completions": [{"txt": "A"}]}) + "\n")
+    err = one_line_error(capsys, ["score", "-c", str(run), "task=mmlu-redux"])
+    assert f"{run / 'predictions.jsonl'} line 1 is not a prediction (TypeError" in err and "sed -i '1d'" in err

@@ -93,7 +93,12 @@ class RunDir:
             return []
         seen: dict[str, Prediction] = {}
         for number, row in enumerate(self._prediction_rows(), start=1):
-            prediction = Prediction.from_json(row, number)
+            try:
+                prediction = Prediction.from_json(row, number)
+            except (ValueError, KeyError, TypeError) as e:
+                raise UsageError(f"{path} line {number} is not a prediction ({type(e).__name__}: {e}): delete that "
+                                 f"line (sed -i '{number}d' {path}) and rerun the eval, which predicts its sample "
+                                 "again") from e
             seen.setdefault(prediction.id, prediction)
         return list(seen.values())
 
