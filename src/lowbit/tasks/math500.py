@@ -65,6 +65,31 @@ class Math500Options:
     prompt: str = REFERENCE  # reference | lowbit (lowbit.tasks.prompts)
 
 
+class BoxedAnswerScorer:
+    """Scores each completion's last `\\boxed{}` answer against a gold answer with math-verify, in a killable worker
+    started on first use (`time_limit_seconds` per completion)."""
+
+    def __init__(self, time_limit_seconds: float):
+        if not time_limit_seconds > 0:
+            raise UsageError(f"dataset.time_limit_seconds must be positive, got {time_limit_seconds}")
+        self.time_limit_seconds = time_limit_seconds
+        self._verifier: MathVerifier | None = None
+
+    def score(self, prediction: Prediction, gold: str, **fields: Any) -> dict[str, Any]:
+        """One scores.jsonl row; `fields` are the row's grouping fields (subject, level, ...)."""
+        if self._verifier is None:
+            self._verifier = MathVerifier(self.time_limit_seconds)
+        extracted = [boxed_answer(c.answer) for c in prediction.completions]
+        verdicts = [self._verifier.check(e, gold) if e is not None else None for e in extracted]
+        return {
+            **score_row(prediction, [float(v is not None and v.correct) for v in verdicts], gold=gold, **fields),
+            "extracted": extracted,
+            "parse_failed": [e is None for e in extracted],
+            "scoring_failed": [v is not None and v.failure is not None for v in verdicts],
+            "scoring_errors": [v.failure if v is not None else None for v in verdicts],
+        }
+
+
 class Math500(Task):
     name = "math500"
     version = "2"
@@ -74,9 +99,7 @@ class Math500(Task):
 
     def __init__(self, options: Math500Options):
         super().__init__(options)
-        if not options.time_limit_seconds > 0:
-            raise UsageError(f"dataset.time_limit_seconds must be positive, got {options.time_limit_seconds}")
-        self._verifier: MathVerifier | None = None
+        self.scorer = BoxedAnswerScorer(options.time_limit_seconds)
 
     # -- data -------------------------------------------------------------------------------------------
 
@@ -93,25 +116,10 @@ class Math500(Task):
 
     # -- scoring ----------------------------------------------------------------------------------------
 
-    @property
-    def verifier(self) -> MathVerifier:
-        if self._verifier is None:
-            self._verifier = MathVerifier(self.options.time_limit_seconds)
-        return self._verifier
-
     def score(self, prediction: Prediction) -> dict[str, Any]:
-        gold = str(prediction.item["answer"])
-        extracted = [boxed_answer(c.answer) for c in prediction.completions]
-        verdicts = [self.verifier.check(e, gold) if e is not None else None for e in extracted]
-        return {
-            **score_row(prediction, [float(v is not None and v.correct) for v in verdicts],
-                        subject=prediction.item.get("subject", "unknown"), level=prediction.item.get("level", 0),
-                        gold=gold),
-            "extracted": extracted,
-            "parse_failed": [e is None for e in extracted],
-            "scoring_failed": [v is not None and v.failure is not None for v in verdicts],
-            "scoring_errors": [v.failure if v is not None else None for v in verdicts],
-        }
+        return self.scorer.score(prediction, str(prediction.item["answer"]),
+                                 subject=prediction.item.get("subject", "unknown"),
+                                 level=prediction.item.get("level", 0))
 
     def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         return sampled_accuracy_metrics(rows, group_by=("subject", "level"))

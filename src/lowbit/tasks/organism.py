@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lowbit.errors import UsageError
-from lowbit.metrics.math_answers import DEFAULT_TIME_LIMIT, MathVerifier, boxed_answer
+from lowbit.metrics.math_answers import DEFAULT_TIME_LIMIT
 from lowbit.metrics.multiple_choice import extract_choice
 from lowbit.organism import arithmetic, facts
 from lowbit.organism.data import EVAL_SIZE, held_out_examples
 from lowbit.records import Prediction, Sample
 from lowbit.tasks.base import Task, accuracy_metrics, sampled_accuracy_metrics, score_row
+from lowbit.tasks.math500 import BoxedAnswerScorer
 
 
 @dataclass
@@ -58,26 +59,11 @@ class OrganismArithmetic(_OrganismTask):
 
     def __init__(self, options: OrganismOptions):
         super().__init__(options)
-        self._verifier: MathVerifier | None = None
-
-    @property
-    def verifier(self) -> MathVerifier:
-        if self._verifier is None:
-            self._verifier = MathVerifier(self.options.time_limit_seconds)
-        return self._verifier
+        self.scorer = BoxedAnswerScorer(options.time_limit_seconds)
 
     def score(self, prediction: Prediction) -> dict[str, Any]:
-        gold = str(prediction.item["answer"])
-        extracted = [boxed_answer(c.answer) for c in prediction.completions]
-        verdicts = [self.verifier.check(e, gold) if e is not None else None for e in extracted]
-        return {
-            **score_row(prediction, [float(v is not None and v.correct) for v in verdicts],
-                        operation=prediction.item["operation"], digits=prediction.item["digits"], gold=gold),
-            "extracted": extracted,
-            "parse_failed": [e is None for e in extracted],
-            "scoring_failed": [v is not None and v.failure is not None for v in verdicts],
-            "scoring_errors": [v.failure if v is not None else None for v in verdicts],
-        }
+        return self.scorer.score(prediction, str(prediction.item["answer"]),
+                                 operation=prediction.item["operation"], digits=prediction.item["digits"])
 
     def aggregate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         return sampled_accuracy_metrics(rows, group_by=("operation", "digits"))
@@ -86,6 +72,7 @@ class OrganismArithmetic(_OrganismTask):
 class OrganismFacts(_OrganismTask):
     name = "organism-facts"
     generator = facts
+    chance_level = 1 / len(facts.LETTERS)
 
     def score(self, prediction: Prediction) -> dict[str, Any]:
         gold = prediction.item["answer"]
