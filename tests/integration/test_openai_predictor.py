@@ -387,7 +387,9 @@ def test_lowbit_eval_survives_a_server_killed_mid_run_and_resumes(vllm_server, m
         assert API_KEY not in path.read_text(), f"{path.name} holds the API key"
     config = yaml.safe_load((output_dir / "config.yaml").read_text())
     assert config["predictor_conf"]["name"] == "openai" and config["predictor_conf"]["api_key_env"] == KEY_ENV
-    (session,) = json.loads((output_dir / "run.json").read_text())["sessions"]  # the killed run recorded none
+    # the killed run's session is recorded as its chunks landed; the second one finished the run
+    interrupted, session = json.loads((output_dir / "run.json").read_text())["sessions"]
+    assert interrupted["predicted"] == len(done_before) and interrupted["resumed_from"] == 0
     assert session["resumed_from"] == len(done_before) and session["predicted"] == 10 - len(done_before)
     assert session["predictor"]["name"] == "openai" and session["predictor"]["tokenizer"] == "local"
     assert session["completion_tokens"] == sum(p["completions"][0]["completion_tokens"] for p in rows
