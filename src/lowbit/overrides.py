@@ -81,6 +81,20 @@ def parse_options(items: Iterable[str], options: dict[str, Any], command: str) -
     return values
 
 
+def check_mapping(values: Any, table: dict[str, Any], where: str, kind: str) -> dict[str, Any]:
+    """A mapping read from a file (a sweep file's block, say) checked against `table` ({key: type}): unknown keys
+    and wrong types are one line naming `where`; None values are kept as they are."""
+    if not isinstance(values, dict):
+        raise UsageError(f"{where} must be a mapping, got {values!r}")
+    checked = {}
+    for key, value in values.items():
+        if key not in table:
+            raise UsageError(f"{where}: unknown {kind} '{key}'.{did_you_mean(str(key), table)} "
+                             f"Valid: {', '.join(table)}")
+        checked[key] = value if value is None else check_type(f"{where}.{key}", value, table[key])
+    return checked
+
+
 def require(values: dict[str, Any], key: str, example: str) -> Any:
     """values[key], or the one-line error asking for it."""
     if values.get(key) in (None, ""):

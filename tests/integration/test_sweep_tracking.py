@@ -108,7 +108,7 @@ def test_a_rescored_cell_is_logged_again_and_the_older_run_marked(tracked_sweep,
 
 
 @pytest.mark.parametrize("block, message", [
-    ({"name": "mlflow", "url": "x"}, "unknown tracking option 'url'. Did you mean 'uri'?"),
+    ({"name": "mlflow", "url": "x"}, "tracking: unknown tracking option 'url'. Did you mean 'uri'?"),
     ("wandb", "unknown tracking 'wandb'"),
     ({"name": "mlflow", "uri": ["a"]}, "tracking.uri must be a string or null"),
 ])

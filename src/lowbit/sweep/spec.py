@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from lowbit.errors import UsageError
-from lowbit.overrides import check_type, did_you_mean
+from lowbit.overrides import check_mapping, did_you_mean
 from lowbit.sweep.jobs import Resources
 
 SOURCE = "source"  # checkpoint: source -> the model's own BF16 checkpoint
@@ -181,7 +181,7 @@ def compose_file(path: Path, items: list[str]) -> dict[str, Any]:
 
 
 def parse_sweep(path: Path, data: dict[str, Any]) -> SweepSpec:
-    top = _checked(data, TOP_KEYS, f"{path}", "sweep key")
+    top = check_mapping(data, TOP_KEYS, f"{path}", "sweep key")
     for key in ("models", "precisions", "tasks"):
         if not top.get(key):
             raise UsageError(f"{path} names no {key}: add a '{key}:' block (see sweeps/tiny-cpu.yaml)")
@@ -225,7 +225,7 @@ def resources(*blocks: dict[str, Any] | None) -> Resources:
 
 def _precision(name: str, spec: dict[str, Any]) -> PrecisionSpec:
     where = f"precisions.{name}"
-    values = _checked(spec, PRECISION_KEYS, where, "precision key")
+    values = check_mapping(spec, PRECISION_KEYS, where, "precision key")
     given = [key for key in ("checkpoint", "recipe", "emulate") if values.get(key) is not None]
     if not given:
         raise UsageError(f"precision '{name}' has neither checkpoint nor recipe: give {where}.checkpoint "
@@ -250,7 +250,7 @@ def _precision(name: str, spec: dict[str, Any]) -> PrecisionSpec:
 
 def _task(name: str, spec: dict[str, Any]) -> TaskSpec:
     where = f"tasks.{name}"
-    values = _checked(spec, TASK_KEYS, where, "task key")
+    values = check_mapping(spec, TASK_KEYS, where, "task key")
     repeats = values.get("repeats")
     if repeats is not None and repeats < 1:
         raise UsageError(f"{where}.repeats must be a positive integer, got {repeats}")
@@ -265,7 +265,7 @@ def _task(name: str, spec: dict[str, Any]) -> TaskSpec:
 def _model(name: str, spec: dict[str, Any], precisions: dict[str, PrecisionSpec],
            tasks: dict[str, TaskSpec]) -> ModelSpec:
     where = f"models.{name}"
-    values = _checked(spec, MODEL_KEYS, where, "model key")
+    values = check_mapping(spec, MODEL_KEYS, where, "model key")
     chosen = values.get("precisions")
     if not chosen:
         raise UsageError(f"{where} lists no precisions: add precisions: [{', '.join(list(precisions)[:2])}]")
@@ -292,7 +292,7 @@ def _cell(index: int, rule: Any, models: dict, precisions: dict, tasks: dict) ->
     where = f"cells[{index}]"
     if not isinstance(rule, dict):
         raise UsageError(f"{where} must be a mapping like {{model: <name>, overrides: [k=v]}}, got {rule!r}")
-    values = _checked(rule, CELL_KEYS, where, "cell key")
+    values = check_mapping(rule, CELL_KEYS, where, "cell key")
     for key, defined in (("model", models), ("precision", precisions), ("task", tasks)):
         name = values.get(key)
         if name is not None and name not in defined:
@@ -320,22 +320,10 @@ def _named(block: Any, kind: str) -> dict[str, dict[str, Any]]:
     return named
 
 
-def _checked(values: Any, table: dict[str, Any], where: str, kind: str) -> dict[str, Any]:
-    if not isinstance(values, dict):
-        raise UsageError(f"{where} must be a mapping, got {values!r}")
-    checked = {}
-    for key, value in values.items():
-        if key not in table:
-            raise UsageError(f"{where}: unknown {kind} '{key}'.{did_you_mean(str(key), table)} "
-                             f"Valid: {', '.join(table)}")
-        checked[key] = value if value is None else check_type(f"{where}.{key}", value, table[key])
-    return checked
-
-
 def _resources(block: Any, where: str) -> None:
     if block is None:
         return
-    values = _checked(block, RESOURCE_KEYS, where, "resource")
+    values = check_mapping(block, RESOURCE_KEYS, where, "resource")
     for key, value in values.items():
         if value is not None and value < (0 if key == "gpus" else 1):
             raise UsageError(f"{where}.{key} must be {'>= 0' if key == 'gpus' else 'positive'}, got {value}")

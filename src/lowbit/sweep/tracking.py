@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from lowbit.errors import UsageError
-from lowbit.overrides import check_type, did_you_mean
+from lowbit.overrides import check_mapping, did_you_mean
 from lowbit.sweep.jobs import is_done, meta_dir
 from lowbit.sweep.plan import Cell, Plan
 
@@ -59,13 +59,7 @@ def tracking_options(block: Mapping[str, Any] | str | None) -> TrackingOptions:
         block = {"name": block}
     if not isinstance(block, Mapping):
         raise UsageError(f"tracking must be a tracker name or a mapping like {{name: mlflow, uri: ...}}, got {block!r}")
-    checked = {}
-    for key, value in block.items():
-        if key not in OPTIONS:
-            raise UsageError(f"unknown tracking option '{key}'.{did_you_mean(key, OPTIONS)} "
-                             f"Available: {', '.join(OPTIONS)}")
-        checked[key] = check_type(f"tracking.{key}", value, OPTIONS[key])
-    options = TrackingOptions(**checked)
+    options = TrackingOptions(**check_mapping(dict(block), OPTIONS, "tracking", "tracking option"))
     if options.name not in TRACKERS:
         raise UsageError(f"unknown tracking '{options.name}'.{did_you_mean(options.name, TRACKERS)} "
                          f"Available: {', '.join(TRACKERS)}")
