@@ -183,9 +183,23 @@ def resolve_eval(overrides: list[str]) -> EvalConfig:
     predictor_options(predictor.pop("name"), predictor)
     if not resolved["output_dir"]:
         model_tag = Path(str(resolved["model_name"]).rstrip("/")).name
-        resolved["output_dir"] = f"outputs/{model_tag}_{resolved['precision']}_{block_name}"
+        resolved["output_dir"] = f"outputs/{model_tag}_{resolved['precision']}_{_run_tag(task.name, block_name)}"
     task.bind_model(model_name, chat.template_kwargs(sampling), PromptContext(sampling.template, block_name))
     resolved["eval_dataset_config"] = block_name
     resolved["sampling"] = sampling.to_json()
     resolved["dataset"] = asdict(task.options)
     return EvalConfig(resolved=resolved, task=task, sampling=sampling)
+
+
+def _run_tag(task: str, block: str) -> str:
+    """The default output directory's task part: the benchmark (ruler-vt-4k, not its shared ruler-32k sampling
+    block), or the sampling block where it names a variant of the benchmark (math500-nonthinking)."""
+    if block.startswith(task):
+        return block
+    return task if block in (f"{task}", _default_block(task)) else f"{task}_{block}"
+
+
+def _default_block(task: str) -> str | None:
+    from lowbit.tasks import get_task_class
+
+    return get_task_class(task).sampling_config

@@ -71,6 +71,15 @@ def test_default_output_dir_names_model_precision_and_config():
     assert cfg.resolved["output_dir"] == "outputs/Qwen3-1.7B_int4_mmlu-redux"
 
 
+def test_default_output_dirs_differ_per_benchmark_and_length(tiny_model):
+    # RULER tasks share the ruler-32k sampling block: the directory names the task and its length
+    paths = {resolve_eval([f"model_name={tiny_model}", f"eval_dataset={name}"]).resolved["output_dir"]
+             for name in ("ruler-vt-4k", "ruler-vt-8k", "ruler-cwe-4k")}
+    assert {path.rsplit("_", 1)[-1] for path in paths} == {"ruler-vt-4k", "ruler-vt-8k", "ruler-cwe-4k"}
+    nonthinking = resolve_eval(["eval_dataset=math500", "eval_dataset_config=math500-nonthinking"])
+    assert nonthinking.resolved["output_dir"] == "outputs/Qwen3-4B_bf16_math500-nonthinking"
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["eval_dataset=mmlu_redux"], "unknown eval_dataset 'mmlu_redux'. Did you mean 'mmlu-redux'? Available: "),
     (["model=qwen3_8B"], "unknown model 'qwen3_8B': choose one of gpt_oss_20B, "),
