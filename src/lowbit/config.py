@@ -126,8 +126,9 @@ class EvalConfig:
 
 
 def split_eval_datasets(overrides: list[str]) -> list[list[str]]:
-    """One override list per benchmark of `eval_dataset=[a,b]` (or `a,b`), each into its own directory: <output_dir>/<name>
-    when output_dir is given, else the default per benchmark. A single benchmark gives the overrides back unchanged."""
+    """One override list per benchmark of `eval_dataset=[a,b]` (or `a,b`), each into its own directory:
+    <output_dir>/<name> when output_dir is given, else the default per benchmark. A single benchmark gives the
+    overrides back unchanged."""
     parsed = parse(overrides)
     chosen = [o for o in parsed if o.key == "eval_dataset"]
     if not chosen or not isinstance(chosen[-1].value, list):
