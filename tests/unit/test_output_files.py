@@ -15,6 +15,8 @@ import torch
 from safetensors.torch import save_file
 
 from lowbit.cli import main
+from lowbit.divergence.kl import TopK
+from lowbit.divergence.reference import write as write_reference
 from lowbit.errors import UsageError
 from lowbit.quant.safetensors_io import staged_output
 from lowbit.records import JsonlAppender, iter_jsonl, write_json_atomic
@@ -58,6 +60,10 @@ def test_outputs_honour_the_umask(mask, file_mode, dir_mode, tmp_path, capsys):
         with staged_output(tmp_path / "ckpt", overwrite=False) as staging:
             save_file({"w": torch.zeros(2)}, staging / "model.safetensors")
         assert mode(tmp_path / "ckpt") == dir_mode and mode(tmp_path / "ckpt" / "model.safetensors") == file_mode
+        reference = tmp_path / "reference.safetensors"  # a divergence run's stored top-k reference
+        write_reference(reference, TopK(torch.zeros(3, 2, dtype=torch.long), torch.zeros(3, 2), torch.zeros(3),
+                                         torch.zeros(3)), {"k": 2})
+        assert mode(reference) == file_mode
 
 
 def test_temp_files_of_a_killed_scoring_are_removed_when_the_run_is_scored_again(tmp_path, capsys):

@@ -17,6 +17,7 @@ import torch
 
 from lowbit.divergence.kl import TopK
 from lowbit.divergence.sequences import Sequence
+from lowbit.records import process_umask
 
 
 def fingerprint(sequences: list[Sequence], baseline: dict, k: int) -> str:
@@ -39,6 +40,7 @@ def write(path: Path, reference: TopK, meta: dict) -> None:
                "rest_logmass": reference.rest_logmass.contiguous(),
                "target_logprob": reference.target_logprob.contiguous()},
               str(temporary), metadata={"lowbit_divergence": json.dumps(meta)})
+    temporary.chmod(0o666 & ~process_umask())  # safetensors writes 0600; the reference is shared like run files
     os.replace(temporary, path)
 
 
