@@ -129,13 +129,13 @@ class MlflowTracker:
 
     def log_cell(self, cell: Cell) -> str | None:
         """Log one cell; None when it is not finished (scored under its own config) or already logged as it is."""
-        from lowbit.rundir import RunDir
+        from lowbit.rundir import CONFIG, METRICS, RunDir
 
         if not is_done(cell.job):
             return None
         run = RunDir(cell.job.output_dir)
         metrics, config = run.metrics(), run.config()
-        digest = hashlib.sha256(run.file("metrics.json").read_bytes()).hexdigest()
+        digest = hashlib.sha256(run.file(METRICS).read_bytes()).hexdigest()
         previous = self._runs_of(cell)
         if any(r.data.tags.get("lowbit.metrics_sha256") == digest for r in previous):
             return None
@@ -147,7 +147,7 @@ class MlflowTracker:
         run_id = self.client.create_run(self.experiment_id, run_name=cell_label(cell), tags=tags).info.run_id
         self._log_batch(run_id, params=cell_params(config.resolved, info, cell.precision),
                         metrics=cell_metrics(metrics, info, cell.precision))
-        for name in ("config.yaml", "metrics.json"):
+        for name in (CONFIG, METRICS):
             self.client.log_artifact(run_id, str(run.file(name)))
         self.client.set_terminated(run_id, "FINISHED")
         for older in previous:
