@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,12 @@ def capped_process_tree():
             (home / "cgroup.procs").write_text(str(os.getpid()))
         assert all(str(os.getpid()) not in Path(p).read_text().split() for p in cap.procs)
         cap.kill_and_remove()
+
+
+@pytest.fixture
+def area():
+    """A directory the sandbox user may enter (pytest's tmp_path is private to root), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="lcb-test-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

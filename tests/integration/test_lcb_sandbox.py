@@ -7,15 +7,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from lcb_sandbox_support import capped_process_tree  # noqa: F401 - autouse: caps this module's process tree
+from lcb_sandbox_support import area, capped_process_tree  # noqa: F401 - fixtures; the cap is autouse
 
 from lowbit.records import Completion, Prediction
 from lowbit.tasks import make_task
@@ -59,15 +57,6 @@ def sandbox_processes(marker: str) -> list[str]:
             if marker in cmdline:
                 found.append(f"{entry}: {cmdline[:120]}")
     return found
-
-
-@pytest.fixture
-def area():
-    """A directory the sandbox user may enter (pytest's tmp_path is private to root), removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="lcb-test-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

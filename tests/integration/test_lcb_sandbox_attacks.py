@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from lcb_sandbox_support import capped_process_tree  # noqa: F401 - autouse: caps this module's process tree
+from lcb_sandbox_support import area, capped_process_tree  # noqa: F401 - fixtures; the cap is autouse
 
 from lowbit.records import Completion, Prediction
 from lowbit.tasks import make_task
@@ -45,15 +43,6 @@ def isolation(request):
     if fallback.mode == STRONGEST.mode and fallback.cgroups == STRONGEST.cgroups:
         pytest.skip("the strongest isolation here is already the fallback")
     return fallback
-
-
-@pytest.fixture
-def area():
-    """A directory the sandbox user may enter (pytest's tmp_path is private to root), removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="lcb-attack-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
