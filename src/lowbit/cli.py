@@ -35,7 +35,8 @@ overrides use Hydra syntax (key=value), e.g.
   predictor=transformers  predictor_conf.batch_size=16  predictor_conf.dtype=bfloat16
   sampling.temperature=0  sampling.max_sequence_length=8192  dataset.subset=seed30
 The full reference is conf/config.yaml and conf/predictor/*.yaml (see README: Configuration).
-""")
+""",
+    retired={"--config-name": "model=<config> (one composed config; quantizing is `lowbit quantize scheme=...`)"})
 
 SCORE_OPTIONS: dict[str, object] = {"task": str}  # plus dataset.* scoring options, checked by the task
 SCORE = Command(

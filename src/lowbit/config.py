@@ -46,10 +46,35 @@ def group_choices(group: str) -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+# The reference study's own spellings where their meaning is lowbit's: accepted and recorded in lowbit's.
+STUDY_KEYS = {"eval_predictor": "predictor"}
+STUDY_PREFIXES = {"predictor_conf.vllm.": "predictor_conf."}
+# Its spellings that have no one-to-one meaning here: one line naming lowbit's.
+STUDY_HINTS = {
+    "model_config": "lowbit names a model config with model=<name> (e.g. model=qwen3_4B) and a checkpoint with "
+                    "model_name=<dir> precision=<label>",
+    "quant_type": "lowbit quantizes with `lowbit quantize scheme=<scheme>` and labels an eval with precision=<label>",
+}
+
+
+def study_spellings(overrides: list[str]) -> list[str]:
+    """`overrides` with the reference study's key spellings written as lowbit's."""
+    translated = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        bare = key.lstrip("+~")
+        if bare in STUDY_HINTS:
+            raise UsageError(f"unknown config key '{bare}': {STUDY_HINTS[bare]}")
+        new = STUDY_KEYS.get(bare) or next((lowbit + bare.removeprefix(study) for study, lowbit
+                                            in STUDY_PREFIXES.items() if bare.startswith(study)), bare)
+        translated.append(key[:len(key) - len(bare)] + new + sep + value if sep else item)
+    return translated
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """conf/config.yaml with `overrides` applied; every override key must exist (or be a dataset.* option) and
     its value must have the key's type."""
-    parsed = parse(overrides)
+    parsed = parse(study_spellings(overrides))
     group_overrides = []
     for override in parsed:
         if override.key in GROUPS:

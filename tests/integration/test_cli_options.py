@@ -121,3 +121,24 @@ def test_unknown_names_suggest_the_closest(args, message, tmp_path, capsys, monk
     if "batchsize" in message:
         assert line.endswith("Did you mean 'predictor_conf.batch_size'?")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_reference_studys_spellings_are_read_as_lowbits(mmlu_dir, tmp_path, capsys):
+    # eval_predictor= and predictor_conf.vllm.* mean lowbit's predictor= and predictor_conf.*; config.yaml records
+    # lowbit's spelling
+    assert main(["eval", f"data_dir={mmlu_dir}", "dataset.subjects=[anatomy]", f"output_dir={tmp_path / 'never'}",
+                 "--dry-run", "eval_predictor=vllm", "predictor_conf.vllm.gpu_memory_utilization=0.8"]) == 0
+    printed = capsys.readouterr().out
+    assert "gpu_memory_utilization: 0.8" in printed and "name: vllm" in printed and "eval_predictor" not in printed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model_config=qwen3_4B_int4.yaml"], "lowbit names a model config with model=<name>"),
+    (["quant_type=nvfp4"], "lowbit quantizes with `lowbit quantize scheme=<scheme>`"),
+    (["--config-name=quant"], "lowbit eval takes model=<config>"),
+])
+def test_the_reference_studys_other_spellings_name_lowbits_in_one_line(args, message, tmp_path, capsys):
+    assert main(["eval", f"output_dir={tmp_path / 'never'}", *args]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lowbit: error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert not (tmp_path / "never").exists()
