@@ -31,7 +31,8 @@ overrides use Hydra syntax (key=value), e.g.
   model=qwen3_4B | qwen3_1.7B | qwen3_30B_A3B_instruct | gpt_oss_20B
   model_name=<hub id or local dir>      precision=<label>        eval_dataset=mmlu-redux
   eval_dataset_config=<sampling block>  output_dir=<dir>         data_dir=<local dataset copy>
-  debug=true  limit=N  seed=S  overwrite=true
+  subsample=N (stratified, the same ids for every precision)  limit=N (the first N)  debug=true  seed=S
+  overwrite=true
   predictor=transformers  predictor_conf.batch_size=16  predictor_conf.dtype=bfloat16
   sampling.temperature=0  sampling.max_sequence_length=8192  dataset.subset=seed30
 The full reference is conf/config.yaml and conf/predictor/*.yaml (see README: Configuration).

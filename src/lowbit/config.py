@@ -34,7 +34,7 @@ GROUPS = ("model", "predictor")
 # The types of the top-level keys; their defaults (and meaning) are in conf/config.yaml.
 TOP_LEVEL_TYPES: dict[str, Any] = {
     "model_name": str, "precision": str, "eval_dataset": str, "eval_dataset_config": str | None,
-    "output_dir": str | None, "data_dir": str | None, "debug": bool, "limit": int | None, "seed": int,
+    "output_dir": str | None, "data_dir": str | None, "debug": bool, "limit": int | None, "subsample": int | None, "seed": int,
     "overwrite": bool,
 }
 SAMPLING_TYPES: dict[str, Any] = typing.get_type_hints(Sampling)
@@ -203,8 +203,9 @@ def resolve_eval(overrides: list[str]) -> EvalConfig:
         raise UsageError(f"model_name '{model_name}' is not a directory: give a checkpoint directory or a hub id")
     for key, annotation in TOP_LEVEL_TYPES.items():  # the YAML's values too, not only the overrides
         resolved[key] = check_type(key, resolved[key], annotation)
-    if resolved["limit"] is not None and resolved["limit"] < 1:
-        raise UsageError(f"limit must be a positive integer, got {resolved['limit']}")
+    for key in ("limit", "subsample"):
+        if resolved[key] is not None and resolved[key] < 1:
+            raise UsageError(f"{key} must be a positive integer, got {resolved[key]}")
     predictor = dict(resolved["predictor_conf"])
     predictor_options(predictor.pop("name"), predictor)
     if not resolved["output_dir"]:

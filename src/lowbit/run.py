@@ -6,8 +6,11 @@ under another config) and scores the run; `score_run` (re)scores every predictio
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import time
+from collections import defaultdict
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,9 +29,10 @@ from lowbit.truncation import generation_summary
 log = logging.getLogger(__name__)
 
 DEBUG_SAMPLES = 20
+SUBSAMPLE_SALT = "lowbit-subsample"  # fixed: the same ids for every run of a dataset
 # Config keys that never change a prediction: a run may resume with them changed.
 RESUMABLE_KEYS = (
-    "output_dir", "overwrite", "limit", "debug", "data_dir",
+    "output_dir", "overwrite", "limit", "subsample", "debug", "data_dir",
     # how and where requests run, not what they produce
     "predictor_conf.batch_size", "predictor_conf.chunk_size", "predictor_conf.show_progress",
     "predictor_conf.base_url", "predictor_conf.max_concurrency", "predictor_conf.timeout_s",
@@ -84,12 +88,42 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def select_samples(samples: list[Sample], *, debug: bool, limit: int | None) -> list[Sample]:
-    """debug: DEBUG_SAMPLES spread evenly over the dataset (every subject or level shows up); limit: the first N."""
+def select_samples(samples: list[Sample], *, debug: bool, limit: int | None, subsample: int | None = None,
+                   strata: tuple[str, ...] = ()) -> list[Sample]:
+    """debug: DEBUG_SAMPLES spread evenly over the dataset (every subject or level shows up); subsample: a seeded
+    stratified draw of N (`stratified_subsample`); limit: the first N of what is left."""
     if debug and len(samples) > DEBUG_SAMPLES:
         step = (len(samples) - 1) / (DEBUG_SAMPLES - 1)
         samples = [samples[round(i * step)] for i in range(DEBUG_SAMPLES)]
+    if subsample:
+        samples = stratified_subsample(samples, subsample, strata)
     return samples[:limit] if limit else samples
+
+
+def stratified_subsample(samples: list[Sample], n: int, strata: tuple[str, ...]) -> list[Sample]:
+    """n samples, each stratum (the samples sharing the item's `strata` fields, e.g. an MMLU-Redux subject) in
+    proportion to its size and at least once while n allows, kept in dataset order. Within a stratum samples are
+    ranked by a hash of their id, so the draw depends on the ids alone: every precision and backend gets the same
+    samples, and a larger n keeps the samples of a smaller one within each stratum."""
+    if n >= len(samples):
+        return samples
+    groups: dict[tuple[str, ...], list[Sample]] = defaultdict(list)
+    for sample in samples:
+        groups[tuple(str(sample.item.get(key)) for key in strata)].append(sample)
+    ranked = {key: sorted(members, key=lambda s: hashlib.sha256(f"{SUBSAMPLE_SALT}/{s.id}".encode()).hexdigest())
+              for key, members in groups.items()}
+    quota = {key: n * len(members) / len(samples) for key, members in groups.items()}
+    take = {key: min(len(groups[key]), max(1 if n >= len(groups) else 0, math.floor(q))) for key, q in quota.items()}
+    by_remainder = sorted(groups, key=lambda key: (take[key] - quota[key], key))
+    while sum(take.values()) < n:  # the strata furthest below their share first
+        for key in by_remainder:
+            if sum(take.values()) < n and take[key] < len(groups[key]):
+                take[key] += 1
+    while sum(take.values()) > n:  # the minimum of one overshot: trim the largest strata
+        largest = max(take, key=lambda key: (take[key], key))
+        take[largest] -= 1
+    chosen = {s.id for key, members in ranked.items() for s in members[:take[key]]}
+    return [s for s in samples if s.id in chosen]
 
 
 def evaluate(cfg: EvalConfig) -> RunDir:
@@ -104,7 +138,8 @@ def evaluate(cfg: EvalConfig) -> RunDir:
     if not overwrite:
         check_resumable(run, cfg)
     chat = get_chat_format(cfg.sampling.template)
-    samples = select_samples(cfg.task.load(resolved["data_dir"]), debug=resolved["debug"], limit=resolved["limit"])
+    samples = select_samples(cfg.task.load(resolved["data_dir"]), debug=resolved["debug"], limit=resolved["limit"],
+                             subsample=resolved["subsample"], strata=cfg.task.strata)
     if not samples:
         raise UsageError(f"{cfg.task.name} selected no samples: check dataset options and limit")
     dataset = cfg.task.dataset_fingerprint()

@@ -59,6 +59,7 @@ class AIME25(Task):
     version = "2"
     Options = AIME25Options
     prompt_profiles = PROMPTS
+    strata = ("part",)
 
     # -- data -------------------------------------------------------------------------------------------
 

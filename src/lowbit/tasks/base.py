@@ -29,6 +29,8 @@ class Task(ABC):
     # The headline score of a model that knows nothing (four-choice questions: 0.25; free-form answers: 0). Two runs
     # both at or below it are compared without a verdict.
     chance_level: ClassVar[float] = 0.0
+    # The item fields whose values `subsample=N` keeps represented in proportion (e.g. MMLU-Redux's subject).
+    strata: ClassVar[tuple[str, ...]] = ()
     # The model config's sampling block used when eval_dataset_config is unset (None: the block named like the task).
     sampling_config: ClassVar[str | None] = None
 

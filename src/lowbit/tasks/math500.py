@@ -96,6 +96,7 @@ class Math500(Task):
     Options = Math500Options
     prompt_profiles = PROMPTS
     non_prompt_options = frozenset({"time_limit_seconds"})
+    strata = ("subject", "level")
 
     def __init__(self, options: Math500Options):
         super().__init__(options)

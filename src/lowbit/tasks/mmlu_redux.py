@@ -104,6 +104,7 @@ class MMLURedux(Task):
     Options = MMLUReduxOptions
     prompt_profiles = PROMPTS
     chance_level = 1 / len(LETTERS)
+    strata = ("subject",)
     non_prompt_options = frozenset({"subset", "subjects", "answer_key"})
 
     def __init__(self, options: MMLUReduxOptions):
