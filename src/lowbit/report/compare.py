@@ -2,7 +2,7 @@
 
     lowbit compare outputs/qwen3_4B_* baseline=bf16 margin=1.0 out=reports/qwen3_4B
 
-For each group of runs (model family x task x prompt-changing dataset options, see `pairing.py`) the baseline is
+For each group of runs (evaluated model x task x prompt-changing dataset options, see `pairing.py`) the baseline is
 the run with precision `bf16` (or the precision label given as `baseline`, or the run directory given as
 `baseline`, which then serves its own group). Every other run of the group is paired with it by sample id, and one
 row per run reports: the run's headline metric with its 95% interval (over the run's own samples);
@@ -121,8 +121,8 @@ def compare_runs(paths: list[str], baseline: str | None = None, margin: float = 
                 refused.append((candidate.label, f"shares no scored sample id with baseline {base.label}"))
                 continue
             rows.append(row)
-        attach_divergence(rows, base.family, divergence)
-        compared.append(GroupComparison(family=base.family_name, task=base.task, prompt_options=base.prompt_options,
+        attach_divergence(rows, base.model, divergence)
+        compared.append(GroupComparison(family=base.model, task=base.task, prompt_options=base.prompt_options,
                                         metric=base.headline, baseline=f"{base.precision} ({base.label})", rows=rows))
     if not any(len(g.rows) > 1 for g in compared):
         detail = "; ".join(f"{run}: {reason}" for run, reason in refused[:3]) or "every run is a baseline"
@@ -150,7 +150,7 @@ def _pick_baseline(members: list[RunSummary], label: str, baseline_path: Path | 
     matching = [r for r in members if r.precision == label]
     if len(matching) > 1:
         names = ", ".join(r.label for r in matching)
-        raise UsageError(f"{len(matching)} runs of {matching[0].family_name} {matching[0].task} have precision "
+        raise UsageError(f"{len(matching)} runs of {matching[0].model} {matching[0].task} have precision "
                          f"{label} ({names}): pass baseline=<run dir> to choose one")
     return matching[0] if matching else None
 
@@ -161,7 +161,7 @@ def _missing_baseline_reason(run: RunSummary, label: str,
     for key, base in baselines.items():
         if base is not None and key[:2] == run.group_key[:2]:
             return "inputs differ from baseline " + base.label + ": " + "; ".join(input_differences(base, run))
-    return f"no {label} baseline run for {run.family_name} {run.task} among the inputs"
+    return f"no {label} baseline run for {run.model} {run.task} among the inputs"
 
 
 # ------------------------------------------------------------------------------------------- rows

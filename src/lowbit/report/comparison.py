@@ -50,7 +50,7 @@ class ComparisonRow:
 
 @dataclass
 class GroupComparison:
-    family: str
+    family: str  # the name of the model the group's runs evaluated (evaluated_model.py)
     task: str
     prompt_options: dict[str, Any]
     metric: str

@@ -1,9 +1,9 @@
 """Which runs can be compared, and on which samples.
 
 A run is loaded from its run directory through `lowbit.rundir` (its config, run info, metrics, score rows and,
-for the prompt check, predictions). Runs are grouped by model family (the model config's hub id, which a
-quantized checkpoint's `model_name` override does not change), task (`eval_dataset`) and the dataset options that
-change prompts (every option but the task's `non_prompt_options`). One run per group is the baseline.
+for the prompt check, predictions). Runs are grouped by the model they evaluated (`evaluated_model.py`: the
+source model of a `lowbit quantize` checkpoint, else `model_name`), task (`eval_dataset`) and the dataset options
+that change prompts (every option but the task's `non_prompt_options`). One run per group is the baseline.
 
 A candidate is paired with its baseline only when their inputs agree; otherwise the pairing is refused with what
 differs: the task version (prompts, run info) or scorer version (metrics), the effective sampling block of the
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.errors import UsageError
+from lowbit.report.evaluated_model import evaluated_model
 from lowbit.rundir import CONFIG, METRICS, RUN_INFO, SCORES, RunDir, ScoreRow
 
 LOCAL_RENDERERS = ("vllm", "transformers")  # the openai predictor's "prompt" is the request, not a rendering
@@ -43,7 +44,7 @@ class RunSummary:
     path: Path
     label: str  # how the run is named in output: the path as given
     precision: str
-    family: str
+    model: str  # the evaluated model's name (evaluated_model.py)
     task: str
     prompt_options: dict[str, Any]
     scoring_options: dict[str, Any]
@@ -69,11 +70,7 @@ class RunSummary:
 
     @property
     def group_key(self) -> tuple[str, str, str]:
-        return self.family, self.task, json.dumps(self.prompt_options, sort_keys=True, default=str)
-
-    @property
-    def family_name(self) -> str:
-        return self.family.rstrip("/").rsplit("/", 1)[-1]
+        return self.model, self.task, json.dumps(self.prompt_options, sort_keys=True, default=str)
 
 
 @dataclass
@@ -129,7 +126,8 @@ def load_run(path: Path, label: str) -> RunSummary:
     task_class = _task_class(task)
     non_prompt = task_class.non_prompt_options if task_class else frozenset()
     return RunSummary(
-        path=run.path, label=label, precision=str(config.precision), family=str(config.family), task=task,
+        path=run.path, label=label, precision=str(config.precision),
+        model=evaluated_model(config, info.quantization), task=task,
         prompt_options={k: v for k, v in sorted(config.dataset.items()) if k not in non_prompt},
         scoring_options={k: v for k, v in sorted((metrics.dataset_options or config.dataset).items())
                          if k in non_prompt},
