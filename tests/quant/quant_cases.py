@@ -13,6 +13,9 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 FINITE_CASES = ("normal", "student_t", "zeros", "tiny", "huge", "mixed_blocks")
 NONFINITE_CASES = ("nan_inf",)
+# float16 holds the finite cases whose magnitudes it can represent, and one case of its own
+FLOAT16_CASES = ("normal", "student_t", "zeros", "f16_extremes")
+F16_MAX = 65504.0
 
 
 def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float:
@@ -42,6 +45,12 @@ def make_weight(case: str, shape: tuple[int, int], dtype=torch.bfloat16, device=
         exponents = torch.randint(-40, 40, (shape[0], shape[1] // 16), generator=generator).float()
         x = base * torch.exp2(exponents).repeat_interleave(16, dim=1)
         x[:, 16:32] = 0
+    elif case == "f16_extremes":  # float16's range end to end: every 16 columns another magnitude, from its
+        # subnormals up to its largest value 65504, which each row holds once (as -65504 in odd rows)
+        exponents = torch.randint(-26, 16, (shape[0], shape[1] // 16), generator=generator).float()
+        x = (base * torch.exp2(exponents).repeat_interleave(16, dim=1)).clamp(-F16_MAX, F16_MAX)
+        x[:, 0] = torch.where(torch.arange(shape[0]) % 2 == 0, F16_MAX, -F16_MAX)
+        x[:, 1] = 61000.0  # in the top binade, where a scale rounded up sends values past 65504
     elif case == "nan_inf":
         x = base.clone()
         x[0, 3] = float("nan")

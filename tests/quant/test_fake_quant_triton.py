@@ -19,7 +19,7 @@ def fqt():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("case", FINITE_CASES)
+@pytest.mark.parametrize("case", FINITE_CASES + ("f16_extremes",))
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_kernel_matches_reference(fmt, case, dtype):
     if dtype == torch.float16 and case in ("tiny", "huge", "mixed_blocks"):
@@ -68,7 +68,7 @@ def test_nvfp4_amax_in_the_launch_or_before_it_gives_the_reference(case, one_pro
 @pytest.mark.gpu
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("case", ["normal", "student_t", "zeros", "mixed_blocks"])
+@pytest.mark.parametrize("case", ["normal", "student_t", "zeros", "mixed_blocks", "f16_extremes"])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_gpu_kernel_matches_reference(fmt, case, dtype):
     if dtype == torch.float16 and case == "mixed_blocks":

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from quant_cases import (FINITE_CASES, assert_bits_equal, assert_values_equal, make_weight, requires_triton,
+from quant_cases import (FINITE_CASES, FLOAT16_CASES, assert_bits_equal, assert_values_equal, make_weight, requires_triton,
                          rounding_edge_groups, sqnr_db)
 
 from lowbit.quant.formats import fp8
@@ -68,6 +68,17 @@ def test_triton_matches_reference(granularity, case):
     assert_bits_equal(out.weight, ref.weight)
     assert_bits_equal(out.weight_scale, ref.weight_scale)
     assert_values_equal(fp8.dequantize(out, backend="triton"), fp8.dequantize(ref))
+
+
+@requires_triton
+@pytest.mark.parametrize("case", FLOAT16_CASES)
+@pytest.mark.parametrize("granularity", fp8.GRANULARITIES)
+def test_triton_matches_reference_in_float16(granularity, case):
+    w = make_weight(case, SHAPES[granularity], dtype=torch.float16)
+    ref, out = fp8.quantize(w, granularity), fp8.quantize(w, granularity, backend="triton")
+    assert_bits_equal(out.weight, ref.weight)
+    assert_bits_equal(out.weight_scale, ref.weight_scale)
+    assert_values_equal(fp8.dequantize(out, torch.float16, backend="triton"), fp8.dequantize(ref, torch.float16))
 
 
 @requires_triton

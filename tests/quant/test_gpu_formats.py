@@ -1,9 +1,11 @@
-"""On a real GPU: every kernel is bit-identical to its reference on larger shapes and all named cases."""
+"""On a real GPU: every kernel is bit-identical to its reference on larger shapes and all named cases, for
+bfloat16 and float16 weights (float16: the cases within its range, and its extremes)."""
 
 import pytest
 import torch
 from quant_cases import (
     FINITE_CASES,
+    FLOAT16_CASES,
     NONFINITE_CASES,
     assert_bits_equal,
     assert_values_equal,
@@ -15,15 +17,19 @@ from lowbit.quant.formats import fp8, integer, mx, nvfp4
 
 pytestmark = [pytest.mark.gpu, requires_cuda]
 SHAPE = (512, 4096)
+# (weight dtype, case): bfloat16 with every finite case, float16 with those it can hold
+DTYPE_CASES = [(torch.bfloat16, case) for case in FINITE_CASES] + [(torch.float16, case) for case in FLOAT16_CASES]
+DTYPE_CASE_IDS = [f"{str(dtype).removeprefix('torch.')}-{case}" for dtype, case in DTYPE_CASES]
+by_dtype_and_case = pytest.mark.parametrize("dtype, case", DTYPE_CASES, ids=DTYPE_CASE_IDS)
 
 
-@pytest.mark.parametrize("case", FINITE_CASES)
-def test_nvfp4(case):
-    w = make_weight(case, SHAPE, device="cuda")
+@by_dtype_and_case
+def test_nvfp4(dtype, case):
+    w = make_weight(case, SHAPE, dtype=dtype, device="cuda")
     ref, out = nvfp4.quantize(w), nvfp4.quantize(w, backend="triton")
     assert_bits_equal(out.weight_packed, ref.weight_packed)
     assert_bits_equal(out.weight_scale, ref.weight_scale)
-    assert_values_equal(nvfp4.dequantize(out, backend="triton"), nvfp4.dequantize(ref))
+    assert_values_equal(nvfp4.dequantize(out, dtype, backend="triton"), nvfp4.dequantize(ref, dtype))
 
 
 @pytest.mark.parametrize("case", FINITE_CASES + NONFINITE_CASES)
@@ -37,14 +43,26 @@ def test_mx(element, rule, case):
     assert_values_equal(mx.dequantize(out, element, backend="triton"), mx.dequantize(ref, element))
 
 
-@pytest.mark.parametrize("case", FINITE_CASES)
+@pytest.mark.parametrize("case", FLOAT16_CASES)
+@pytest.mark.parametrize("rule", mx.SCALE_RULES)
+@pytest.mark.parametrize("element", mx.ELEMENTS)
+def test_mx_float16(element, rule, case):
+    w = make_weight(case, SHAPE, dtype=torch.float16, device="cuda")
+    ref, out = mx.quantize(w, element, rule), mx.quantize(w, element, rule, backend="triton")
+    assert_bits_equal(out.data, ref.data)
+    assert_bits_equal(out.scale, ref.scale)
+    assert_values_equal(mx.dequantize(out, element, torch.float16, backend="triton"),
+                        mx.dequantize(ref, element, torch.float16))
+
+
+@by_dtype_and_case
 @pytest.mark.parametrize("granularity", fp8.GRANULARITIES)
-def test_fp8(granularity, case):
-    w = make_weight(case, SHAPE, device="cuda")
+def test_fp8(granularity, dtype, case):
+    w = make_weight(case, SHAPE, dtype=dtype, device="cuda")
     ref, out = fp8.quantize(w, granularity), fp8.quantize(w, granularity, backend="triton")
     assert_bits_equal(out.weight, ref.weight)
     assert_bits_equal(out.weight_scale, ref.weight_scale)
-    assert_values_equal(fp8.dequantize(out, backend="triton"), fp8.dequantize(ref))
+    assert_values_equal(fp8.dequantize(out, dtype, backend="triton"), fp8.dequantize(ref, dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -62,7 +80,7 @@ def test_every_bf16_bit_pattern_through_mxfp8():
         assert_bits_equal(out.scale, ref.scale)
 
 
-@pytest.mark.parametrize("case", FINITE_CASES)
+@by_dtype_and_case
 @pytest.mark.parametrize(
     "quantize, dequantize, group_size",
     [
@@ -72,9 +90,9 @@ def test_every_bf16_bit_pattern_through_mxfp8():
         (integer.quantize_int4, integer.dequantize_int4, 128),
     ],
 )
-def test_integer(quantize, dequantize, group_size, case):
-    w = make_weight(case, SHAPE, device="cuda")
+def test_integer(quantize, dequantize, group_size, dtype, case):
+    w = make_weight(case, SHAPE, dtype=dtype, device="cuda")
     ref, out = quantize(w, group_size), quantize(w, group_size, backend="triton")
     assert_bits_equal(out.data, ref.data)
     assert_bits_equal(out.weight_scale, ref.weight_scale)
-    assert_values_equal(dequantize(out, backend="triton"), dequantize(ref))
+    assert_values_equal(dequantize(out, dtype, backend="triton"), dequantize(ref, dtype))

@@ -3,7 +3,7 @@ group-wise scales stored in the weight's 16-bit dtype with codes chosen against 
 
 import pytest
 import torch
-from quant_cases import (DEVICE, FINITE_CASES, assert_bits_equal, assert_values_equal, make_weight, requires_cuda,
+from quant_cases import (DEVICE, FINITE_CASES, FLOAT16_CASES, assert_bits_equal, assert_values_equal, make_weight, requires_cuda,
                          requires_triton, rounding_edge_groups, sqnr_db)
 
 from lowbit.quant.formats import integer
@@ -224,7 +224,7 @@ def test_triton_matches_reference_on_every_16_bit_value(quantize, dequantize, gr
 
 
 @requires_triton
-@pytest.mark.parametrize("case", ["wide", "student_t", "zeros"])
+@pytest.mark.parametrize("case", ["wide", "student_t", "zeros", "f16_extremes"])
 @pytest.mark.parametrize("quantize, dequantize, group_size", GROUPED)
 def test_triton_matches_reference_with_fp16_scales(quantize, dequantize, group_size, case):
     w = wide_fp16_weight((6, 256)) if case == "wide" else make_weight(case, (6, 256), dtype=torch.float16)
@@ -234,6 +234,17 @@ def test_triton_matches_reference_with_fp16_scales(quantize, dequantize, group_s
     assert_bits_equal(out.weight_scale, ref.weight_scale)
     for out_dtype in (torch.float16, torch.bfloat16):
         assert_values_equal(dequantize(out, out_dtype, backend="triton"), dequantize(ref, out_dtype))
+
+
+@requires_triton
+@pytest.mark.parametrize("case", FLOAT16_CASES)
+def test_triton_matches_reference_per_channel_in_float16(case):
+    w = make_weight(case, (6, 256), dtype=torch.float16)
+    ref, out = integer.quantize_int8(w), integer.quantize_int8(w, backend="triton")
+    assert_bits_equal(out.data, ref.data)
+    assert_bits_equal(out.weight_scale, ref.weight_scale)
+    assert_values_equal(integer.dequantize_int8(out, torch.float16, backend="triton"),
+                        integer.dequantize_int8(ref, torch.float16))
 
 
 @requires_triton

@@ -4,6 +4,7 @@ import pytest
 import torch
 from quant_cases import (
     FINITE_CASES,
+    FLOAT16_CASES,
     NONFINITE_CASES,
     assert_bits_equal,
     assert_values_equal,
@@ -101,10 +102,11 @@ def test_triton_matches_reference(element, rule, case):
 
 
 @requires_triton
+@pytest.mark.parametrize("case", FLOAT16_CASES)
 @pytest.mark.parametrize("element", mx.ELEMENTS)
-def test_triton_matches_reference_fp32_and_fp16(element):
+def test_triton_matches_reference_fp32_and_fp16(element, case):
     for dtype in (torch.float32, torch.float16):
-        w = make_weight("student_t", (3, 64), dtype=dtype)
+        w = make_weight(case, (3, 64), dtype=dtype)
         ref, out = mx.quantize(w, element), mx.quantize(w, element, backend="triton")
         assert_bits_equal(out.data, ref.data)
         assert_bits_equal(out.scale, ref.scale)

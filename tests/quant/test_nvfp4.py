@@ -2,7 +2,16 @@
 
 import pytest
 import torch
-from quant_cases import DEVICE, FINITE_CASES, assert_bits_equal, assert_values_equal, make_weight, requires_triton, sqnr_db
+from quant_cases import (
+    DEVICE,
+    FINITE_CASES,
+    FLOAT16_CASES,
+    assert_bits_equal,
+    assert_values_equal,
+    make_weight,
+    requires_triton,
+    sqnr_db,
+)
 
 from lowbit.quant.formats import nvfp4
 
@@ -87,6 +96,17 @@ def test_triton_matches_reference(case, shape, shared_scale):
     assert_bits_equal(out.weight_global_scale, ref.weight_global_scale)
     for out_dtype in (torch.bfloat16, torch.float32):
         assert_values_equal(nvfp4.dequantize(out, out_dtype, backend="triton"), nvfp4.dequantize(ref, out_dtype))
+
+
+@requires_triton
+@pytest.mark.parametrize("case", FLOAT16_CASES)
+def test_triton_matches_reference_in_float16(case):
+    w = make_weight(case, (8, 64), dtype=torch.float16)
+    ref, out = nvfp4.quantize(w, backend="ref"), nvfp4.quantize(w, backend="triton")
+    assert_bits_equal(out.weight_packed, ref.weight_packed)
+    assert_bits_equal(out.weight_scale, ref.weight_scale)
+    assert_bits_equal(out.weight_global_scale, ref.weight_global_scale)
+    assert_values_equal(nvfp4.dequantize(out, torch.float16, backend="triton"), nvfp4.dequantize(ref, torch.float16))
 
 
 def _rounding_edge_weight(rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

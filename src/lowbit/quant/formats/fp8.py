@@ -55,7 +55,7 @@ def dequantize_ref(q: FP8Weight, out_dtype: torch.dtype = torch.bfloat16) -> tor
     check_out_dtype(out_dtype)
     granularity = granularity_of(q)
     values = q.weight.to(torch.float32) * expand_scale(q.weight_scale, q.weight.shape, granularity)
-    return values.to(out_dtype)
+    return mf.to_output_dtype(values, out_dtype)
 
 
 def fake_quantize_activation_ref(x: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,7 @@ def fake_quantize_activation_ref(x: torch.Tensor) -> torch.Tensor:
     codes = mf.quantize_e4m3(rows / scale)
     values = codes.view(torch.float8_e4m3fn).to(torch.float32) * scale
     values = torch.where(bad, torch.full_like(values, float("nan")), values)
-    return values.reshape(x.shape).to(x.dtype)
+    return mf.to_output_dtype(values.reshape(x.shape), x.dtype)
 
 
 def fake_quantize_per_token_ref(x: torch.Tensor) -> torch.Tensor:

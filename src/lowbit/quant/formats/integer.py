@@ -108,7 +108,7 @@ def _dequantize_values(values: torch.Tensor, scale: torch.Tensor, out_dtype: tor
     rows, cols = values.shape
     check_scale(scale, rows, cols)
     groups = values.to(torch.float32).reshape(rows, scale.shape[1], -1) * scale.to(torch.float32)[..., None]
-    return groups.reshape(rows, cols).to(out_dtype)
+    return mf.to_output_dtype(groups.reshape(rows, cols), out_dtype)
 
 
 def dequantize_int8_ref(q: IntWeight, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
@@ -178,7 +178,7 @@ def fake_quantize_activation_ref(x: torch.Tensor) -> torch.Tensor:
     q = torch.clamp(torch.round(rows * inverse), -INT8_MAX - 1, INT8_MAX)  # torch.round: half to even
     values = q * mf.true_divide(amax, INT8_MAX)
     values = torch.where(bad, torch.full_like(values, float("nan")), values)
-    return values.reshape(x.shape).to(x.dtype)
+    return mf.to_output_dtype(values.reshape(x.shape), x.dtype)
 
 
 def _fake_quantize_int8(weight: torch.Tensor, backend: str, global_scale: torch.Tensor | None) -> torch.Tensor:

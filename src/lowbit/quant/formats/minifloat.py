@@ -21,6 +21,11 @@ E4M3 (`torch.float8_e4m3fn`): 1 sign, 4 exponent (bias 7), 3 mantissa; no Inf; 0
     largest finite 448 (0x7E), smallest normal 2**-6 (0x08), smallest subnormal 2**-9 (0x01).
 E8M0 (OCP MX scale): 8 exponent bits, bias 127, no sign, no mantissa; code c is 2**(c - 127);
     0xFF is NaN; code 0 is 2**-127.
+
+Dequantized values are computed in fp32 and rounded once to the output dtype (`to_output_dtype`). A float16
+output saturates at +-65504: a block scale rounded up (an MX scale under the "even" rule, INT8's -128 * amax /
+127.5) can give a float16 weight near 65504 a dequantized value beyond float16's range, which would otherwise
+become Inf. NaN stays NaN.
 """
 
 import torch
@@ -63,6 +68,9 @@ E4M3_SUBNORMAL_STEPS_PER_UNIT = 512.0  # subnormal code = value * 512
 E8M0_BIAS = 127
 E8M0_NAN = 0xFF
 E8M0_MAX_FINITE_CODE = 254
+
+# float16's largest finite value: float16 outputs saturate here (to_output_dtype)
+F16_MAX = 65504.0
 
 # Rounding the E8M0 exponent of a block scale: the three rules lowbit offers (see mx.py).
 # "even": add this to the fp32 bits of amax before truncating the mantissa, i.e. round amax up to the
@@ -178,6 +186,13 @@ def inverse_e8m0_factors(code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     exponent = E8M0_BIAS - code.to(torch.int32)
     first = torch.div(exponent, 2, rounding_mode="floor")
     return pow2(first), pow2(exponent - first)
+
+
+def to_output_dtype(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """fp32 values rounded to `dtype` (half to even); float16 saturates at +-F16_MAX, NaN stays NaN."""
+    if dtype == torch.float16:
+        values = torch.clamp(values, -F16_MAX, F16_MAX)  # clamp keeps NaN
+    return values.to(dtype)
 
 
 def pack_fp4(codes: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,7 @@ E8M0_BIAS = tl.constexpr(mf.E8M0_BIAS)
 E8M0_NAN = tl.constexpr(mf.E8M0_NAN)
 E8M0_MAX_FINITE_CODE = tl.constexpr(mf.E8M0_MAX_FINITE_CODE)
 EVEN_RULE_BIAS = tl.constexpr(mf.EVEN_RULE_BIAS)
+F16_MAX = tl.constexpr(mf.F16_MAX)
 
 # scale-rule ids passed to kernels as constexpr
 RULE_FLOOR = tl.constexpr(0)
@@ -235,10 +236,14 @@ def bfloat16_bits(x):
 
 @triton.jit
 def store_values(out_ptr, offsets, values, mask, OUT_IS_BF16: tl.constexpr):
-    """Store fp32 values into the output; bfloat16 outputs arrive as an int16 view and are rounded here."""
+    """Store fp32 values into the output; bfloat16 outputs arrive as an int16 view and are rounded here, float16
+    outputs saturate at +-65504 (minifloat.to_output_dtype). Comparisons, not min/max, so that NaN stays NaN
+    on every backend."""
     if OUT_IS_BF16:
         tl.store(out_ptr + offsets, bfloat16_bits(values), mask=mask)
     else:
+        if out_ptr.dtype.element_ty == tl.float16:
+            values = tl.where(values > F16_MAX, F16_MAX, tl.where(values < -F16_MAX, -F16_MAX, values))
         tl.store(out_ptr + offsets, values.to(out_ptr.dtype.element_ty), mask=mask)
 
 

@@ -85,7 +85,7 @@ def dequantize_ref(q: MXWeight, element: str = "fp4", out_dtype: torch.dtype = t
     else:
         values = q.data.to(torch.float32)
     values = values.reshape(-1, BLOCK_SIZE) * mf.e8m0_decode(q.scale.reshape(-1))[:, None]
-    return values.reshape(*q.data.shape[:-1], columns).to(out_dtype)
+    return mf.to_output_dtype(values.reshape(*q.data.shape[:-1], columns), out_dtype)
 
 
 def quantize(

@@ -90,7 +90,7 @@ def dequantize_ref(q: NVFP4Weight, out_dtype: torch.dtype = torch.bfloat16) -> t
     effective = block_scale / global_scale
     values = mf.e2m1_decode(codes) * effective[:, None]
     out_shape = (*q.weight_packed.shape[:-1], q.weight_packed.shape[-1] * 2)
-    return values.reshape(out_shape).to(out_dtype)
+    return mf.to_output_dtype(values.reshape(out_shape), out_dtype)
 
 
 def quantize(weight: torch.Tensor, global_scale: torch.Tensor | None = None, *, backend: str = "ref") -> NVFP4Weight:
