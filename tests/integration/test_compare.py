@@ -204,7 +204,7 @@ def test_json_keeps_breakdowns_and_bits(runs, tmp_path):
 def test_terminal_table_is_rich_and_plain_when_piped(runs):
     import io
 
-    from lowbit.report.render import print_text
+    from lowbit.report.terminal import print_text
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -10,7 +10,8 @@ from lowbit.divergence import summary
 from lowbit.report.compare import compare_runs
 from lowbit.report.html import render_html
 from lowbit.report.plots import kl_vs_bits
-from lowbit.report.render import render_csv, render_markdown, render_text
+from lowbit.report.render import render_csv, render_markdown
+from lowbit.report.terminal import render_text
 from lowbit.rundir import Metrics, RunConfig, RunDir
 
 

@@ -35,7 +35,8 @@ from lowbit.report.divergence_runs import split_divergence_runs
 from lowbit.report.paired_stats import compare_paired
 from lowbit.report.pairing import (RunSummary, expand_run_paths, input_differences, load_run, pair_samples,
                                    scoring_option_notes)
-from lowbit.report.render import FILE_FORMATS, print_text, write_outputs
+from lowbit.report.render import FILE_FORMATS, write_outputs
+from lowbit.report.terminal import print_text
 
 DEFAULT_BASELINE = "bf16"
 DEFAULT_MARGIN = 1.0

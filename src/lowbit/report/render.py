@@ -1,4 +1,5 @@
-"""A comparison as a terminal table (rich), markdown, CSV, JSON and a self-contained HTML report (html.py).
+"""A comparison as markdown, CSV, JSON and a self-contained HTML report (html.py); the cells, titles, notes and legend
+that the terminal tables (terminal.py) share with them.
 
 Scores, differences and interval ends are shown in percentage points (a fraction x 100); JSON keeps the
 fractions that the statistics produced, plus the settings needed to reproduce them (resamples, seed, margin),
@@ -9,19 +10,17 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from lowbit.records import write_json_atomic, write_text_atomic
 from lowbit.report.comparison import Comparison, ComparisonRow, GroupComparison
-from lowbit.report.paired_stats import CONFIDENCE, RESAMPLES, SEED, SIGNIFICANCE, PairedResult
+from lowbit.report.paired_stats import CONFIDENCE, RESAMPLES, SEED, SIGNIFICANCE
 
 FILE_FORMATS = ("markdown", "csv", "json", "html")
 FILE_NAMES = {"markdown": "comparison.md", "csv": "comparison.csv", "json": "comparison.json",
               "html": "comparison.html"}
-PIPED_WIDTH = 240  # columns of the terminal table when stdout is not a terminal (a file, a pipe, a CI log)
 TEST_NAMES = {"mcnemar_exact": "McNemar", "sign_flip_permutation": "sign-flip"}
 HEADERS = ("precision", "run", "score [95% CI]", "recovery", "diff pts [95% CI]", "p (test)", "flips -/+",
            "verdict", "trunc chg", "reasoning chg", "tok/s")
@@ -116,10 +115,6 @@ def group_title(group: GroupComparison) -> str:
             f"baseline {group.baseline}")
 
 
-def _verdict_style(paired: PairedResult) -> str:
-    return "dim" if paired.at_floor else "green" if paired.non_inferior else "bold red"
-
-
 def row_notes(group: GroupComparison) -> list[str]:
     return [f"{row.precision} ({row.run}): {note}" for row in group.rows for note in row.notes]
 
@@ -134,58 +129,6 @@ def legend(comparison: Comparison) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- formats
-
-
-def print_text(comparison: Comparison, file: Any = None) -> None:
-    """The terminal table: rich tables (colour on a terminal), the full width of the table when piped."""
-    from rich.console import Console
-
-    file = sys.stdout if file is None else file
-    if hasattr(file, "isatty") and file.isatty():
-        console = Console(file=file, highlight=False)
-        for renderable in _rich_blocks(comparison):
-            console.print(renderable)
-        return
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=PIPED_WIDTH, color_system=None, highlight=False)
-    for renderable in _rich_blocks(comparison):
-        console.print(renderable, soft_wrap=not hasattr(renderable, "columns"))  # only tables fit the width
-    file.write("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n")
-
-
-def render_text(comparison: Comparison) -> str:
-    """The terminal table as plain text (no colour)."""
-    buffer = io.StringIO()
-    print_text(comparison, buffer)
-    return buffer.getvalue()
-
-
-def _rich_blocks(comparison: Comparison) -> list[Any]:
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
-    blocks: list[Any] = []
-    wrapping = {"run", "verdict"}
-    for group in comparison.groups:
-        table = Table(title=Text(group_title(group), style="bold"), title_justify="left", box=box.SIMPLE_HEAD,
-                      pad_edge=False)
-        for header in columns(group):
-            table.add_column(header, no_wrap=header not in wrapping,
-                             justify="left" if header in ("precision", "run", "verdict") else "right")
-        for row in group.rows:
-            style = "dim" if row.is_baseline else ""
-            values = group_cells(group, row)
-            rendered = [Text(value, style=style) for value in values]
-            if row.paired is not None:
-                verdict = HEADERS.index("verdict")
-                rendered[verdict] = Text(values[verdict], style=_verdict_style(row.paired))
-            table.add_row(*rendered)
-        blocks.append(table)
-        blocks.extend(Text(f"  note: {note}") for note in row_notes(group))
-        blocks.append(Text(""))
-    blocks.extend(Text(line) for line in legend(comparison))
-    return blocks
 
 
 def render_markdown(comparison: Comparison) -> str:
