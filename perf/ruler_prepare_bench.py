@@ -19,8 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from lowbit.tasks.prompts import REFERENCE, PromptContext
 from lowbit.tasks.ruler.dataset import make_generator, needs_essay
 from lowbit.tasks.ruler.haystacks import load_essay
+from lowbit.tasks.ruler.messages import DEFAULT_CONFIG, PromptFrame
 from lowbit.tasks.ruler.names import TASKS, length_label, parse_length, parse_tasks
 from lowbit.tasks.ruler.tokens import PromptTokens
 from lowbit.testing.data import shared_path
@@ -47,7 +49,8 @@ def main() -> int:
     plan += [(parse_length(x), args.long_samples) for x in args.long_lengths.split(",") if x and args.long_samples]
 
     clock = time.perf_counter()
-    tokens = PromptTokens.load(str(tokenizer), {"enable_thinking": False})
+    frame = PromptFrame.of(REFERENCE, PromptContext("qwen3", DEFAULT_CONFIG))  # the default evaluation's messages
+    tokens = PromptTokens.load(str(tokenizer), {"enable_thinking": False}, frame)
     tokens.fingerprint  # noqa: B018  (computed once, outside the timings)
     load_seconds = time.perf_counter() - clock
     essay = load_essay(Path(essay_file)) if needs_essay(tasks) else None

@@ -169,8 +169,9 @@ def test_ruler_messages(tmp_path):
         task.bind_model("unused-model", {"enable_thinking": False}, PromptContext(family, "ruler-32k"))
         (sample,) = task.load(None)
         by_profile[family, prompt] = sample
-    text = by_profile["qwen3", "reference"].item["input"]
-    assert "variables" in text.lower()
-    assert by_profile["qwen3", "reference"].messages == system_user(HELPFUL, text)
-    assert by_profile["gpt_oss", "reference"].messages == user(text)
-    assert by_profile["qwen3", "lowbit"].messages == user(text)
+    # each profile's prompt is fitted with the messages before it counted, so each has its own input text
+    text = {key: sample.item["input"] for key, sample in by_profile.items()}
+    assert "variables" in text["qwen3", "reference"].lower()
+    assert by_profile["qwen3", "reference"].messages == system_user(HELPFUL, text["qwen3", "reference"])
+    assert by_profile["gpt_oss", "reference"].messages == user(text["gpt_oss", "reference"])
+    assert by_profile["qwen3", "lowbit"].messages == user(text["qwen3", "lowbit"])

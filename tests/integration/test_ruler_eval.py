@@ -1,5 +1,6 @@
 """RULER end to end on a tiny random Qwen3: `lowbit eval` from a prepared folder and from an on-the-fly cache,
-the dataset fingerprint in run.json, and a resume onto other data refused."""
+the dataset fingerprint in run.json, the prompt lengths the model reads, and a resume onto other data or data
+fitted for another prompt profile refused."""
 
 import json
 
@@ -7,6 +8,7 @@ import pytest
 
 from support import read_jsonl, run_lowbit
 from lowbit.tasks.ruler.cli import parse_options, prepare
+from lowbit.tasks.ruler.templates import TOKENS_TO_GENERATE
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +49,18 @@ def test_eval_from_a_prepared_folder_records_its_hash(tiny_model_stopping, prepa
     assert sorted(r["id"] for r in rows) == [f"vt/{i}" for i in range(SAMPLES)]
     assert all(len(r["gold"]) == 5 and 0 <= r["score"] <= 1 for r in rows)
     predictions = read_jsonl(output_dir / "predictions.jsonl")
-    # prompts are fitted as a lone user message; Qwen3's reference messages put the same system message before each
-    overheads = {p["completions"][0]["prompt_tokens"] - p["item"]["length"] for p in predictions}
-    assert [m["role"] for m in predictions[0]["messages"]] == ["system", "user"] and len(overheads) == 1
-    assert 0 < overheads.pop() <= 16
+    # Qwen3's reference messages put a system message before each prompt, and the fitting counted it: the model
+    # read exactly the recorded length, which leaves the whole answer budget
+    assert [m["role"] for m in predictions[0]["messages"]] == ["system", "user"]
+    budget = 1024 - TOKENS_TO_GENERATE["vt"]
+    assert all(p["completions"][0]["prompt_tokens"] == p["item"]["length"] <= budget for p in predictions)
+    assert dataset["prompt"]["profile"] == "reference" and dataset["prompt"]["family"] == "qwen3"
+
+    lowbit_dir = tmp_path / "vt-lowbit"
+    refused = run_lowbit(*eval_args(tiny_model_stopping, lowbit_dir, "ruler-vt-1k", f"data_dir={prepared[42]}",
+                                    "dataset.prompt=lowbit"))
+    assert refused.returncode == 2 and "fitted for dataset.prompt=reference" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not lowbit_dir.exists()
 
     other = run_lowbit(*eval_args(tiny_model_stopping, output_dir, "ruler-vt-1k", f"data_dir={prepared[43]}"))
     assert other.returncode == 2 and "dataset fingerprint differs" in other.stderr, other.stderr

@@ -1,4 +1,4 @@
-"""RULER task names, registry resolution, the prebuilt-dataset parser and string_match_all scoring."""
+"""RULER task names, registry resolution, prompt frames, the prebuilt-dataset parser and string_match_all scoring."""
 
 import json
 
@@ -8,7 +8,10 @@ from support import answered
 from lowbit.errors import UsageError
 from lowbit.records import Sample
 from lowbit.tasks import get_task_class, make_task, task_names
+from lowbit.tasks.prompts import HELPFUL_ASSISTANT, PromptContext
 from lowbit.tasks.ruler import names
+from lowbit.tasks.ruler.dataset import FORMAT, GENERATOR_VERSION, read_prepared
+from lowbit.tasks.ruler.messages import PromptFrame, check_frame
 from lowbit.tasks.ruler.scoring import clean_answer, string_match_all
 from lowbit.tasks.ruler.task import _parse_records
 
@@ -73,6 +76,52 @@ def test_parse_tasks():
     assert names.parse_tasks("niah") == names.NIAH_TASKS
     with pytest.raises(UsageError, match="unknown RULER task"):
         names.parse_tasks("vt,qa_1")
+
+
+# -- prompt frames: the messages sent before a prompt, which its fitting counts ---------------------------------
+
+
+def _frame(profile, family="qwen3"):
+    return PromptFrame.of(profile, PromptContext(family, "ruler-32k"))
+
+
+def test_frames_hold_the_messages_each_profile_sends_before_the_prompt():
+    assert _frame("reference").preamble_messages() == [{"role": "system", "content": HELPFUL_ASSISTANT}]
+    assert _frame("reference", "gpt_oss").preamble == () and _frame("lowbit").preamble == ()
+    assert [_frame("reference").key, _frame("lowbit", "gpt_oss").key] == ["reference-qwen3", "lowbit"]
+    assert PromptFrame.from_json(json.loads(json.dumps(_frame("reference").to_json()))) == _frame("reference")
+    assert _frame("lowbit").fits(_frame("lowbit", "gpt_oss"))  # lowbit's messages are every family's
+    assert not _frame("reference").fits(_frame("lowbit"))
+    assert not _frame("reference").fits(_frame("reference", "gpt_oss"))
+    assert not _frame("lowbit").fits(_frame("reference", "gpt_oss"))  # the same messages under another profile
+    with pytest.raises(UsageError, match="dataset.prompt=lowbit"):
+        _frame("reference", "llama")
+
+
+def test_the_task_sends_the_frame_it_fits_in():
+    task = make_task("ruler-vt-4k")
+    task.bind_model("unused-model", {}, PromptContext("qwen3", "ruler-32k"))
+    assert task.messages({"input": "prompt"}) == [*task.prompt_frame.preamble_messages(),
+                                                  {"role": "user", "content": "prompt"}]
+    assert task.prompt_frame == _frame("reference")
+
+
+def test_data_of_another_frame_is_refused_in_one_line():
+    with pytest.raises(UsageError) as error:
+        check_frame(_frame("reference", "gpt_oss"), _frame("reference"), "data/ruler-4k")
+    assert str(error.value) == (
+        "data/ruler-4k holds prompts fitted for dataset.prompt=reference for qwen3 (system message 'You are a "
+        "helpful assistant.'), but this run sends dataset.prompt=reference for gpt_oss (no system message): prepare "
+        "data with prompt=reference family=gpt_oss")
+    check_frame(_frame("lowbit", "gpt_oss"), _frame("lowbit"), "data/ruler-4k")
+
+
+def test_a_folder_of_another_generator_version_is_refused(tmp_path):
+    manifest = {"format": FORMAT, "generator_version": "1", "max_seq_length": 4096, "tasks": {}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match=rf"generator version 1 and this lowbit generates version "
+                                         rf"{GENERATOR_VERSION}: prepare the folder again"):
+        read_prepared(tmp_path, ("vt",), 4096, _frame("reference"))
 
 
 # -- scoring ----------------------------------------------------------------------------------------------------

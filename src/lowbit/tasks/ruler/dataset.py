@@ -1,14 +1,17 @@
 """Frozen RULER datasets: generating every sample of a task, and the prepared folder that holds them.
 
     <folder>/
-      manifest.json     tokenizer (name, fingerprint, chat-template arguments), max_seq_length, seed, samples per
-                        task, generator version, essay hash, per task: file, sha256, answer budget, prompt lengths;
-                        content_hash: one digest over the task files' hashes
+      manifest.json     tokenizer (name, fingerprint, chat-template arguments), prompt (the frame the prompts are
+                        fitted in: profile, family, the messages before the prompt), max_seq_length, seed, samples
+                        per task, generator version, essay hash, per task: file, sha256, answer budget, prompt
+                        lengths; content_hash: one digest over the task files' hashes
       <task>.jsonl      one record per sample: index, task, input (the user message), outputs (expected strings),
-                        length (exact prompt tokens with the chat template), max_seq_length, tokens_to_generate, meta
+                        length (exact prompt tokens: the chat template with the frame's messages), max_seq_length,
+                        tokens_to_generate, meta
 
 A folder is written as a whole (a temporary sibling renamed into place), so an interrupted run leaves nothing;
-the eval cache (`ensure_cached`) adds task files one at a time, each written atomically.
+the eval cache (`ensure_cached`) adds task files one at a time, each written atomically. Data is read only by
+the generator version that wrote it and only under the prompt frame it was fitted in.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from typing import Any
 
 from lowbit.errors import UsageError
 from lowbit.records import temp_dir, temp_file
+from lowbit.tasks.ruler.messages import PromptFrame, check_frame
 from lowbit.tasks.ruler.names import NIAH_TASKS, length_label
 from lowbit.tasks.ruler.templates import NIAH_CONFIGS, TOKENS_TO_GENERATE
 from lowbit.tasks.ruler.tokens import PromptTokens
 
 MANIFEST = "manifest.json"
 FORMAT = "lowbit-ruler-1"
-GENERATOR_VERSION = "1"  # changes whenever generated prompts or answers change
+GENERATOR_VERSION = "2"  # changes whenever generated prompts or answers change (2: fitted with the preamble)
 
 
 def needs_essay(tasks: tuple[str, ...]) -> bool:
@@ -84,8 +88,9 @@ def new_manifest(tokens: PromptTokens, max_seq_length: int, seed: int, num_sampl
                  essay_sha256: str | None) -> dict[str, Any]:
     return {"format": FORMAT, "generator_version": GENERATOR_VERSION, "tokenizer": tokens.name,
             "tokenizer_fingerprint": tokens.fingerprint, "chat_template_kwargs": tokens.template_kwargs,
-            "max_seq_length": max_seq_length, "length_label": length_label(max_seq_length), "seed": seed,
-            "num_samples": num_samples, "essay_sha256": essay_sha256, "tasks": {}, "content_hash": None}
+            "prompt": tokens.frame.to_json(), "max_seq_length": max_seq_length,
+            "length_label": length_label(max_seq_length), "seed": seed, "num_samples": num_samples,
+            "essay_sha256": essay_sha256, "tasks": {}, "content_hash": None}
 
 
 def _seal(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -181,8 +186,9 @@ def ensure_cached(folder: Path, tasks: tuple[str, ...], tokens: PromptTokens, ma
     """The cache folder's manifest after generating whichever of `tasks` it lacks."""
     path = folder / MANIFEST
     manifest = json.loads(path.read_text()) if path.is_file() else None
-    if manifest is None or manifest.get("generator_version") != GENERATOR_VERSION:
-        manifest = new_manifest(tokens, max_seq_length, seed, num_samples, None)
+    if (manifest is None or manifest.get("generator_version") != GENERATOR_VERSION
+            or not tokens.frame.fits(PromptFrame.from_json(manifest["prompt"]))):
+        manifest = new_manifest(tokens, max_seq_length, seed, num_samples, None)  # every task generated again
     missing = [t for t in tasks if t not in manifest["tasks"] or not (folder / f"{t}.jsonl").is_file()]
     if not missing:
         return manifest
@@ -201,19 +207,25 @@ def ensure_cached(folder: Path, tasks: tuple[str, ...], tokens: PromptTokens, ma
     return manifest
 
 
-def read_prepared(folder: Path, tasks: tuple[str, ...], max_seq_length: int) -> tuple[dict[str, Any],
-                                                                                     dict[str, list[dict[str, Any]]]]:
-    """(manifest, task -> records) of a prepared folder, checked against the manifest."""
+def read_prepared(folder: Path, tasks: tuple[str, ...], max_seq_length: int,
+                  frame: PromptFrame) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """(manifest, task -> records) of a prepared folder, checked against the manifest, its length and the prompt
+    frame the run sends."""
     path = folder / MANIFEST
     if not path.is_file():
         raise UsageError(f"{folder} has no {MANIFEST}: data_dir must be a folder made by `lowbit ruler prepare`")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
         raise UsageError(f"{path} is not a lowbit RULER manifest (format {manifest.get('format')!r})")
+    if manifest.get("generator_version") != GENERATOR_VERSION:
+        raise UsageError(f"{folder} holds RULER data of generator version {manifest.get('generator_version')} and "
+                         f"this lowbit generates version {GENERATOR_VERSION}: prepare the folder again with "
+                         "`lowbit ruler prepare`")
     if manifest["max_seq_length"] != max_seq_length:
         raise UsageError(f"{folder} holds {manifest['max_seq_length']}-token prompts but this task is "
                          f"{max_seq_length} tokens: use the task of length {length_label(manifest['max_seq_length'])} "
                          "or prepare another folder")
+    check_frame(frame, PromptFrame.from_json(manifest["prompt"]), str(folder))
     records = {}
     for task in tasks:
         entry = manifest["tasks"].get(task)

@@ -7,14 +7,15 @@ Data, in order of precedence:
   {index, input, outputs, length}; 32K tokens for Qwen3 tokenizers).
 - otherwise generated on the fly with the evaluated model's tokenizer and chat-template arguments (or
   `dataset.tokenizer`), cached under `dataset.cache_dir` (default ~/.cache/lowbit/ruler) in a folder keyed by
-  tokenizer fingerprint, length, seed and sample count, and reused by later runs.
+  tokenizer fingerprint, prompt frame, length, seed and sample count, and reused by later runs.
 
 Sample ids are `<task>/<index>` (e.g. `niah_single_1/0`).
 
-Messages (`dataset.prompt`, lowbit.tasks.prompts): the generated prompt as the user message; under `reference`
-(default, the reference study's messages) Qwen3 gets the system message "You are a helpful assistant." before
-it (a few tokens the answer budget gives up, since prompts are fitted without it), GPT-OSS none; `lowbit` sends
-the user message alone.
+Messages (`dataset.prompt`, lowbit.tasks.ruler.messages): the generated prompt as the user message; under
+`reference` (default, the reference study's messages) Qwen3 gets the system message "You are a helpful
+assistant." before it, GPT-OSS none; `lowbit` sends the user message alone. Prompts are fitted with the messages
+before them counted, so prompt and answer budget fill the length; data fitted under another profile (or another
+family's messages) is refused, or generated again in the cache.
 """
 
 from __future__ import annotations
@@ -29,17 +30,14 @@ from typing import Any, ClassVar
 from lowbit.errors import UsageError
 from lowbit.records import Prediction, Sample
 from lowbit.tasks.base import Task, score_row
-from lowbit.tasks.prompts import HELPFUL_ASSISTANT, REFERENCE, PromptContext, PromptProfiles, chat
+from lowbit.tasks.prompts import REFERENCE, PromptContext
 from lowbit.tasks.ruler import names
+from lowbit.tasks.ruler.messages import DEFAULT_CONFIG, PROMPTS, PromptFrame
 from lowbit.tasks.ruler.scoring import aggregate, clean_answer, string_match_all
 
 HUB_ID = "lighteval/RULER-32768-Qwen-3"
 HUB_LENGTH = 32768
 SOURCES = ("generate", "hf")
-PROMPTS = PromptProfiles("RULER", "ruler-32k", lowbit=lambda record: chat(record["input"]), reference={
-    ("qwen3", "ruler-*"): lambda record: chat(record["input"], system=HELPFUL_ASSISTANT),
-    ("gpt_oss", "ruler-*"): lambda record: chat(record["input"]),
-})
 
 
 @dataclass
@@ -55,12 +53,12 @@ class RulerOptions:
 
 
 class RulerTask(Task):
-    version = "2"
+    version = "3"  # 3: prompts fitted with the profile's system message counted
     Options = RulerOptions
     prompt_profiles = PROMPTS
     non_prompt_options = frozenset({"cache_dir", "haystack_dir"})
     headline_metric = "score"
-    sampling_config = "ruler-32k"
+    sampling_config = DEFAULT_CONFIG
     subtasks: ClassVar[tuple[str, ...]] = ()
     max_seq_length: ClassVar[int] = names.HEADLINE_LENGTH
 
@@ -93,7 +91,8 @@ class RulerTask(Task):
         from lowbit.tasks.ruler import dataset
 
         if data_dir:
-            manifest, records = dataset.read_prepared(Path(data_dir), self.subtasks, self.max_seq_length)
+            manifest, records = dataset.read_prepared(Path(data_dir), self.subtasks, self.max_seq_length,
+                                                      self.prompt_frame)
             self._fingerprint = _fingerprint("prepared", manifest, {t: manifest["tasks"][t]["sha256"]
                                                                     for t in self.subtasks})
         elif self.options.source == "hf":
@@ -122,12 +121,19 @@ class RulerTask(Task):
         else:
             raise UsageError(f"{self.name} generates its prompts with the model's tokenizer: pass data_dir=<folder from "
                              "`lowbit ruler prepare`> or dataset.tokenizer=<hub id or dir>")
-        tokens = PromptTokens.load(tokenizer, template_kwargs)
+        tokens = PromptTokens.load(tokenizer, template_kwargs, self.prompt_frame)
         root = Path(options.cache_dir).expanduser() if options.cache_dir else default_cache_root()
-        folder = root / f"{tokens.fingerprint[:16]}-{self.max_seq_length}-{options.seed}-{options.num_samples}"
+        folder = root / (f"{tokens.fingerprint[:16]}-{tokens.frame.key}-{self.max_seq_length}-{options.seed}-"
+                         f"{options.num_samples}")
         dataset.ensure_cached(folder, self.subtasks, tokens, self.max_seq_length, options.seed, options.num_samples,
                               lambda: load_essay(essay_path(options.haystack_dir, root)))
-        return dataset.read_prepared(folder, self.subtasks, self.max_seq_length)
+        return dataset.read_prepared(folder, self.subtasks, self.max_seq_length, tokens.frame)
+
+    @property
+    def prompt_frame(self) -> PromptFrame:
+        """The messages this task sends before each prompt under its profile and context: prompts are fitted
+        with them."""
+        return PromptFrame.of(self.options.prompt, self.prompt_context)
 
     # -- scoring ----------------------------------------------------------------------------------------
 
@@ -150,7 +156,8 @@ def _fingerprint(source: str, manifest: dict[str, Any], files: dict[str, str]) -
     return {"source": source, "content_hash": content_hash(files), "files": files,
             "manifest_content_hash": manifest["content_hash"], "tokenizer": manifest["tokenizer"],
             "tokenizer_fingerprint": manifest["tokenizer_fingerprint"],
-            "chat_template_kwargs": manifest["chat_template_kwargs"], "max_seq_length": manifest["max_seq_length"],
+            "chat_template_kwargs": manifest["chat_template_kwargs"], "prompt": manifest["prompt"],
+            "max_seq_length": manifest["max_seq_length"],
             "seed": manifest["seed"], "num_samples": manifest["num_samples"],
             "generator_version": manifest["generator_version"]}
 

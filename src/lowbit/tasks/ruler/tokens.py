@@ -1,9 +1,10 @@
 """Token counting for prompt fitting: the model's tokenizer and chat template, exact prompt lengths, and the
 token cost of text pieces counted once and summed.
 
-A prompt's length is the number of tokens of the chat-templated user message (`apply_chat_template` with
-`add_generation_prompt=True` and the template arguments of the evaluation, e.g. Qwen3's `enable_thinking`),
-encoded without extra special tokens: exactly what the predictors send.
+A prompt's length is the number of tokens of the chat-templated messages (the preamble of the prompt profile, e.g.
+Qwen3's reference system message, then the user message; `apply_chat_template` with `add_generation_prompt=True`
+and the template arguments of the evaluation, e.g. Qwen3's `enable_thinking`), encoded without extra special
+tokens: exactly what the predictors send.
 
 Fitting a prompt to a length (`fit_units`) never re-tokenizes the whole prompt in a search loop. The haystack is
 made of units (words, sentences, list entries); each unit's tokens are counted once, in isolation and with the
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lowbit.errors import UsageError
+from lowbit.tasks.ruler.messages import PromptFrame
 
 MAX_FIT_ROUNDS = 8
 # A prompt this close below its budget is kept without trying one more unit: each try tokenizes a whole prompt.
@@ -33,30 +35,34 @@ FIT_SLACK = 8
 
 
 class PromptTokens:
-    """A tokenizer with its chat template and template arguments."""
+    """A tokenizer with its chat template and template arguments, and the prompt frame (the messages sent before
+    each user message) prompts are fitted in."""
 
-    def __init__(self, tokenizer: Any, template_kwargs: dict[str, Any], name: str):
+    def __init__(self, tokenizer: Any, template_kwargs: dict[str, Any], name: str, frame: PromptFrame):
         if not getattr(tokenizer, "chat_template", None):
             raise UsageError(f"tokenizer '{name}' has no chat template: give an instruct/chat model's tokenizer")
         self.tokenizer = tokenizer
         self.template_kwargs = dict(template_kwargs)
         self.name = name
+        self.frame = frame
         self._fingerprint: str | None = None
 
     @classmethod
-    def load(cls, name: str, template_kwargs: dict[str, Any]) -> PromptTokens:
+    def load(cls, name: str, template_kwargs: dict[str, Any], frame: PromptFrame) -> PromptTokens:
         """From a hub id or a local directory; a UsageError naming the fix when it cannot be loaded."""
         if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().is_dir():
             raise UsageError(f"cannot load tokenizer '{name}': no such directory; give a local tokenizer directory "
                              "or a hub id")
-        return cls(_load_tokenizer(name), template_kwargs, name)
+        return cls(_load_tokenizer(name), template_kwargs, name, frame)
 
     def render(self, user_text: str) -> str:
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False,
-                                                  add_generation_prompt=True, **self.template_kwargs)
+        """The prompt text the model reads: the preamble and `user_text` as the user message, chat-templated."""
+        messages = [*self.frame.preamble_messages(), {"role": "user", "content": user_text}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                  **self.template_kwargs)
 
     def prompt_length(self, user_text: str) -> int:
-        """Exact tokens of the chat-templated prompt holding `user_text`."""
+        """Exact tokens of the chat-templated prompt holding `user_text` after the preamble."""
         return len(self.tokenizer.encode(self.render(user_text), add_special_tokens=False))
 
     def costs(self, pieces: Sequence[str]) -> list[int]:
@@ -70,8 +76,8 @@ class PromptTokens:
 
     @property
     def fingerprint(self) -> str:
-        """A digest of the vocabulary, merges, chat template and template arguments: equal fingerprints give
-        equal prompts and lengths (a quantized checkpoint shares its parent's)."""
+        """A digest of the vocabulary, merges, chat template and template arguments: equal fingerprints and
+        frames give equal prompts and lengths (a quantized checkpoint shares its parent's)."""
         if self._fingerprint is None:
             digest = hashlib.sha256()
             backend = getattr(self.tokenizer, "backend_tokenizer", None)
