@@ -195,6 +195,29 @@ def report(tmp_path_factory) -> Path:
     return out / "comparison.html"
 
 
+@pytest.fixture(scope="module")
+def wide_report(tmp_path_factory) -> Path:
+    """comparison.html of the widest table: divergence columns beside the accuracy ones, long run directories and
+    precision labels."""
+    from test_divergence_compare import write_divergence_run
+
+    root = tmp_path_factory.mktemp("wide_html_runs")
+    baseline, dropped = planted(280, right_to_wrong=40, wrong_to_right=10, n=400)
+    _, close = planted(280, right_to_wrong=0, wrong_to_right=0, n=400)
+    emulation = {"act_quant": "nvfp4", "weight_quant": "nvfp4", "wrapped_count": 196, "kept_linear": {"lm_head": 1}}
+    write_run(root / "qwen3_4B_mmlu_redux_bf16_reference", "bf16", baseline, reasoning_tokens=100)
+    write_run(root / "qwen3_4B_mmlu_redux_nvfp4_reference", "nvfp4", dropped, reasoning_tokens=130,
+              truncated_share=0.1, tokens_per_second=1500.0)
+    write_run(root / "qwen3_4B_mmlu_redux_int4_gptq_reference", "int4-gptq", close, quantization=INT4_CHECKPOINT)
+    write_run(root / "qwen3_4B_mmlu_redux_w4a4_nvfp4_emulated", "w4a4-nvfp4-emulated", dropped, emulation=emulation)
+    write_divergence_run(root / "qwen3_4B_divergence_nvfp4", "nvfp4", 0.01)
+    write_divergence_run(root / "qwen3_4B_divergence_int4_gptq", "int4-gptq", 0.02)
+    out = root / "report"
+    result = run_lowbit("compare", str(root / "qwen3_4B_*"), f"out={out}", "format=html")
+    assert result.returncode == 0, result.stderr
+    return out / "comparison.html"
+
+
 class _Elements(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -256,6 +279,24 @@ def test_chromium_renders_the_report_without_errors(report, browser, tmp_path):
     pdf = base64.b64decode(browser.page("Page.printToPDF", landscape=True, printBackground=True)["data"])
     assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page(?!s)", pdf)) >= 2
     browser.page("Emulation.setEmulatedMedia", media="")
+
+
+@pytest.mark.parametrize("which", ["report", pytest.param("wide_report", marks=pytest.mark.slow)])
+def test_the_tables_fit_a_1280_pixel_window_without_scrolling(which, browser, request):
+    browser.open(request.getfixturevalue(which).resolve().as_uri())
+    assert browser.evaluate("document.documentElement.clientWidth") == 1280
+    assert browser.evaluate("document.documentElement.scrollWidth") <= 1280
+    tables = browser.evaluate("Array.from(document.querySelectorAll('table'), t => [t.getBoundingClientRect().right, "
+                              "t.parentElement.scrollWidth, t.parentElement.clientWidth, t.rows[0].cells.length])")
+    assert len(tables) >= 2 and max(columns for *_, columns in tables) >= (15 if which == "wide_report" else 12)
+    for right, scroll_width, client_width, _ in tables:
+        assert right <= 1280 and scroll_width <= client_width  # the wrapper has nothing to scroll
+    # no cell's text is cut or spills over its border, and the last column (bits/weight) is on screen whole
+    assert browser.evaluate("Array.from(document.querySelectorAll('td, th')).filter("
+                            "c => c.scrollWidth > c.clientWidth).length") == 0
+    last = browser.evaluate("Array.from(document.querySelectorAll('table')[0].rows, "
+                            "r => r.cells[r.cells.length - 1].getBoundingClientRect().right)")
+    assert max(last) <= 1280
 
 
 def test_the_browser_check_sees_broken_pages(browser, tmp_path):

@@ -9,6 +9,7 @@ words, plot series have distinct markers, line styles and hatching).
 from __future__ import annotations
 
 import base64
+import re
 from html import escape
 from pathlib import Path
 
@@ -26,11 +27,13 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; }
 h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #999; }
 .settings, .legend, figcaption, .source { color: #333; font-size: 0.9em; }
 .table-wrap { overflow-x: auto; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.85em; }
-th, td { border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
-th { background: #eee; }
-td.number { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td[class^="verdict"] { min-width: 12em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.8em; }
+th, td { border: 1px solid #bbb; padding: 0.2em 0.35em; text-align: left; vertical-align: top; }
+th { background: #eee; font-weight: 600; overflow-wrap: break-word; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
+td > span { white-space: nowrap; }
+td.text { overflow-wrap: break-word; }
+td[class^="verdict"] { min-width: 9em; }
 tr.baseline td { background: #f5f5f5; font-style: italic; }
 .verdict-pass { font-weight: 600; }
 .verdict-floor { font-style: italic; }
@@ -84,23 +87,36 @@ def render_html(comparison: Comparison, plots: list[Plot] | None = None) -> str:
 
 def _table(group: GroupComparison) -> str:
     headers, rows = [*columns(group), "bits/weight"], group.rows
-    lines = ['<div class="table-wrap"><table>', "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers)
+    lines = ['<div class="table-wrap"><table>', "<thead><tr>" + "".join(f"<th>{_breakable(h)}</th>" for h in headers)
              + "</tr></thead><tbody>"]
     for row in rows:
         values = [*group_cells(group, row), "-" if row.bits_per_weight is None else f"{row.bits_per_weight:g}"]
         tds = []
         for header, value in zip(headers, values):
-            if header == "run":  # the directory's name; the path as given on hover
-                tds.append(f'<td class="text" title="{escape(value)}">{escape(Path(value).name or value)}</td>')
+            if header == "run":  # the directory's name, breakable after _ - /; the path as given on hover
+                tds.append(f'<td class="text" title="{escape(value)}">{_breakable(Path(value).name or value)}</td>')
             elif header == "verdict":
                 kind = ("baseline" if row.is_baseline else "floor" if row.paired and row.paired.at_floor
                         else "pass" if row.paired and row.paired.non_inferior else "fail")
                 tds.append(f'<td class="verdict-{kind}">{escape(value)}</td>')
+            elif header in NUMBER_COLUMNS:
+                tds.append(f'<td class="number">{number_html(value)}</td>')
             else:
-                tds.append(f'<td class="{"number" if header in NUMBER_COLUMNS else "text"}">{escape(value)}</td>')
+                tds.append(f'<td class="text">{escape(value)}</td>')
         lines.append(f'<tr class="{"baseline" if row.is_baseline else "candidate"}">' + "".join(tds) + "</tr>")
     lines.append("</tbody></table></div>")
     return "\n".join(lines)
+
+
+def _breakable(text: str) -> str:
+    """Escaped text that may break after a "_", "-" or "/" (run directories, headers such as bits/weight)."""
+    return re.sub(r"([_/-])", r"\1<wbr>", escape(text))
+
+
+def number_html(text: str) -> str:
+    """Escaped cell text that wraps at its spaces but never inside an interval or a parenthesis ("[57.66, 67.10]",
+    "(McNemar)"): numbers hold no spaces, so tables narrow to fit the window without splitting one."""
+    return re.sub(r"\[[^\]]*\]|\([^)]*\)", lambda group: f"<span>{group[0]}</span>", escape(text))
 
 
 def _bits_section(comparison: Comparison) -> list[str]:

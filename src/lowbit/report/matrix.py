@@ -129,7 +129,7 @@ def to_json(matrix: ResultsMatrix) -> dict[str, Any]:
 
 
 def render_html(matrix: ResultsMatrix) -> str:
-    from lowbit.report.html import STYLE
+    from lowbit.report.html import STYLE, number_html
 
     head = "".join(f"<th>{escape(h)}</th>" for h in ("model", "precision", *matrix.tasks))
     rows = []
@@ -140,7 +140,7 @@ def render_html(matrix: ResultsMatrix) -> str:
             kind = "" if cell is None else ("verdict-fail" if cell.verdict == "significant drop" else
                                            "verdict-pass" if cell.verdict == "within margin" else "number")
             title = f' title="{escape(cell.reason or cell.run_dir)}"' if cell is not None else ""
-            tds.append(f'<td class="{kind}"{title}>{escape(cell_text(cell))}</td>')
+            tds.append(f'<td class="{kind}"{title}>{number_html(cell_text(cell))}</td>')
         rows.append("<tr>" + "".join(tds) + "</tr>")
     failed = [f"<li><code>{escape('/'.join(key))}</code>: {escape(cell.reason)}</li>"
               for key, cell in matrix.cells.items() if cell.state == "failed"]
