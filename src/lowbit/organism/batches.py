@@ -9,18 +9,20 @@ the training seed, the task and the worker, so a seed fixes every batch.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from lowbit.organism.data import training_examples
+from lowbit.organism.data import Example, training_examples
 from lowbit.organism.tokenizer import render
 
 
 @dataclass(frozen=True)
 class TaskBatches:
-    generator: object  # a task module with NAME and generate()
+    task: str  # the task's name (part of its streams' seeds)
+    generate: Callable[[random.Random], Example]  # draws one training example
     batch_size: int
     length: int  # tokens per row (prompt + reply + padding)
 
@@ -32,9 +34,8 @@ class _Stream(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker = info.id if info is not None else 0
-        rng = random.Random(f"{self.seed}/{self.spec.generator.NAME}/{worker}")
-        generate = getattr(self.spec.generator, "training_generate", self.spec.generator.generate)
-        examples = training_examples(generate, rng)
+        rng = random.Random(f"{self.seed}/{self.spec.task}/{worker}")
+        examples = training_examples(self.spec.generate, rng)
         pad = self.tokenizer.pad_token_id
         while True:
             rendered = [render(next(examples)) for _ in range(self.spec.batch_size)]
@@ -45,7 +46,7 @@ class _Stream(IterableDataset):
             for row, (prompt, reply) in enumerate(zip(prompts, replies)):
                 total = len(prompt) + len(reply)
                 if total > self.spec.length:
-                    raise ValueError(f"a {self.spec.generator.NAME} example has {total} tokens, more than the "
+                    raise ValueError(f"a {self.spec.task} example has {total} tokens, more than the "
                                      f"batch length {self.spec.length}")
                 ids[row, :total] = torch.tensor(prompt + reply)
                 mask[row, len(prompt) - 1:total - 1] = True
