@@ -9,11 +9,14 @@ gate/up, clamped SwiGLU). The emulated forward below reads that layout, so it ru
 
 Activations, per expert e and its routed tokens (the rows of hidden_states whose top-k holds e):
     gate_up input   fake_quant(x[tokens of e])        down input   fake_quant(act(gate_up(...))[tokens of e])
-Row-local formats (their spec's `row_local`: per-token int8, fp8 and block mxfp8, mxfp4) quantize each row
-on its own, so the gate_up input is quantized once for all tokens before the expert loop (the same values,
-one call). NVFP4's per-tensor global
-scale is taken per expert over the tokens routed to it, as vLLM's NVFP4 MoE keeps one input global scale per
-expert (`w13_input_global_scale`, `w2_input_global_scale`); dynamic, like the Linear path.
+computed as transformers' grouped_mm experts forward computes the experts: the (token, expert) pairs sorted
+by expert, every expert's rows multiplied in one grouped matmul, and each input quantized for all experts at
+once (grouped_act_quant.py). Row-local formats (their spec's `row_local`: per-token int8, fp8 and block
+mxfp8, mxfp4) quantize each row on its own, so the gate_up input is quantized once per token, before its rows
+are copied to its experts (the same values, fewer rows). NVFP4's per-tensor global scale is taken per
+expert over the tokens routed to it, as vLLM's NVFP4 MoE keeps one input global scale per expert
+(`w13_input_global_scale`, `w2_input_global_scale`); dynamic, like the Linear path. Either way a forward
+makes the same few quantization launches however many experts have tokens, and waits for nothing on the GPU.
 
 Weights: each expert's (out, in) matrix (the transpose of the stored one when `is_transposed`) goes through
 `fake_quant.fake_quantize_weight`, so groups and blocks run along the expert's input dimension and NVFP4's
@@ -34,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lowbit.quant import fake_quant
+from lowbit.quant import fake_quant, grouped_act_quant
 from lowbit.quant.formats.spec import FormatSpec
 
 MATMUL_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -125,55 +128,55 @@ class ExpertsFakeQuant:
     """The forward of one experts module with its expert inputs fake-quantized in `fmt` ("none" or None: exact).
 
     Installed as the module's instance attribute `forward`, shadowing the class's; `remove()` deletes it.
-    Experts run in ascending order over their tokens in (top-k slot, token) order and accumulate with
-    index_add_, as transformers' eager experts forward does, so with fmt="none" the result is bit-identical.
+    It is transformers' grouped_mm experts forward (`grouped_mm_experts_forward`) with the two expert inputs
+    fake-quantized: the (token, expert) pairs sorted by expert, every expert's rows multiplied in one grouped
+    matmul (transformers' `_grouped_linear`), the weighted expert outputs summed per token in fp32. With
+    fmt="none" the result is bit-identical to it. Each input is quantized for all experts at once
+    (grouped_act_quant): on the Triton backend a fixed number of kernel launches per call, whatever the number
+    of experts with tokens, and nothing on the way waits for the GPU.
     """
 
     def __init__(self, module: nn.Module, fmt: str | FormatSpec | None, backend: str):
+        from transformers.integrations.moe import _grouped_linear  # the grouped matmul of grouped_mm's forward
+
+        self._grouped_linear = _grouped_linear
         self.module = module
         self.layout = experts_layout(module)
         self.spec = fake_quant.activation_spec(fmt)
         self.fmt = self.spec.name if self.spec else "none"
         self.backend = backend
-        self._quantize = fake_quant.activation_quantizer(self.spec, backend) if self.spec else _unchanged
-        # formats that are not row-local (nvfp4) are quantized per expert, right for every format, at one call each
-        self._row_local = self.spec is None or self.spec.row_local
+        self._quantize = grouped_act_quant.GroupedActivationQuantizer(self.spec, backend) if self.spec else None
 
-    def _project(self, x: torch.Tensor, projection: str, expert: int) -> torch.Tensor:
-        weight = getattr(self.module, projection)[expert]
-        out = x @ weight if self.layout.transposed else nn.functional.linear(x, weight)
-        if self.layout.has_bias:
-            out = out + getattr(self.module, f"{projection}_bias")[expert]
-        return out
+    def _project(self, x: torch.Tensor, projection: str, ends: torch.Tensor, expert_of_row: torch.Tensor):
+        bias = getattr(self.module, f"{projection}_bias")[expert_of_row] if self.layout.has_bias else None
+        return self._grouped_linear(x, getattr(self.module, projection), ends, bias=bias,
+                                    is_transposed=self.layout.transposed)
 
     def __call__(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                  top_k_weights: torch.Tensor) -> torch.Tensor:
-        module, layout = self.module, self.layout
-        num_tokens = hidden_states.shape[0]
-        out = torch.zeros_like(hidden_states)
-        slots = top_k_index.t().reshape(-1)  # (top_k * tokens,): entry k * tokens + t is token t's k-th expert
-        order = torch.argsort(slots, stable=True)
-        counts = torch.bincount(slots, minlength=layout.num_experts).tolist()  # the one host sync
-        row_local = self._row_local
-        inputs = self._quantize(hidden_states) if row_local else hidden_states
-        start = 0
-        for expert, count in enumerate(counts[:layout.num_experts]):  # ids >= num_experts: sentinels, skipped
-            if count == 0:
-                continue
-            picked = order[start:start + count]
-            start += count
-            token, slot = picked % num_tokens, picked // num_tokens
-            x = inputs[token] if row_local else self._quantize(inputs[token])
-            h = self._project(x, layout.first, expert)
-            h = module._apply_gate(h) if layout.has_gate else module.act_fn(h)
-            h = self._project(self._quantize(h), "down_proj", expert)
-            h = h * top_k_weights[token, slot, None]
-            out.index_add_(0, token, h.to(out.dtype))
-        return out
-
-
-def _unchanged(x: torch.Tensor) -> torch.Tensor:
-    return x
+        module, quantize = self.module, self._quantize
+        num_tokens, top_k = hidden_states.shape[0], top_k_index.shape[-1]
+        expert_of_row, pair = torch.sort(top_k_index.reshape(-1))  # rows: (token, expert) pairs by expert
+        token = pair // top_k
+        # cumulative rows per expert, grouped_mm's offsets; histc as transformers takes it (float on CPU / MPS)
+        counted = expert_of_row.float() if hidden_states.device.type in ("cpu", "mps") else expert_of_row.int()
+        rows_per_expert = torch.histc(counted, bins=self.layout.num_experts, min=0, max=self.layout.num_experts - 1)
+        ends = torch.cumsum(rows_per_expert, dim=0, dtype=torch.int32)
+        if quantize is None:
+            x = hidden_states[token]
+        elif quantize.row_local:  # each token quantized once, then copied to its experts' rows
+            x = quantize.rows(hidden_states)[token]
+        else:
+            x = quantize(hidden_states[token], ends)
+        h = self._project(x, self.layout.first, ends, expert_of_row)
+        h = module._apply_gate(h) if self.layout.has_gate else module.act_fn(h)
+        if quantize is not None:
+            h = quantize(h, ends)
+        h = self._project(h, "down_proj", ends, expert_of_row)
+        h = h * top_k_weights.reshape(-1)[pair].unsqueeze(-1)
+        unsorted = torch.empty_like(h)
+        unsorted[pair] = h  # back to (token, slot) order
+        return unsorted.view(num_tokens, top_k, -1).sum(dim=1).to(hidden_states.dtype)
 
 
 @dataclass
