@@ -7,8 +7,10 @@ import io
 import json
 
 import numpy as np
+import pytest
 
-from lowbit.report.matrix import MatrixCell, ResultsMatrix, cell_text, render_csv, render_html, render_markdown
+from lowbit.report.matrix import MatrixCell, ResultsMatrix, cell_parts, cell_text, print_text, render_csv
+from lowbit.report.matrix import render_html, render_markdown
 from lowbit.report.matrix import verdict, write_matrix
 from lowbit.report.paired_stats import compare_paired
 
@@ -59,3 +61,39 @@ def test_each_format_holds_every_cell_and_unfinished_ones_show_their_state(tmp_p
                                                "sweep-report.md"]
     data = json.loads((tmp_path / "sweep-report.json").read_text())
     assert data["tasks"] == ["mmlu-redux", "math500"] and len(data["cells"]) == 4
+
+
+def wide_matrix() -> ResultsMatrix:
+    """Two models, three precisions and six tasks: every finished cell with an interval, recovery and verdict."""
+    tasks = ["mmlu-redux", "math500", "aime25", "ifeval", "livecodebench", "ruler-niah-32k"]
+    rows = [(model, precision) for model in ("Qwen3-4B", "Qwen3-30B-A3B-Instruct-2507")
+            for precision in ("bf16", "nvfp4", "w4a4-nvfp4")]
+    m = ResultsMatrix(name="wide", margin_points=1.0, tasks=tasks, rows=rows)
+    for index, (model, precision) in enumerate(rows):
+        for column, task in enumerate(tasks):
+            value = 0.5 + 0.01 * index + 0.03 * column
+            cell = MatrixCell(state="done", metric="accuracy", value=value, ci_low=value - 0.031,
+                              ci_high=value + 0.029, n=500, bits_per_weight=16.0 if precision == "bf16" else 4.5)
+            if precision == "bf16":
+                cell.verdict = "baseline"
+            else:
+                cell.recovery, cell.recovery_low, cell.recovery_high = 0.9 + 0.01 * column, 0.87, 0.99
+                cell.verdict = "significant drop" if column % 2 else "within margin"
+            m.cells[model, precision, task] = cell
+    m.cells["Qwen3-4B", "nvfp4", "ifeval"] = MatrixCell(state="failed", reason="exit 1: out of memory")
+    return m
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 160])
+def test_the_terminal_matrix_fits_the_width_and_keeps_every_figure(width):
+    m = wide_matrix()
+    out = io.StringIO()
+    print_text(m, out, width)
+    printed = out.getvalue()
+    assert max(len(line) for line in printed.splitlines()) <= width and "…" not in printed
+    for cell in m.cells.values():
+        for part in cell_parts(cell):  # each figure with its interval, each verdict, each state, on one line
+            assert part in printed, part
+    for model, precision in m.rows:
+        assert model in printed and precision in printed
+    assert "- Qwen3-4B/nvfp4/ifeval: exit 1: out of memory" in printed

@@ -1,4 +1,5 @@
-"""A results matrix (rows model x precision, columns tasks) as markdown, CSV, JSON and one self-contained HTML page.
+"""A results matrix (rows model x precision, columns tasks) as markdown, CSV, JSON, one self-contained HTML page and
+terminal tables that fit any width.
 
 Each finished cell shows the task's headline metric with its 95% interval and, against the model's baseline
 (BF16) cell of the same task, the recovery with its interval, the paired verdict and the bits per weight. The
@@ -22,6 +23,7 @@ from typing import Any
 from lowbit.records import write_json_atomic, write_text_atomic
 from lowbit.report.paired_stats import CONFIDENCE, PairedResult
 
+VERDICT_STYLES = {"significant drop": "bold red", "within margin": "green", "at chance": "dim"}
 FILE_NAMES = {"markdown": "sweep-report.md", "csv": "sweep-report.csv", "json": "sweep-report.json",
               "html": "sweep-report.html"}
 
@@ -71,12 +73,12 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def cell_text(cell: MatrixCell | None) -> str:
-    """One line: "71.2 [68.9, 73.4]; rec 98.1% [96.0, 100.2]; within margin; 4.50 b/w"."""
+def cell_parts(cell: MatrixCell | None) -> list[str]:
+    """["71.2 [68.9, 73.4]", "rec 98.1% [96.0, 100.2]", "within margin", "4.50 b/w"], or the unfinished state."""
     if cell is None:
-        return ""
+        return []
     if cell.state != "done":
-        return cell.state
+        return [cell.state]
     parts = [f"{_pct(cell.value)} [{_pct(cell.ci_low)}, {_pct(cell.ci_high)}]"]
     if cell.recovery is not None:
         parts.append(f"rec {_pct(cell.recovery)}% [{_pct(cell.recovery_low)}, {_pct(cell.recovery_high)}]")
@@ -84,22 +86,64 @@ def cell_text(cell: MatrixCell | None) -> str:
         parts.append(cell.verdict)
     if cell.bits_per_weight is not None:
         parts.append(f"{cell.bits_per_weight:.2f} b/w")
-    return "; ".join(parts)
+    return parts
+
+
+def cell_text(cell: MatrixCell | None) -> str:
+    """One line: "71.2 [68.9, 73.4]; rec 98.1% [96.0, 100.2]; within margin; 4.50 b/w"."""
+    return "; ".join(cell_parts(cell))
+
+
+def _explanation(matrix: ResultsMatrix) -> str:
+    return (f"Each cell: headline metric (%) with its {CONFIDENCE:.0%} interval; recovery against the model's "
+            f"baseline with its interval; the paired verdict (margin {matrix.margin_points:g} point(s)); bits per "
+            "weight. Unfinished cells show their state.")
+
+
+def _failed(matrix: ResultsMatrix) -> list[str]:
+    return [f"{'/'.join(key)}: {cell.reason}" for key, cell in matrix.cells.items() if cell.state == "failed"]
+
+
+def print_text(matrix: ResultsMatrix, file: Any = None, width: int | None = None) -> None:
+    """The matrix in a terminal of any width (`fit.py`): each cell's parts on lines of their own, the tasks spread
+    over stacked tables led by model and precision, or one block per row, when the terminal is narrow."""
+    from lowbit.report.fit import Cells, fit, print_blocks
+
+    headers = ["model", "precision", *matrix.tasks]
+    rows, styles = [], []
+    for model, precision in matrix.rows:
+        cells = {task: matrix.cell(model, precision, task) for task in matrix.tasks}
+        rows.append({"model": model, "precision": precision,
+                     **{task: "\n".join(cell_parts(cell)) for task, cell in cells.items()}})
+        styles.append({task: VERDICT_STYLES.get(cell.verdict, "") for task, cell in cells.items() if cell})
+    layout = Cells(headers=headers, keys=["model", "precision"], rows=rows, styles=styles, left=frozenset(headers),
+                   spaced=True)
+
+    def blocks(console: Any) -> list[Any]:
+        from rich.text import Text
+
+        parts = [Text(f"Sweep {matrix.name}", style="bold", overflow="fold")]
+        for part in fit(layout, console):
+            parts += [Text(""), part]
+        parts += [Text(""), Text(_explanation(matrix), overflow="fold")]
+        failed = _failed(matrix)
+        if failed:
+            parts += [Text(""), Text("Failed cells:"), *(Text(f"- {line}", overflow="fold") for line in failed)]
+        return parts
+
+    print_blocks(blocks, file, width)
 
 
 def render_markdown(matrix: ResultsMatrix) -> str:
     header = ["model", "precision", *matrix.tasks]
-    lines = [f"# Sweep {matrix.name}", "",
-             f"Each cell: headline metric (%) with its {CONFIDENCE:.0%} interval; recovery against the model's "
-             f"baseline with its interval; the paired verdict (margin {matrix.margin_points:g} point(s)); bits per "
-             "weight. Unfinished cells show their state.", "",
+    lines = [f"# Sweep {matrix.name}", "", _explanation(matrix), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model, precision in matrix.rows:
         texts = [cell_text(matrix.cell(model, precision, task)).replace("|", "/") for task in matrix.tasks]
         lines.append("| " + " | ".join([model, precision, *texts]) + " |")
-    failed = [(key, cell) for key, cell in matrix.cells.items() if cell.state == "failed"]
+    failed = _failed(matrix)
     if failed:
-        lines += ["", "Failed cells:", *(f"- {'/'.join(key)}: {cell.reason}" for key, cell in failed)]
+        lines += ["", "Failed cells:", *(f"- {line}" for line in failed)]
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from lowbit.errors import UsageError
-from lowbit.report.matrix import MatrixCell, ResultsMatrix, render_markdown, verdict, write_matrix
+from lowbit.report.matrix import MatrixCell, ResultsMatrix, print_text, verdict, write_matrix
 from lowbit.sweep.jobs import JobState
 from lowbit.sweep.plan import Cell, Plan
 from lowbit.sweep.spec import SOURCE
@@ -121,7 +121,7 @@ def _estimate(estimate) -> dict:
 
 
 def print_matrix(matrix: ResultsMatrix, out: TextIO) -> None:
-    out.write(render_markdown(matrix))
+    print_text(matrix, out)
 
 
 def write_report(plan: Plan, margin: float | None = None, matrix: ResultsMatrix | None = None) -> list[Path]:
