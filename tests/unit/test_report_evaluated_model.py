@@ -23,11 +23,14 @@ def config(**resolved) -> RunConfig:
     return RunConfig.from_json({"eval_dataset": "mmlu-redux", "model": {"model_name": "Qwen/Qwen3-4B"}, **resolved})
 
 
-def test_a_quantize_checkpoint_is_its_source_model_and_any_other_checkpoint_itself():
+def test_a_quantize_checkpoint_is_its_source_model_and_an_unquantized_model_itself():
     assert evaluated_model(config(model_name="/ckpts/tiny-nvfp4"), QUANTIZED) == "tiny"
     assert evaluated_model(config(model_name="/tmp/tiny"), None) == "tiny"
-    assert evaluated_model(config(model_name="/ckpts/vendor-nvfp4"), THIRD_PARTY) == "vendor-nvfp4"
     assert evaluated_model(config(model_name="Qwen/Qwen3-4B"), None) == "Qwen3-4B"
+
+
+def test_another_tools_checkpoint_is_the_model_its_model_config_names():
+    assert evaluated_model(config(model_name="/ckpts/vendor-nvfp4"), THIRD_PARTY) == "Qwen3-4B"
 
 
 def test_a_run_without_model_name_is_its_model_configs_hub_id():
