@@ -1,6 +1,7 @@
 """Fake quantization of fused MoE experts (transformers' Qwen3-MoE and GPT-OSS experts modules): the emulated
-forward against the models' own eager forward and a plain float64 reference, weight emulation per expert,
-reporting, validation, removal, and an end-to-end generate."""
+forward against transformers' grouped_mm forward, a loop over experts and a plain float64 reference; its
+kernel launches per layer; weight emulation per expert, reporting, validation, removal, and an end-to-end
+generate."""
 
 import pytest
 import torch
