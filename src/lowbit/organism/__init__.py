@@ -7,7 +7,8 @@ damages its weights shows up as lost accuracy.
 
 - `tokenizer`: its word-piece tokenizer and Qwen3-style chat template
 - `arithmetic`, `facts`, `retrieval`: the task generators; `split`: which prompts are held out of training
-- `train`: `python -m lowbit.organism.train`, which trains it from a seed and writes the manifest
+- `train`: `python -m lowbit.organism.train`, which trains it from a seed and writes the manifest; `recipe`: the
+  stages it runs, each with its options (the shipped organism's)
 - `model/`: the shipped weights, tokenizer, model card and manifest
 """
 
