@@ -84,6 +84,16 @@ def test_formats_order_as_their_error_sizes(peaked_model, three_bit_model, corpu
     assert kl["int8"]["same_top_rate"]["value"] >= kl["3bit"]["same_top_rate"]["value"]
 
 
+def test_a_compressed_tensors_candidate_runs_decompressed(peaked_model, corpus, tmp_path):
+    """A quantized checkpoint's weights are decompressed on its first whole-model forward pass; divergence runs
+    the decoder alone, so it must decompress them itself."""
+    from lowbit.quant.checkpoint import QuantizeRequest, quantize_checkpoint
+
+    quantize_checkpoint(QuantizeRequest(model=str(peaked_model), out=tmp_path / "int8", scheme="int8"))
+    metrics = divergence(peaked_model, corpus, tmp_path / "int8-divergence", candidate=str(tmp_path / "int8"))
+    assert 0 < metrics.metrics["kl_mean"]["value"] < 0.05 and metrics.metrics["same_top_rate"]["value"] > 0.9
+
+
 def test_stored_reference_agrees_with_exact_within_its_bound(peaked_model, corpus, tmp_path):
     exact = divergence(peaked_model, corpus, tmp_path / "exact", emulation={"weight_quant": "mxfp4"})
     stored = divergence(peaked_model, corpus, tmp_path / "stored", emulation={"weight_quant": "mxfp4"},
@@ -143,6 +153,12 @@ def test_bad_input_is_one_line_and_writes_nothing(peaked_model, corpus, tmp_path
         (dict(baseline=str(no_completions), source="run"), "has no completion text to score"),
         (dict(source="run"), "source=run needs a baseline run directory"),
         (dict(emulation={"act_quant": "fp4"}, reference="stored"), "predictor_conf.act_quant 'fp4' is unknown"),
+        (dict(backend="vllm", reference="exact"), "backend=vllm scores through the stored reference"),
+        (dict(backend="vllm", emulation={"act_quant": "nvfp4"}), "predictor_conf.act_quant is fake-quant emulation"),
+        (dict(engine={"gpu_memory_utilization": 0.3}), "gpu_memory_utilization is a vLLM engine option: add backend"),
+        (dict(backend="vllm", top_k=8, candidate_top_k=4), "candidate_top_k=4 is below top_k=8"),
+        (dict(backend="vllm", engine={"max_model_len": 32}), "max_model_len=32 is shorter than the longest sequence"),
+        (dict(backend="mlx"), "backend 'mlx' unknown: choose transformers or vllm"),
     ]
     for options, message in cases:
         out = tmp_path / f"out-{len(message)}"
@@ -155,3 +171,8 @@ def test_bad_input_is_one_line_and_writes_nothing(peaked_model, corpus, tmp_path
                         f"output_dir={tmp_path / 'cli'}")
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "fewer than one chunk" in result.stderr
     assert not (tmp_path / "cli").exists()
+    result = run_lowbit("divergence", f"baseline={peaked_model}", f"corpus={corpus}", "backend=vllm",
+                        "predictor_conf.weight_quant=mxfp4", f"output_dir={tmp_path / 'cli-vllm'}")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "predictor_conf.weight_quant is fake-quant emulation" in result.stderr
+    assert not (tmp_path / "cli-vllm").exists()

@@ -104,3 +104,75 @@ def test_summary_intervals_and_quantiles():
 def test_position_buckets():
     assert [summary.position_bucket(p) for p in (0, 127, 128, 2047, 9000)] == ["0-127", "0-127", "128-511",
                                                                                  "512-2047", "8192+"]
+
+
+def candidate_top(head, hidden, targets, k):
+    """What vLLM returns of a candidate: its k most likely tokens and the target's log-probability."""
+    lq = torch.log_softmax(head(hidden).float(), -1)
+    top = lq.topk(k, dim=-1)
+    return kl.CandidateTopK(top.indices.int(), top.values, lq.gather(1, targets[:, None]).squeeze(1))
+
+
+def candidate_case(scale, k):
+    head, hidden, targets = head_and_hidden(scale)
+    candidate = tempered(head, 1.2)
+    noisy = hidden + 0.3 * torch.randn(hidden.shape, generator=torch.Generator().manual_seed(1))
+    return (kl.exact_stats(head, hidden, candidate, noisy, targets), kl.top_k_reference(head, hidden, targets, k),
+            kl.stored_stats(kl.top_k_reference(head, hidden, targets, k), candidate, noisy, targets),
+            candidate, noisy, targets)
+
+
+@pytest.mark.parametrize("scale, k, k_candidate", [(4.0, 8, 8), (4.0, 8, 16), (1.0, 16, 24), (4.0, 32, 64)])
+def test_candidate_top_k_gives_a_lower_bound_of_the_stored_kl(scale, k, k_candidate):
+    exact, reference, stored, candidate, noisy, targets = candidate_case(scale, k)
+    top = candidate_top(candidate, noisy, targets, k_candidate)
+    partial = kl.partial_stats(reference, top, targets)
+    assert torch.all(partial.kl.double() <= stored.kl.double() + 1e-5)  # coarser than the stored partition
+    assert torch.all(partial.kl.double() <= exact.kl.double() + 1e-5)
+    known = torch.tensor([set(s.tolist()) <= set(c.tolist()) | {t}
+                          for s, c, t in zip(reference.ids, top.ids, targets.tolist())])
+    assert torch.equal(partial.reference_missing, ~known)
+    assert 0 < int(known.sum()) < POSITIONS or k_candidate > k  # the case mixes both kinds of position
+    assert torch.allclose(partial.kl[known], stored.kl[known], rtol=1e-4, atol=1e-5)  # S inside C: KL_k itself
+    assert partial.kl_error_bound is None
+    # exact: top-token agreement, both log-likelihoods; the top-token change where t* was returned, never
+    # overstated where it was not
+    assert torch.equal(partial.same_top, exact.same_top)
+    assert torch.allclose(partial.cand_nll, exact.cand_nll, atol=1e-5)
+    assert torch.allclose(partial.base_nll, exact.base_nll, atol=1e-5)
+    top_known = torch.tensor([s[0].item() in set(c.tolist()) | {t} for s, c, t in
+                              zip(reference.ids, top.ids, targets.tolist())])
+    assert torch.allclose(partial.top_prob_change[top_known], exact.top_prob_change[top_known], atol=1e-6)
+    assert torch.all(partial.top_prob_change.abs() <= exact.top_prob_change.abs() + 1e-6)
+
+
+def test_candidate_returning_every_token_gives_the_stored_kl_everywhere():
+    exact, reference, stored, candidate, noisy, targets = candidate_case(4.0, 8)
+    partial = kl.partial_stats(reference, candidate_top(candidate, noisy, targets, VOCAB), targets)
+    assert not bool(partial.reference_missing.any())
+    assert torch.allclose(partial.kl, stored.kl, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(partial.top_prob_change, exact.top_prob_change, atol=1e-6)
+
+
+def test_reference_from_top_logprobs_alone_matches_the_full_distributions():
+    head, hidden, targets = head_and_hidden(4.0)
+    full = kl.top_k_reference(head, hidden, targets, 16)
+    from_top = kl.TopK.from_top_logprobs(full.ids, full.logprobs, full.target_logprob)
+    assert torch.equal(from_top.ids, full.ids) and torch.equal(from_top.logprobs, full.logprobs)
+    rest = full.rest_logmass.exp()
+    assert torch.allclose(from_top.rest_logmass.exp(), rest, atol=1e-6)
+    assert torch.allclose(from_top.rest_logmass[rest > 1e-3], full.rest_logmass[rest > 1e-3], atol=1e-3)
+    rounded_over_one = torch.tensor([[math.log(0.75), math.log(0.2500001)]])
+    nothing_left = kl.TopK.from_top_logprobs(torch.tensor([[0, 1]]), rounded_over_one, torch.tensor([0.0]))
+    assert nothing_left.rest_logmass.item() == -math.inf
+
+
+def test_missing_rate_in_the_summary():
+    import numpy as np
+
+    sequences = [{"kl": np.full(n, 0.01), "same_top": np.ones(n, bool), "base_nll": np.ones(n),
+                  "cand_nll": np.ones(n), "top_prob_change": np.zeros(n), "reference_missing": np.arange(n) < missing}
+                 for n, missing in ((10, 3), (30, 0))]
+    metrics, _ = summary.summarize(sequences, [["text"] * 10, ["text"] * 30], [np.arange(1, 11), np.arange(1, 31)])
+    assert metrics["reference_tokens_missing_rate"] == pytest.approx(3 / 40)
+    assert summary.sequence_line("a", sequences[0], ["text"] * 10)["reference_tokens_missing_rate"] == 0.3

@@ -9,17 +9,25 @@
 from __future__ import annotations
 
 import argparse
+import typing
 
 from lowbit.command import Command
+from lowbit.predictors.options import VLLMOptions
+from lowbit.predictors.vllm import ENGINE_ARGS
 
 # the candidate's fake-quant options, spelled as `lowbit eval predictor=transformers` spells them
 EMULATION = {f"predictor_conf.{name}": (name, annotation) for name, annotation in
              (("act_quant", str), ("weight_quant", str), ("quant_targets", list), ("quant_ignore", list))}
+# backend=vllm: the vLLM predictor's engine options, spelled as `lowbit eval predictor=vllm` spells them (the
+# engine's dtype is `dtype`, as for the transformers backend)
+ENGINE = {f"predictor_conf.{name}": (name, typing.get_type_hints(VLLMOptions)[name])
+          for name in ENGINE_ARGS if name != "dtype"}
 OPTIONS: dict[str, object] = {
     "baseline": str, "candidate": str, "output_dir": str, "precision": str, "source": str, "corpus": str,
-    "data_dir": str, "chunk_tokens": int, "limit": int, "reference": str, "top_k": int, "reference_dir": str,
-    "batch_tokens": int, "dtype": str, "device_map": str, "overwrite": bool,
-    **{key: annotation for key, (_, annotation) in EMULATION.items()},
+    "data_dir": str, "chunk_tokens": int, "limit": int, "backend": str, "reference": str, "top_k": int,
+    "candidate_top_k": int, "reference_dir": str, "batch_tokens": int, "dtype": str, "device_map": str,
+    "overwrite": bool,
+    **{key: annotation for key, (_, annotation) in (EMULATION | ENGINE).items()},
 }
 COMMAND = Command(
     "divergence", "token-level fidelity of a candidate against its baseline (KL, top-token agreement, PPL ratio)",
@@ -35,6 +43,9 @@ options (key=value):
   chunk_tokens=512  limit=N      corpus chunk length; at most N sequences
   reference=exact | stored       both models at once, or the baseline's stored top-k (top_k=32, reference_dir=)
   batch_tokens=16384  dtype=auto  device_map=auto
+  backend=transformers | vllm    vllm: prompt log-probabilities, stored reference, the candidate's top
+                                 candidate_top_k (default 2 x top_k); engine options as predictor=vllm's:
+                                 predictor_conf.gpu_memory_utilization=0.9 predictor_conf.tensor_parallel_size=1 ...
 See docs/divergence.md.
 """)
 
@@ -48,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     require(values, "baseline", "baseline=outputs/qwen3_4B_bf16_math500")
     require(values, "output_dir", "output_dir=outputs/qwen3_4B_nvfp4_divergence")
     emulation = {name: values.pop(key) for key, (name, _) in EMULATION.items() if key in values}
-    path = run_divergence(DivergenceRequest(**values, emulation=emulation))
+    engine = {name: values.pop(key) for key, (name, _) in ENGINE.items() if key in values}
+    path = run_divergence(DivergenceRequest(**values, emulation=emulation, engine=engine))
     metrics = RunDir(path).metrics()
     kl, same, ratio = (metrics.estimate(name) for name in ("kl_mean", "same_top_rate", "ppl_ratio"))
     print(f"KL mean {kl.value:.5f} nats (95% CI {kl.ci_low:.5f}-{kl.ci_high:.5f}), "

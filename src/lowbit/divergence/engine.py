@@ -56,6 +56,10 @@ class ScoringModel:
     """A loaded causal LM seen as a decoder (token ids -> final hidden states) and an output head."""
 
     def __init__(self, model: torch.nn.Module):
+        if hasattr(model, "ct_decompress_hook"):
+            # a compressed-tensors checkpoint decompresses its weights in a pre-hook of the whole model's first
+            # forward pass, which running the decoder alone never triggers
+            model.hf_quantizer.compressor.decompress_model(model)
         self.model = model
         self.decoder = model.get_decoder()
         self.head = model.get_output_embeddings()
@@ -79,6 +83,8 @@ def split(stats: kl.TokenStats, scored: list[int]) -> list[dict[str, np.ndarray]
               "top_prob_change": stats.top_prob_change}
     if stats.kl_error_bound is not None:
         fields["kl_error_bound"] = stats.kl_error_bound
+    if stats.reference_missing is not None:
+        fields["reference_missing"] = stats.reference_missing
     arrays = {name: value.numpy() for name, value in fields.items()}
     bounds = np.cumsum([0, *scored])
     return [{name: value[bounds[i]:bounds[i + 1]] for name, value in arrays.items()} for i in range(len(scored))]

@@ -18,6 +18,23 @@ element above m = min_S p_i, so the error is at most the largest value of sum_re
 0 <= p_i <= m, sum p_i = R, minus R log(R / Q). The objective is convex in p, so its maximum is at a vertex: mass
 m on each of the rest tokens the candidate finds least likely, in ascending order of q, the remainder on the
 next one. `error_bound` is that maximum minus R log(R / Q); every other figure is exact in both modes.
+
+A baseline run through vLLM gives the stored reference directly (`TopK.from_top_logprobs`): its prompt
+log-probabilities are the k largest with their ids plus the target's own, and R = 1 - sum_S p_i.
+
+Candidate through vLLM (`CandidateTopK`, `partial_stats`): only its k' largest log-probabilities (ids C) and the
+target's are known, so q_i is unknown for the stored tokens outside C+ = C u {target}. The two distributions are
+coarsened further, to the jointly known tokens J = S n C+ plus "the rest":
+    KL_J = sum_J p_i log(p_i / q_i) + P' log(P' / Q'),    P' = R + sum_{S - J} p_i,    Q' = 1 - sum_J q_i
+This partition merges cells of the stored one, so by the log-sum inequality KL_J <= KL_k <= KL: still a lower
+bound, equal to KL_k where S is inside C+ (`reference_missing` marks the positions where it is not). Q' is taken
+as at least the mass of the candidate's returned tokens outside J, which it holds: 1 - sum_J q_i alone cancels
+to float32 noise when the candidate puts nearly all its mass on one token, and a Q' too small would overstate
+KL. No finite error bound exists without the candidate's whole distribution: a token outside C+ has q_i only
+bounded above, and KL grows without limit as such a q_i with p_i > 0 goes to 0. Exact: the candidate's
+log-likelihood of the target, and top-token agreement (the candidate's top token is the first of C). The
+top-token probability change is exact where t* is in C+; elsewhere q(t*) lies in [0, min_C q_i], and the value
+of that interval nearest p(t*) is taken, so the change is never overstated.
 """
 
 from __future__ import annotations
@@ -40,14 +57,18 @@ class TokenStats:
     cand_nll: torch.Tensor
     base_top_prob: torch.Tensor
     top_prob_change: torch.Tensor
-    kl_error_bound: torch.Tensor | None = None  # stored reference only
+    kl_error_bound: torch.Tensor | None = None  # stored reference, candidate's full distribution only
+    reference_missing: torch.Tensor | None = None  # bool; candidate's top-k only: some stored token not returned
 
     @staticmethod
     def cat(parts: list[TokenStats]) -> TokenStats:
-        bounds = [p.kl_error_bound for p in parts]
+        def optional(name: str) -> torch.Tensor | None:
+            values = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in values) else torch.cat(values)
+
         return TokenStats(*(torch.cat([getattr(p, name) for p in parts]) for name in
                             ("kl", "same_top", "base_nll", "cand_nll", "base_top_prob", "top_prob_change")),
-                          kl_error_bound=None if any(b is None for b in bounds) else torch.cat(bounds))
+                          kl_error_bound=optional("kl_error_bound"), reference_missing=optional("reference_missing"))
 
 
 @dataclass
@@ -68,6 +89,27 @@ class TopK:
     def slice(self, start: int, stop: int) -> TopK:
         return TopK(self.ids[start:stop], self.logprobs[start:stop], self.rest_logmass[start:stop],
                     self.target_logprob[start:stop])
+
+    @staticmethod
+    def from_top_logprobs(ids: torch.Tensor, logprobs: torch.Tensor, target_logprob: torch.Tensor) -> TopK:
+        """The reference from the k largest log-probabilities alone (vLLM's prompt log-probabilities): the rest's
+        log-mass is log(1 - sum_S p_i) (-inf where rounding leaves nothing)."""
+        return TopK(ids.int(), logprobs.float(), _rest_mass(logprobs.double()).log().float(), target_logprob.float())
+
+
+@dataclass
+class CandidateTopK:
+    """What vLLM returns of the candidate at n positions: (n, k') ids and log-probabilities of its k' most likely
+    tokens, descending, and (n,) the target's log-probability."""
+
+    ids: torch.Tensor
+    logprobs: torch.Tensor
+    target_logprob: torch.Tensor
+
+    @staticmethod
+    def cat(parts: list[CandidateTopK]) -> CandidateTopK:
+        return CandidateTopK(*(torch.cat([getattr(p, name) for p in parts]) for name in
+                               ("ids", "logprobs", "target_logprob")))
 
 
 def _log_softmax(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -122,6 +164,48 @@ def stored_stats(reference: TopK, cand_head: torch.nn.Module, cand_hidden: torch
         stats.kl_error_bound = _error_bound(lp_top[:, -1], rest_p, log_rest_q, lq.scatter(1, ids, float("inf")))
         parts.append(stats)
     return TokenStats.cat(parts)
+
+
+def partial_stats(reference: TopK, candidate: CandidateTopK, targets: torch.Tensor) -> TokenStats:
+    """Divergence against a stored reference from the candidate's top-k' alone: KL_J, a lower bound of KL_k
+    (module docstring), and which positions miss some stored token."""
+    parts = []
+    for start in range(0, targets.shape[0], POSITIONS_PER_SLICE):
+        rows = slice(start, start + POSITIONS_PER_SLICE)
+        ref = reference.slice(start, start + targets[rows].shape[0])
+        stored_ids, cand_ids, target = ref.ids.long(), candidate.ids[rows].long(), targets[rows].long()
+        lq_cand, lq_target = candidate.logprobs[rows].double(), candidate.target_logprob[rows].double()
+        lp = ref.logprobs.double()
+        matches = stored_ids.unsqueeze(2) == cand_ids.unsqueeze(1)  # (n, k, k')
+        in_cand = matches.any(-1)
+        is_target = stored_ids == target.unsqueeze(1)
+        known = in_cand | is_target
+        lq = torch.where(in_cand, lq_cand.gather(1, matches.int().argmax(-1)),
+                         torch.where(is_target, lq_target.unsqueeze(1), torch.zeros_like(lp)))
+        p = lp.exp()
+        rest_p = ref.rest_logmass.double().exp() + torch.where(known, torch.zeros_like(p), p).sum(-1)
+        # Q' = 1 - sum_J q_i, and at least the mass of the candidate's returned tokens outside J, which float32
+        # log-probabilities near 0 (a peaked candidate) can leave unresolved in 1 - sum_J q_i
+        rest_q = _rest_mass(torch.where(known, lq, torch.full_like(lq, -torch.inf)))
+        target_outside = ~((cand_ids == target.unsqueeze(1)).any(-1) | is_target.any(-1))
+        outside_j = (torch.where(matches.any(1), torch.zeros_like(lq_cand), lq_cand.exp()).sum(-1)
+                     + torch.where(target_outside, lq_target.exp(), torch.zeros_like(lq_target)))
+        rest_q = torch.maximum(rest_q, outside_j).clamp_min(torch.finfo(p.dtype).tiny)
+        rest_term = torch.where(rest_p > 0, rest_p * (rest_p.clamp_min(1e-300).log() - rest_q.log()),
+                                torch.zeros_like(rest_p))
+        kl = (torch.where(known, p * (lp - lq), torch.zeros_like(p)).sum(-1) + rest_term).clamp_min(0)
+        top_q = torch.where(known[:, 0], lq[:, 0].exp(), torch.minimum(lq_cand[:, -1].exp(), p[:, 0]))
+        parts.append(TokenStats(kl=kl.float(), same_top=cand_ids[:, 0] == stored_ids[:, 0],
+                                base_nll=-ref.target_logprob.float(), cand_nll=-lq_target.float(),
+                                base_top_prob=p[:, 0].float(), top_prob_change=(top_q - p[:, 0]).float(),
+                                reference_missing=~known.all(-1)))
+    return TokenStats.cat(parts)
+
+
+def _rest_mass(log_masses: torch.Tensor) -> torch.Tensor:
+    """1 - the sum of the masses along the last dimension, as -expm1(logsumexp) in float64 (no cancellation beyond
+    the log-probabilities' own rounding), at least 0."""
+    return (-torch.expm1(log_masses.double().logsumexp(-1))).clamp_min(0)
 
 
 def _error_bound(log_m: torch.Tensor, rest_p: torch.Tensor, log_rest_q: torch.Tensor,

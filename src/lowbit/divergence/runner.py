@@ -1,5 +1,6 @@
 """The `lowbit divergence` flow: resolve the baseline and the sequences, score the candidate against the baseline
-(exact, or through the stored reference), write the output run directory.
+(exact, or through the stored reference; with transformers, or with vLLM through the stored reference), write the
+output run directory.
 
     output_dir/config.yaml        the request, as resolved (eval_dataset: divergence)
     output_dir/run.json           environment, candidate model and precision, one session (timings, memory)
@@ -7,14 +8,14 @@
     output_dir/metrics.json       estimates with sequence-bootstrap intervals, breakdowns by position and region
 
 Every input is checked before anything is written or loaded: a missing run, a run without completions, a corpus
-shorter than one chunk, a candidate whose tokenizer is not the baseline's.
+shorter than one chunk, a candidate whose tokenizer is not the baseline's, an option the backend cannot honour.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from lowbit.rundir import Metrics, ModelInfo, RunConfig, RunDir, RunInfo, Sessio
 
 log = logging.getLogger(__name__)
 TASK, VERSION = "divergence", "1"
-SOURCES, REFERENCES = ("run", "corpus"), ("exact", "stored")
+SOURCES, REFERENCES, BACKENDS = ("run", "corpus"), ("exact", "stored"), ("transformers", "vllm")
 
 
 @dataclass
@@ -39,19 +40,22 @@ class DivergenceRequest:
     data_dir: str | None = None  # MATH-500's local copy
     chunk_tokens: int = 512
     limit: int | None = None  # at most this many sequences
-    reference: str = "exact"  # exact | stored
+    backend: str = "transformers"  # transformers | vllm
+    reference: str | None = None  # exact | stored; default: exact with transformers, stored with vllm
     top_k: int = 32
+    candidate_top_k: int | None = None  # vllm: the candidate's log-probabilities returned; default 2 x top_k
     reference_dir: str | None = None  # where the stored reference lives; default: the baseline run, else output_dir
     batch_tokens: int = 16384  # padded tokens per forward pass
     dtype: str = "auto"
     device_map: str = "auto"
     emulation: dict[str, Any] = field(default_factory=dict)  # the candidate's act_quant, weight_quant, targets...
+    engine: dict[str, Any] = field(default_factory=dict)  # vllm: the vLLM predictor's engine options given
     overwrite: bool = False
 
 
 def run_divergence(request: DivergenceRequest) -> Path:
     """Score the candidate against the baseline and write the output run directory; returns its path."""
-    _check_request(request)
+    request = _check_request(request)
     out = RunDir(request.output_dir)
     if out.metrics() is not None and not request.overwrite:
         raise UsageError(f"{out.path} already holds results: choose another output_dir or pass overwrite=true")
@@ -69,6 +73,13 @@ def run_divergence(request: DivergenceRequest) -> Path:
         texts = seqs.corpus_texts(request.corpus, request.data_dir)
         sequences = seqs.from_corpus(texts, tokenizer, request.chunk_tokens, request.corpus, request.limit)
 
+    vllm_args = None
+    if request.backend == "vllm":  # checked before anything is loaded or written
+        from lowbit.divergence import vllm_backend
+
+        vllm_args = vllm_backend.engine_args(request.engine, request.dtype,
+                                             max(len(s.token_ids) for s in sequences), request.candidate_top_k)
+
     started, began = _now(), time.perf_counter()
     options = {"dtype": request.dtype, "device_map": request.device_map, "show_progress": False}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -79,36 +90,63 @@ def run_divergence(request: DivergenceRequest) -> Path:
         load_seconds = time.perf_counter() - began
         scoring_began = time.perf_counter()
         per_sequence = _score_exact(baseline, candidate, sequences, request.batch_tokens, pad_id)
-        emulation = candidate.emulation.describe()
+        predictor = {"name": "transformers", "emulation": candidate.emulation.describe()}
     else:
         home = RunDir(request.reference_dir) if request.reference_dir else (baseline_run or out)
         key = stored.fingerprint(sequences, {"model": baseline_model, "dtype": request.dtype}, request.top_k)
         path = home.divergence_reference(key)
         reference_meta.update(top_k=request.top_k, file=str(path), reused=path.exists(),
                               bytes_per_token=stored.bytes_per_token(request.top_k))
-        if not path.exists():
-            _write_reference(path, baseline_model, options, sequences, request, pad_id)
-        candidate = _load(candidate_model, {**options, **request.emulation})
-        load_seconds = time.perf_counter() - began
-        scoring_began = time.perf_counter()
-        per_sequence = _score_stored(stored.read(path), candidate, sequences, request.batch_tokens, pad_id)
-        emulation = candidate.emulation.describe()
+        if request.backend == "vllm":
+            reference_meta.update(candidate_top_k=request.candidate_top_k,
+                                  kl="lower bound: the candidate's top-k only, no error bound")
+            if not path.exists():
+                _write_reference_vllm(path, baseline_model, vllm_args, sequences, request)
+            candidate = vllm_backend.Engine(candidate_model, vllm_args)
+            load_seconds = time.perf_counter() - began
+            scoring_began = time.perf_counter()
+            try:
+                per_sequence = _score_partial(stored.read(path), candidate, sequences, request.candidate_top_k)
+                predictor = candidate.describe()
+            finally:
+                candidate.close()
+        else:
+            if not path.exists():
+                _write_reference(path, baseline_model, options, sequences, request, pad_id)
+            candidate = _load(candidate_model, {**options, **request.emulation})
+            load_seconds = time.perf_counter() - began
+            scoring_began = time.perf_counter()
+            per_sequence = _score_stored(stored.read(path), candidate, sequences, request.batch_tokens, pad_id)
+            predictor = {"name": "transformers", "emulation": candidate.emulation.describe()}
     seconds = time.perf_counter() - scoring_began
     _write(out, request, sequences, per_sequence, baseline_model, candidate_model, source, reference_meta,
-           emulation, started, load_seconds, seconds)
+           predictor, started, load_seconds, seconds)
     return out.path
 
 
-def _check_request(request: DivergenceRequest) -> None:
+def _check_request(request: DivergenceRequest) -> DivergenceRequest:
+    """The request with its backend's defaults filled in, after checking every option that needs no model."""
     if request.source is not None and request.source not in SOURCES:
         raise UsageError(f"source '{request.source}' unknown: choose {' or '.join(SOURCES)}")
-    if request.reference not in REFERENCES:
+    if request.backend not in BACKENDS:
+        raise UsageError(f"backend '{request.backend}' unknown: choose {' or '.join(BACKENDS)}")
+    if request.reference is not None and request.reference not in REFERENCES:
         raise UsageError(f"reference '{request.reference}' unknown: choose {' or '.join(REFERENCES)}")
     for key in ("top_k", "batch_tokens", "chunk_tokens"):
         if getattr(request, key) < (2 if key == "chunk_tokens" else 1):
             raise UsageError(f"{key} must be positive, got {getattr(request, key)}")
     if request.limit is not None and request.limit < 1:
         raise UsageError(f"limit must be >= 1, got {request.limit}")
+    if request.backend == "vllm":
+        request = _check_vllm(request)
+    else:
+        if request.engine:
+            raise UsageError(f"predictor_conf.{sorted(request.engine)[0]} is a vLLM engine option: add backend=vllm, "
+                             "or leave it out")
+        if request.candidate_top_k is not None:
+            raise UsageError("candidate_top_k applies to backend=vllm (transformers gives the candidate's whole "
+                             "distribution): add backend=vllm, or leave it out")
+        request = replace(request, reference=request.reference or "exact")
     from lowbit.quant import fake_quant
 
     try:  # the candidate's formats, before any model is loaded or reference written
@@ -116,6 +154,22 @@ def _check_request(request: DivergenceRequest) -> None:
                                  request.emulation.get("weight_quant", "none"))
     except ValueError as e:
         raise UsageError(f"predictor_conf.{e}") from e
+    return request
+
+
+def _check_vllm(request: DivergenceRequest) -> DivergenceRequest:
+    if request.reference == "exact":
+        raise UsageError("backend=vllm scores through the stored reference (vLLM returns top-k log-probabilities, not "
+                         "whole distributions): use reference=stored, or backend=transformers for reference=exact")
+    emulated = [name for name, value in request.emulation.items() if value not in (None, "none")]
+    if emulated:
+        raise UsageError(f"predictor_conf.{emulated[0]} is fake-quant emulation, which only backend=transformers "
+                         "runs: use backend=transformers, or give the quantized checkpoint as candidate=")
+    top = 2 * request.top_k if request.candidate_top_k is None else request.candidate_top_k
+    if top < request.top_k:
+        raise UsageError(f"candidate_top_k={top} is below top_k={request.top_k}: the candidate's returned tokens "
+                         f"must be able to hold the stored ones; give candidate_top_k >= {request.top_k}")
+    return replace(request, reference="stored", candidate_top_k=top)
 
 
 def _baseline_run(baseline: str) -> RunDir | None:
@@ -189,7 +243,39 @@ def _write_reference(path: Path, model_name: str, options: dict[str, Any], seque
     baseline.close()
     path.parent.mkdir(parents=True, exist_ok=True)
     stored.write(path, TopK.cat([parts[s.id] for s in sequences]),
-                 {"model": model_name, "top_k": request.top_k, "sequences": len(sequences)})
+                 {"model": model_name, "top_k": request.top_k, "sequences": len(sequences),
+                  "backend": "transformers"})
+
+
+def _write_reference_vllm(path: Path, model_name: str, args: dict[str, Any], sequences, request) -> None:
+    from lowbit.divergence import vllm_backend
+    from lowbit.divergence.kl import TopK
+
+    log.info("writing the stored reference %s (top %d) with vLLM", path, request.top_k)
+    baseline = vllm_backend.Engine(model_name, args)
+    try:
+        parts = {sequence.id: TopK.from_top_logprobs(*rows)
+                 for sequence, rows in baseline.top_logprobs(sequences, request.top_k)}
+    finally:
+        baseline.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stored.write(path, TopK.cat([parts[s.id] for s in sequences]),
+                 {"model": model_name, "top_k": request.top_k, "sequences": len(sequences), "backend": "vllm"})
+
+
+def _score_partial(reference, candidate, sequences, candidate_top_k: int) -> dict[str, dict]:
+    """The candidate's top-k' from vLLM against the stored reference, sequence by sequence as vLLM finishes them."""
+    import torch
+
+    from lowbit.divergence.kl import CandidateTopK, partial_stats
+
+    offsets = _offsets(sequences)
+    results: dict[str, dict] = {}
+    for sequence, rows in candidate.top_logprobs(sequences, candidate_top_k):
+        targets = torch.tensor(sequence.token_ids[sequence.first_scored:])
+        stats = partial_stats(reference.slice(*offsets[sequence.id]), CandidateTopK(*rows), targets)
+        results[sequence.id] = engine.split(stats, [len(targets)])[0]
+    return results
 
 
 def _score_stored(reference, candidate, sequences, batch_tokens: int, pad_id: int) -> dict[str, dict]:
@@ -205,7 +291,7 @@ def _score_stored(reference, candidate, sequences, batch_tokens: int, pad_id: in
 
 
 def _write(out: RunDir, request, sequences, per_sequence, baseline_model, candidate_model, source, reference_meta,
-           emulation, started, load_seconds, seconds) -> None:
+           predictor, started, load_seconds, seconds) -> None:
     from lowbit.environment import environment, peak_memory, quantization_metadata
 
     ordered = [per_sequence[s.id] for s in sequences]
@@ -221,7 +307,7 @@ def _write(out: RunDir, request, sequences, per_sequence, baseline_model, candid
     out.write_config(RunConfig.from_json(resolved))
     session = Session(started=started, finished=_now(), wall_seconds=round(load_seconds + seconds, 3),
                       predicted=len(sequences), model_load_seconds=round(load_seconds, 3),
-                      predictor={"name": "transformers", "emulation": emulation}, prompts=len(sequences),
+                      predictor=predictor, prompts=len(sequences),
                       prompt_tokens=sum(len(s.token_ids) for s in sequences), generate_seconds=round(seconds, 3),
                       prompt_tokens_per_second=round(tokens / seconds, 2) if seconds else None,
                       **peak_memory(), extra={"scored_tokens": tokens})

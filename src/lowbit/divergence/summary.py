@@ -48,6 +48,8 @@ def sequence_line(sequence_id: str, stats: dict[str, np.ndarray], regions: list[
             "cand_nll_mean": sums["cand_nll"] / n, "top_prob_change_mean": sums["top_prob_change"] / n}
     if "kl_error_bound" in stats:
         line["kl_error_bound_mean"] = float(stats["kl_error_bound"].mean(dtype=np.float64))
+    if "reference_missing" in stats:
+        line["reference_tokens_missing_rate"] = float(stats["reference_missing"].mean(dtype=np.float64))
     labels = np.asarray(regions)
     if len(set(regions)) > 1 or regions[0] != "text":
         line["regions"] = {region: {"tokens": int((labels == region).sum()),
@@ -107,6 +109,9 @@ def summarize(per_sequence_stats: list[dict[str, np.ndarray]], regions: list[lis
         bound = np.concatenate([s["kl_error_bound"] for s in per_sequence_stats]).astype(np.float64)
         metrics["kl_error_bound_mean"] = float(bound.mean())
         metrics["kl_error_bound_max"] = float(bound.max())
+    if "reference_missing" in per_sequence_stats[0]:
+        missing = np.concatenate([s["reference_missing"] for s in per_sequence_stats])
+        metrics["reference_tokens_missing_rate"] = float(missing.mean(dtype=np.float64))
     groups: dict[str, dict[str, Any]] = {}
     labelled = {"position": [np.array([position_bucket(int(p)) for p in pos]) for pos in positions],
                 "region": [np.asarray(r) for r in regions]}
