@@ -24,6 +24,7 @@ from lowbit.divergence.sequences import Sequence
 from lowbit.errors import UsageError
 from lowbit.predictors import vllm as vllm_predictor
 
+
 def engine_args(given: dict[str, Any], dtype: str, longest: int, max_logprobs: int) -> dict[str, Any]:
     """The `vllm.LLM` arguments: the vLLM predictor's defaults (conf/predictor/vllm.yaml) replaced by the
     predictor_conf.* options given, then dtype, max_model_len (longest sequence + 1 unless given), max_logprobs
