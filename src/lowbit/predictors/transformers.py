@@ -17,10 +17,14 @@
   (lowbit.quant.fake_quant); describe() records exactly which layers, formats and kernels were used.
 - A GPT-OSS checkpoint with per-expert experts (GPTQ's layout) loads with one Linear module per expert
   projection (lowbit.quant.gpt_oss_experts), which emulation then treats as any other Linear layer.
+- A compressed-tensors checkpoint run in float16 or float32 is decompressed at load, and Linear weights that
+  decompression left in another dtype (compressed-tensors decompresses NVFP4, MXFP4 and MXFP8 to bfloat16
+  whatever the model's dtype) are cast to the model's; describe() lists them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Iterator
@@ -71,6 +75,7 @@ class TransformersPredictor(LocalTokenizerPredictor):
             raise UsageError(f"cannot load model '{model_name}': {str(e).splitlines()[0]} "
                              "(give a local directory, or check the hub id and your network)") from e
         self.model.eval()
+        self.cast_to_model_dtype = _cast_linear_weights_to_model_dtype(self.model)
         self.emulation = _apply_emulation(self.model, quant_options)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -87,6 +92,8 @@ class TransformersPredictor(LocalTokenizerPredictor):
     def describe(self) -> dict[str, Any]:
         import transformers
 
+        from lowbit.quant.fake_quant import layer_patterns
+
         return {
             "name": self.name,
             "transformers": transformers.__version__,
@@ -94,6 +101,7 @@ class TransformersPredictor(LocalTokenizerPredictor):
             "device": str(self.device),
             "batch_size": self.batch_size,
             "stop_token_ids": sorted(self.stop_ids),
+            "weights_cast_to_model_dtype": layer_patterns(self.cast_to_model_dtype),
             "emulation": self.emulation.describe(),
         }
 
@@ -177,23 +185,47 @@ def _load_model(model_name: str, **kwargs: Any):
     """`AutoModelForCausalLM.from_pretrained`. A GPT-OSS checkpoint whose experts are stored per expert (what
     `lowbit quantize method=gptq` writes) has no fused `gate_up_proj`/`down_proj` for transformers' GPT-OSS to
     load: it is built with per-expert Linear experts (lowbit.quant.gpt_oss_experts) and, when compressed,
-    decompressed at load rather than at the first forward pass, so weight emulation finds dense weights."""
+    decompressed at load rather than at the first forward pass, so weight emulation finds dense weights.
+    A compressed checkpoint run in another dtype than bfloat16 is decompressed at load too, so that
+    `_cast_linear_weights_to_model_dtype` finds the weights decompression left in bfloat16."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from lowbit.quant import gpt_oss_experts
 
-    if not gpt_oss_experts.stores_experts_per_expert(model_name):
-        return AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
+    per_expert = gpt_oss_experts.stores_experts_per_expert(model_name)
     config = AutoConfig.from_pretrained(model_name, trust_remote_code=kwargs.get("trust_remote_code", False))
     quantization = getattr(config, "quantization_config", None) or {}
-    with gpt_oss_experts.linearized_gpt_oss_experts(), warnings.catch_warnings():
-        if quantization.get("quant_method") == "compressed-tensors":
+    dtype = getattr(config, "dtype", None) if kwargs.get("dtype", "auto") == "auto" else kwargs["dtype"]
+    dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype  # a config may spell it
+    decompress_at_load = quantization.get("quant_method") == "compressed-tensors" and (
+        per_expert or dtype not in (torch.bfloat16, None))
+    experts = gpt_oss_experts.linearized_gpt_oss_experts() if per_expert else contextlib.nullcontext()
+    with experts, warnings.catch_warnings():
+        if decompress_at_load:
             from transformers import CompressedTensorsConfig
 
             # overrides only the loading attribute `dequantize`; transformers warns that it merges the two
             warnings.filterwarnings("ignore", message="You passed `quantization_config`")
             kwargs["quantization_config"] = CompressedTensorsConfig(dequantize=True)
         return AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
+
+
+def _cast_linear_weights_to_model_dtype(model: Any) -> list[str]:
+    """Cast the float weights (and biases) of Linear layers held in another float dtype than the model's
+    (config.dtype) to it; returns those layers' names. compressed-tensors decompresses NVFP4, MXFP4 and MXFP8
+    weights to bfloat16 whatever the model's dtype, which a float16 or float32 model cannot multiply with."""
+    target = getattr(model.config, "dtype", None)
+    if not isinstance(target, torch.dtype) or not target.is_floating_point:
+        return []
+    cast = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and module.weight.dtype in DTYPES.values() \
+                and module.weight.dtype != target:
+            module.weight.data = module.weight.data.to(target)
+            if module.bias is not None:
+                module.bias.data = module.bias.data.to(target)
+            cast.append(name)
+    return cast
 
 
 def _check_quant_options(act_quant: str, weight_quant: str, targets: list[str] | None,

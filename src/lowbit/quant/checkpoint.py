@@ -297,9 +297,16 @@ def _is_quantized(members: dict[str, str]) -> bool:
     return "weight_packed" in members or ("weight" in members and "weight_scale" in members)
 
 
+def dense_dtype(config: dict[str, Any]) -> torch.dtype:
+    """The dtype compressed weights are decoded to: float16 for a float16 model (config.json's `dtype`, or
+    `torch_dtype` as older transformers wrote it), whose group-wise integer scales are float16 too, so decoding
+    to bfloat16 would round away bits a float16 runtime keeps; bfloat16 for every other model."""
+    return torch.float16 if config.get("dtype", config.get("torch_dtype")) == "float16" else torch.bfloat16
+
+
 def _dense_weight(reader: CheckpointReader, module: str, members: dict[str, str], pack_bits: int | None,
                   device: torch.device, backend: str, result: ConversionResult) -> torch.Tensor:
-    """A module's weight: decoded to BF16 when stored compressed, else as stored."""
+    """A module's weight: decoded to dense_dtype when stored compressed, else as stored."""
     if not _is_quantized(members):
         weight = reader.get(members["weight"])
         result.bytes_read += weight.nbytes
@@ -307,7 +314,7 @@ def _dense_weight(reader: CheckpointReader, module: str, members: dict[str, str]
     tensors = {s: reader.get(n).to(device) for s, n in members.items() if s.startswith("weight")}
     result.bytes_read += sum(t.nbytes for t in tensors.values())
     try:
-        weight = decode(module, tensors, pack_bits, backend=backend)
+        weight = decode(module, tensors, pack_bits, dense_dtype(reader.config), backend=backend)
     except ValueError as e:
         raise UsageError(f"{module}: {e}") from e
     result.quantized.append(module)
@@ -341,7 +348,7 @@ def _fused_experts(reader: CheckpointReader, block: str, experts: dict[int, dict
                                   ("bias", "bias" in members)):
                 if not present:
                     raise UsageError(f"{block}.{index}.{projection} has no {part}: the checkpoint is incomplete")
-            weight_dtypes.append(torch.bfloat16 if _is_quantized(members)
+            weight_dtypes.append(dense_dtype(reader.config) if _is_quantized(members)
                                  else _stored_float_dtype(reader, members["weight"]))
             bias_dtypes.append(_stored_float_dtype(reader, members["bias"]))
     hidden, intermediate = reader.config.get("hidden_size"), reader.config.get("intermediate_size")
@@ -372,7 +379,8 @@ def _fused_experts(reader: CheckpointReader, block: str, experts: dict[int, dict
 
 def dequantize_checkpoint(source: str, out: Path, *, overwrite: bool = False, device: str = "cpu",
                           backend: str = "ref", max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> ConversionResult:
-    """A BF16 checkpoint from a compressed-tensors one (any of lowbit's formats) or GPT-OSS's native MXFP4.
+    """A BF16 checkpoint from a compressed-tensors one (any of lowbit's formats) or GPT-OSS's native MXFP4;
+    FP16 from a float16 model (`dense_dtype`).
 
     GPT-OSS experts stored per expert (`model.layers.L.mlp.experts.E.{gate,up,down}_proj`, as GPTQ writes them)
     are written in transformers' fused layout (`mlp.experts.gate_up_proj`, gate/up interleaved, ...)."""
