@@ -1,9 +1,9 @@
 """float16 checkpoints (models for GPUs without bfloat16) through `lowbit quantize` and `lowbit dequantize`.
 
-The same weights, exactly representable in float16 and bfloat16, saved in float32, bfloat16 and float16, quantize
-into the same codes and scales for every scheme (every format computes its scales in float32; the group-wise
-integer scales, stored in the weight's 16-bit dtype, are made exact in each dtype by giving every group an amax
-of half the integer range times a power of two). A float16 checkpoint dequantizes to float16, exactly what
+The same weights (Qwen3, Qwen3-MoE, GPT-OSS), exactly representable in float16 and bfloat16, saved in float32,
+bfloat16 and float16, quantize into the same codes and scales for every scheme (every format computes its scales
+in float32; the group-wise integer scales, stored in the weight's 16-bit dtype, are made exact in each dtype by
+giving every group an amax of half the integer range times a power of two). A float16 checkpoint dequantizes to float16, exactly what
 transformers computes from it in float16, and both load and run in float16.
 """
 
@@ -27,14 +27,19 @@ SCHEME_IDS = [scheme + (f"-g{group}" if group else "") for scheme, group, _ in S
 
 
 def build(arch: str):
-    """A one-layer random Qwen3 or Qwen3-MoE (float32) whose Linear shapes are multiples of 128."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+    """A one-layer random Qwen3, Qwen3-MoE or GPT-OSS (float32) whose Linear shapes are multiples of 128
+    (GPT-OSS's experts are fused 3-D tensors, which `lowbit quantize` copies as they are)."""
+    from transformers import (GptOssConfig, GptOssForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig,
+                              Qwen3MoeForCausalLM)
 
     shape = dict(vocab_size=512, hidden_size=256, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
                  head_dim=64, tie_word_embeddings=False)
     torch.manual_seed(0)
     if arch == "qwen3":
         return Qwen3ForCausalLM(Qwen3Config(intermediate_size=512, **shape))
+    if arch == "gpt_oss":
+        return GptOssForCausalLM(GptOssConfig(intermediate_size=128, num_local_experts=4, num_experts_per_tok=2,
+                                              sliding_window=16, **shape))
     return Qwen3MoeForCausalLM(Qwen3MoeConfig(intermediate_size=512, moe_intermediate_size=128, num_experts=4,
                                               num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[],
                                               **shape))
@@ -97,7 +102,7 @@ def comparable_config(path: Path) -> dict:
 
 
 @pytest.mark.parametrize("scheme, group_size, half_range", SCHEMES, ids=SCHEME_IDS)
-@pytest.mark.parametrize("arch", ["qwen3", "qwen3_moe"])
+@pytest.mark.parametrize("arch", ["qwen3", "qwen3_moe", "gpt_oss"])
 def test_float16_source_quantizes_to_the_codes_and_scales_of_bfloat16_and_float32(sources, tmp_path, arch, scheme,
                                                                                     group_size, half_range):
     outputs = {dtype: quantize(path, tmp_path / str(dtype), scheme, group_size)
@@ -105,7 +110,7 @@ def test_float16_source_quantizes_to_the_codes_and_scales_of_bfloat16_and_float3
     tensors = {dtype: read_dir(out) for dtype, out in outputs.items()}
     float16 = tensors[torch.float16]
     quantized = [name for name in float16 if name.endswith(("weight_packed", "weight_scale"))]
-    assert len(quantized) >= 7
+    assert len(quantized) >= 4  # GPT-OSS: the attention projections; its fused experts stay as they are
     for dtype in (torch.float32, torch.bfloat16):
         assert comparable_config(outputs[dtype]) == comparable_config(outputs[torch.float16])
         assert set(tensors[dtype]) == set(float16)
@@ -141,11 +146,11 @@ def test_float16_dequantizes_to_exactly_what_transformers_computes_in_float16(so
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["nvfp4", "mxfp4", "mxfp8", "fp8-block", "w4a16"])
-@pytest.mark.parametrize("arch", ["qwen3", "qwen3_moe"])
+@pytest.mark.parametrize("arch", ["qwen3", "qwen3_moe", "gpt_oss"])
 def test_float16_checkpoints_load_and_run_in_float16(sources, tmp_path, arch, scheme):
     """The dequantized checkpoint (float16 weights) and, for the dense model, the quantized one through the
     transformers predictor's loader, whose weights compressed-tensors decompresses to bfloat16 for the FP4 and
-    MXFP8 formats (transformers runs quantized Qwen3-MoE experts only dequantized)."""
+    MXFP8 formats (transformers runs quantized Qwen3-MoE experts only dequantized; GPT-OSS's stay unquantized)."""
     from transformers import AutoModelForCausalLM
 
     from lowbit.predictors.transformers import _cast_linear_weights_to_model_dtype, _load_model
