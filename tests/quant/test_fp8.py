@@ -82,11 +82,22 @@ def test_triton_matches_reference_in_float16(granularity, case):
 
 
 @requires_triton
-@pytest.mark.parametrize("granularity", ["channel", "block"])
+@pytest.mark.parametrize("case", FINITE_CASES)
+@pytest.mark.parametrize("granularity", fp8.GRANULARITIES)
+def test_triton_matches_reference_in_float32(granularity, case):
+    w = make_weight(case, SHAPES[granularity], dtype=torch.float32)
+    ref, out = fp8.quantize(w, granularity), fp8.quantize(w, granularity, backend="triton")
+    assert_bits_equal(out.weight, ref.weight)
+    assert_bits_equal(out.weight_scale, ref.weight_scale)
+
+
+@requires_triton
+@pytest.mark.parametrize("granularity", fp8.GRANULARITIES)
 def test_triton_rejects_nonfinite_like_the_reference(granularity):
     w = make_weight("nan_inf", SHAPES[granularity])
-    with pytest.raises(ValueError, match="NaN or Inf"):
-        fp8.quantize(w, granularity, backend="triton")
+    for backend in ("ref", "triton"):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            fp8.quantize(w, granularity, backend=backend)
 
 
 @requires_triton

@@ -109,6 +109,36 @@ def test_triton_matches_reference_in_float16(case):
     assert_values_equal(nvfp4.dequantize(out, torch.float16, backend="triton"), nvfp4.dequantize(ref, torch.float16))
 
 
+@requires_triton
+@pytest.mark.parametrize("case", FINITE_CASES)
+@pytest.mark.parametrize("shared_scale", [False, True])
+def test_triton_matches_reference_in_float32(case, shared_scale):
+    w = make_weight(case, (8, 64), dtype=torch.float32)
+    g = nvfp4.shared_global_scale(w, make_weight("normal", (2, 16))) if shared_scale else None
+    ref, out = nvfp4.quantize(w, g, backend="ref"), nvfp4.quantize(w, g, backend="triton")
+    assert_bits_equal(out.weight_packed, ref.weight_packed)
+    assert_bits_equal(out.weight_scale, ref.weight_scale)
+    assert_bits_equal(out.weight_global_scale, ref.weight_global_scale)
+
+
+@requires_triton
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("global_scale", [None, 448.0])
+def test_triton_rejects_nonfinite_like_the_reference(global_scale, dtype):
+    w = make_weight("nan_inf", (4, 64), dtype=dtype)
+    g = None if global_scale is None else torch.tensor([global_scale], device=DEVICE)
+    for backend in ("ref", "triton"):
+        with pytest.raises(ValueError, match="weight contains NaN or Inf"):
+            nvfp4.quantize(w, g, backend=backend)
+
+
+@requires_triton
+def test_triton_rejects_a_bad_given_global_scale_like_the_reference():
+    for backend in ("ref", "triton"):
+        with pytest.raises(ValueError, match="finite and positive"):
+            nvfp4.quantize(torch.ones(1, 16, device=DEVICE), torch.tensor([0.0]), backend=backend)
+
+
 def _rounding_edge_weight(rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 weight whose elements sit on and one ulp around every x with fl32(x / effective) at or next to an
     E2M1 midpoint: where a kernel that does not divide exactly would pick a different code."""

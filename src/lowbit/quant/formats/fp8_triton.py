@@ -3,7 +3,9 @@
 - channel / per-token: one program per row, two passes over the row (amax, then cast; the second pass
   reads the row back from L2); the row length is a compile-time constant (one compile per shape);
 - block: one program per 128x128 tile, one pass;
-- tensor: amax with torch (one reduction), then the row kernel with the given scale.
+- tensor: `amax_triton.amax_bits` reduces the weight to its amax on the device, then the row kernel, each
+  program deriving the scale amax / 448 from it (program 0 stores it): two launches and a zero fill, no
+  torch reduction, nothing waiting for the GPU.
 A group holding NaN/Inf gets a NaN scale, which fp8.quantize turns into the reference's ValueError; the
 wrappers here do no synchronizing checks, so they can be timed as kernels.
 """
@@ -12,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from lowbit.quant.formats import amax_triton
 from lowbit.quant.formats import fp8_layout as layout
 from lowbit.quant.formats import minifloat_triton as mft
 from lowbit.quant.formats.backend import check_float_tensor, check_out_dtype
@@ -23,6 +26,9 @@ SCALE_FLOOR = tl.constexpr(layout.SCALE_FLOOR)
 BLOCK_ROWS = tl.constexpr(layout.BLOCK_SHAPE[0])
 BLOCK_COLS = tl.constexpr(layout.BLOCK_SHAPE[1])
 GRANULARITY_IDS = {"tensor": 0, "channel": 1, "block": 2}
+# where the row kernel takes its scale from (its constexpr SCALE), and the same ids as kernel constants
+SCALE_OF_ROW, SCALE_GIVEN, SCALE_OF_TENSOR_AMAX = 0, 1, 2
+_GIVEN, _OF_TENSOR_AMAX = tl.constexpr(SCALE_GIVEN), tl.constexpr(SCALE_OF_TENSOR_AMAX)
 
 
 @triton.jit
@@ -38,14 +44,20 @@ def bits_nan(like):
 
 @triton.jit
 def _rows_kernel(
-    x_ptr, scale_ptr, out_ptr, n_cols: tl.constexpr,
-    SCALE_GIVEN: tl.constexpr, FAKE_QUANT: tl.constexpr, OUT_IS_BF16: tl.constexpr, CHUNK: tl.constexpr,
+    x_ptr, scale_ptr, amax_bits_ptr, out_ptr, n_cols: tl.constexpr,
+    SCALE: tl.constexpr, FAKE_QUANT: tl.constexpr, OUT_IS_BF16: tl.constexpr, CHUNK: tl.constexpr,
     NATIVE: tl.constexpr,
 ):
+    """SCALE: SCALE_OF_ROW (the row's amax / 448, stored per row), SCALE_GIVEN (loaded from scale_ptr) or
+    SCALE_OF_TENSOR_AMAX (from the tensor's amax bits at amax_bits_ptr, stored by program 0)."""
     row_start = tl.program_id(0).to(tl.int64) * n_cols
     columns = tl.arange(0, CHUNK)
-    if SCALE_GIVEN:
+    if SCALE == _GIVEN:
         scale = tl.load(scale_ptr)
+    elif SCALE == _OF_TENSOR_AMAX:
+        amax_bits = tl.load(amax_bits_ptr)
+        scale = _scale_from_amax(amax_triton.finite_amax(amax_bits), amax_triton.nonfinite(amax_bits))
+        tl.store(scale_ptr, scale, mask=tl.program_id(0) == 0)
     else:
         amax_bits = tl.zeros((CHUNK,), tl.int32)
         for start in range(0, n_cols, CHUNK):
@@ -117,14 +129,14 @@ def quantize_triton(weight: torch.Tensor, granularity: str = "channel") -> layou
     elif granularity == "channel":
         scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
         _rows_kernel[(rows,)](
-            x, scale, codes, cols, SCALE_GIVEN=False, FAKE_QUANT=False, OUT_IS_BF16=False, CHUNK=ROW_CHUNK,
-            NATIVE=mft.native_casts(), num_warps=ROW_WARPS,
+            x, scale, scale, codes, cols, SCALE=SCALE_OF_ROW, FAKE_QUANT=False, OUT_IS_BF16=False,
+            CHUNK=ROW_CHUNK, NATIVE=mft.native_casts(), num_warps=ROW_WARPS,
         )
     else:
-        scale = layout.scale_from_amax(layout.group_amax(x, "tensor"))  # NaN/Inf give a NaN scale
+        scale = torch.empty(1, dtype=torch.float32, device=x.device)  # NaN/Inf give a NaN scale
         _rows_kernel[(rows,)](
-            x, scale, codes, cols, SCALE_GIVEN=True, FAKE_QUANT=False, OUT_IS_BF16=False, CHUNK=ROW_CHUNK,
-            NATIVE=mft.native_casts(), num_warps=ROW_WARPS,
+            x, scale, amax_triton.amax_bits(x), codes, cols, SCALE=SCALE_OF_TENSOR_AMAX, FAKE_QUANT=False,
+            OUT_IS_BF16=False, CHUNK=ROW_CHUNK, NATIVE=mft.native_casts(), num_warps=ROW_WARPS,
         )
     return layout.FP8Weight(codes.view(torch.float8_e4m3fn), scale)
 
@@ -154,7 +166,7 @@ def fake_quantize_per_token_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch
     out = torch.empty_like(rows)
     out_arg, out_is_bf16 = mft.output_view(out)
     _rows_kernel[(rows.shape[0],)](
-        rows, scale, out_arg, rows.shape[1], SCALE_GIVEN=False, FAKE_QUANT=True, OUT_IS_BF16=out_is_bf16,
+        rows, scale, scale, out_arg, rows.shape[1], SCALE=SCALE_OF_ROW, FAKE_QUANT=True, OUT_IS_BF16=out_is_bf16,
         CHUNK=ROW_CHUNK, NATIVE=mft.native_casts(), num_warps=ROW_WARPS,
     )
     return out.reshape(x.shape), scale

@@ -97,18 +97,23 @@ def quantize(weight: torch.Tensor, global_scale: torch.Tensor | None = None, *, 
     """NVFP4-quantize `weight`; without `global_scale` one is computed from this tensor alone.
 
     A given global scale (e.g. shared by q/k/v) skips the amax pass, so NaN/Inf are then checked here.
+    On the Triton backend the device work is one amax launch (none with a given scale) and one quantize
+    launch, and the NaN/Inf and global-scale checks read their results once, after both (nvfp4_triton.py).
     """
     check_backend(backend, weight)
     check_weight(weight)
+    if backend == "triton":
+        from lowbit.quant.formats import nvfp4_triton
+
+        q, finite_word = nvfp4_triton.quantize_unchecked_triton(weight, global_scale)
+        check_finite_amax(finite_word.view(torch.float32), "a weight" if global_scale is None else "weight")
+        if global_scale is not None:
+            check_global_scale(q.weight_global_scale, weight.device)
+        return q
     if global_scale is None:
         global_scale = shared_global_scale(weight)
     else:
         check_finite_amax(_amax(weight), "weight")
-    if backend == "triton":
-        from lowbit.quant.formats import nvfp4_triton
-
-        check_global_scale(global_scale, weight.device)
-        return nvfp4_triton.quantize_triton(weight, global_scale)
     return quantize_ref(weight, global_scale)
 
 

@@ -2,12 +2,22 @@
 
 Each program handles BLOCKS consecutive 16-element blocks of the flattened weight. The wrappers do no
 synchronizing value checks (nvfp4.quantize / dequantize do), so they can be timed as kernels.
+
+`quantize_unchecked_triton` is nvfp4.quantize's whole device side in one reduction launch and one quantize
+launch, none of them waiting for the GPU:
+- no global scale given: `amax_triton.amax_bits` reduces the weight to its amax, and every quantize program
+  derives the global scale 2688 / max(amax, AMAX_FLOOR) from it (one scalar division); program 0 stores it;
+- a global scale given: the quantize kernel reads it, and programs whose blocks hold a NaN or an Inf record
+  that with an atomic (none in a finite weight), so no separate pass over the weight looks for them.
+Either way the returned int32 word, viewed as float32, is finite exactly when the weight is; nvfp4.quantize
+checks it once, after the launches.
 """
 
 import torch
 import triton
 import triton.language as tl
 
+from lowbit.quant.formats import amax_triton
 from lowbit.quant.formats import minifloat_triton as mft
 from lowbit.quant.formats import nvfp4_layout as layout
 from lowbit.quant.formats.backend import check_out_dtype
@@ -16,21 +26,38 @@ from lowbit.quant.formats.backend import check_out_dtype
 QUANTIZE_BLOCKS, QUANTIZE_WARPS = 64, 2
 DEQUANTIZE_BLOCKS, DEQUANTIZE_WARPS = 64, 2
 ZERO_BLOCK_SCALE = tl.constexpr(layout.ZERO_BLOCK_SCALE)
+AMAX_FLOOR = tl.constexpr(layout.AMAX_FLOOR)
+GLOBAL_SCALE_NUMERATOR = tl.constexpr(layout.GLOBAL_SCALE_NUMERATOR)
 
 
 @triton.jit
 def _quantize_kernel(
-    x_ptr, global_scale_ptr, packed_ptr, scale_ptr, n_blocks, BLOCKS: tl.constexpr, NATIVE: tl.constexpr
+    x_ptr, global_scale_ptr, amax_bits_ptr, packed_ptr, scale_ptr, n_blocks,
+    BLOCKS: tl.constexpr, GLOBAL_FROM_AMAX: tl.constexpr, FLAG_NONFINITE: tl.constexpr, NATIVE: tl.constexpr,
 ):
-    """packed_ptr: the uint8 output viewed as int32, two words (eight codes each) per 16-element block."""
+    """packed_ptr: the uint8 output viewed as int32, two words (eight codes each) per 16-element block.
+
+    GLOBAL_FROM_AMAX: amax_bits_ptr holds the weight's amax bits (amax_triton) and the global scale is derived
+    here and stored to global_scale_ptr; else it is read from global_scale_ptr. FLAG_NONFINITE: atomic_max
+    the bits of this program's NaN/Inf into amax_bits_ptr (zero-initialised), if it meets any."""
     block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)  # (BLOCKS,)
     in_range = block < n_blocks
     word = tl.arange(0, 2)[None, :, None]
     offsets = block[:, None, None] * 16 + word * 8 + tl.arange(0, 8)[None, None, :]  # (BLOCKS, 2, 8)
     x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0).to(tl.float32)
-    global_scale = tl.load(global_scale_ptr)
+    if GLOBAL_FROM_AMAX:
+        one = tl.full((1,), 1.0, tl.float32)
+        amax = tl.maximum(amax_triton.finite_amax(tl.load(amax_bits_ptr + tl.arange(0, 1))), AMAX_FLOOR)
+        global_scale = tl.math.div_rn(GLOBAL_SCALE_NUMERATOR * one, amax)  # (1,)
+        tl.store(global_scale_ptr + tl.arange(0, 1), global_scale, mask=tl.program_id(0) == 0)
+    else:
+        global_scale = tl.load(global_scale_ptr)
 
-    block_amax = mft.bits_to_float(tl.max(tl.max(mft.abs_bits(x), axis=2), axis=1))  # (BLOCKS,); x is finite
+    block_bits = tl.max(tl.max(mft.abs_bits(x), axis=2), axis=1)  # (BLOCKS,)
+    if FLAG_NONFINITE:
+        program_bits = tl.max(block_bits, axis=0)
+        tl.atomic_max(amax_bits_ptr, program_bits, mask=amax_triton.nonfinite(program_bits))
+    block_amax = mft.bits_to_float(block_bits)  # the codes of a weight holding NaN/Inf are discarded
     e2m1_max = tl.full(block_amax.shape, mft.E2M1_MAX, tl.float32)
     unrounded_scale = tl.math.div_rn(block_amax, e2m1_max) * global_scale
     block_scale = mft.decode_e4m3(mft.encode_e4m3(unrounded_scale, NATIVE), NATIVE)  # E4M3 rounding
@@ -65,20 +92,41 @@ def _dequantize_kernel(
     mft.store_values(out_ptr, offsets, values, in_range[:, None], OUT_IS_BF16)
 
 
-def quantize_triton(weight: torch.Tensor, global_scale: torch.Tensor) -> layout.NVFP4Weight:
-    """Kernel twin of nvfp4.quantize_ref (same validation, no NaN/Inf check: nvfp4.quantize does that)."""
-    layout.check_weight(weight)
-    global_scale = layout.check_global_scale(global_scale, weight.device, check_value=False)
-    x = weight.contiguous()
+def _quantize(x: torch.Tensor, global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool,
+              flag_nonfinite: bool) -> layout.NVFP4Weight:
     n_blocks = x.numel() // layout.BLOCK_SIZE
     packed = torch.empty((*x.shape[:-1], x.shape[-1] // 2), dtype=torch.uint8, device=x.device)
     scale = torch.empty((*x.shape[:-1], x.shape[-1] // layout.BLOCK_SIZE), dtype=torch.uint8, device=x.device)
     grid = (triton.cdiv(n_blocks, QUANTIZE_BLOCKS),)
     _quantize_kernel[grid](
-        x, global_scale, packed.view(torch.int32), scale, n_blocks,
-        BLOCKS=QUANTIZE_BLOCKS, NATIVE=mft.native_casts(), num_warps=QUANTIZE_WARPS,
+        x, global_scale, amax_bits, packed.view(torch.int32), scale, n_blocks,
+        BLOCKS=QUANTIZE_BLOCKS, GLOBAL_FROM_AMAX=global_from_amax, FLAG_NONFINITE=flag_nonfinite,
+        NATIVE=mft.native_casts(), num_warps=QUANTIZE_WARPS,
     )
     return layout.NVFP4Weight(packed, scale.view(torch.float8_e4m3fn), global_scale)
+
+
+def quantize_triton(weight: torch.Tensor, global_scale: torch.Tensor) -> layout.NVFP4Weight:
+    """Kernel twin of nvfp4.quantize_ref: the quantize kernel alone (same validation, no NaN/Inf check)."""
+    layout.check_weight(weight)
+    global_scale = layout.check_global_scale(global_scale, weight.device, check_value=False)
+    return _quantize(weight.contiguous(), global_scale, global_scale, global_from_amax=False, flag_nonfinite=False)
+
+
+def quantize_unchecked_triton(
+    weight: torch.Tensor, global_scale: torch.Tensor | None = None
+) -> tuple[layout.NVFP4Weight, torch.Tensor]:
+    """(nvfp4.quantize's result, int32 (1,) word finite as float32 exactly when weight is), with the global
+    scale from the weight's amax when none is given; no synchronisation (see the module docstring)."""
+    layout.check_weight(weight)
+    x = weight.contiguous()
+    if global_scale is None:
+        amax_bits = amax_triton.amax_bits(x)
+        global_scale = torch.empty(1, dtype=torch.float32, device=x.device)
+        return _quantize(x, global_scale, amax_bits, global_from_amax=True, flag_nonfinite=False), amax_bits
+    global_scale = layout.check_global_scale(global_scale, x.device, check_value=False)
+    nonfinite_bits = torch.zeros(1, dtype=torch.int32, device=x.device)
+    return _quantize(x, global_scale, nonfinite_bits, global_from_amax=False, flag_nonfinite=True), nonfinite_bits
 
 
 def dequantize_triton(q: layout.NVFP4Weight, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:

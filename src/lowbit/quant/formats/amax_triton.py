@@ -1,0 +1,78 @@
+"""max |x| of a whole tensor (or of each of its equal leading slices) in one Triton launch, left on the device.
+
+A per-tensor scale (NVFP4's global scale 2688 / amax, FP8's per-tensor amax / 448) needs the amax before any
+element can be quantized. The result stays on the GPU as the int32 bit pattern of the fp32 amax, so the
+quantize kernel that follows reads it from device memory and derives the scale itself: no torch reductions,
+no host synchronisation on the way.
+
+Bits rather than floats because |x| >= 0 orders like its int32 bits (`minifloat_triton.abs_bits`), so the
+partial maxima combine with an integer `atomic_max` into a buffer initialised to 0, and every NaN lands above
++Inf (F32_INF_BITS): bits >= F32_INF_BITS mean the slice holds a NaN or an Inf, which the callers turn into
+the references' ValueError after their last launch. Viewed as float32 the bits are the amax itself (+Inf, or
+a NaN, for such a slice).
+
+Each program reduces every PROGRAMS-th CHUNK of its slice in registers and makes one atomic, so the atomics
+stay few (a fixed number of programs per slice) however large the tensor.
+"""
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from lowbit.quant.formats import minifloat_triton as mft
+
+CHUNK, WARPS = 4096, 8  # elements per program per step: 16 per thread, two 16-byte loads of bf16
+PROGRAMS_PER_SM = 4  # programs per slice on a GPU: enough resident warps to keep HBM busy
+INTERPRETER_PROGRAMS = 4
+
+
+@triton.jit(do_not_specialize=["slice_numel", "chunks_per_slice"])
+def _amax_bits_kernel(x_ptr, amax_bits_ptr, slice_numel, chunks_per_slice, CHUNK: tl.constexpr):
+    """Program (p, s) folds chunks p, p + P, ... of slice s into amax_bits[s] (P = programs per slice)."""
+    part, slice_index = tl.program_id(0), tl.program_id(1)
+    slice_start = slice_index.to(tl.int64) * slice_numel
+    columns = tl.arange(0, CHUNK)
+    bits = tl.zeros((CHUNK,), tl.int32)
+    start = part.to(tl.int64) * CHUNK  # in int64, as the loop advances it: slices may pass 2**31 elements
+    step = tl.num_programs(0).to(tl.int64) * CHUNK
+    for _ in range(part, chunks_per_slice, tl.num_programs(0)):
+        offsets = start + columns
+        x = tl.load(x_ptr + slice_start + offsets, mask=offsets < slice_numel, other=0.0).to(tl.float32)
+        bits = tl.maximum(bits, mft.abs_bits(x))
+        start += step
+    tl.atomic_max(amax_bits_ptr + slice_index, tl.max(bits, axis=0))
+
+
+@functools.cache
+def _programs_per_slice(device_index: int) -> int:
+    if device_index < 0:  # the interpreter, on CPU tensors
+        return INTERPRETER_PROGRAMS
+    return PROGRAMS_PER_SM * torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def amax_bits(x: torch.Tensor, slices: int = 1) -> torch.Tensor:
+    """int32 (slices,) bits of max |x| over each of `slices` equal consecutive parts of x (contiguous), on
+    x's device; two launches (the zero fill and the reduction), no synchronisation."""
+    if x.numel() % slices:
+        raise ValueError(f"a tensor of {x.numel()} elements does not split into {slices} equal slices")
+    x = x.contiguous()
+    slice_numel = x.numel() // slices
+    chunks = triton.cdiv(slice_numel, CHUNK)
+    programs = max(1, min(chunks, triton.cdiv(_programs_per_slice(x.get_device()), slices)))
+    bits = torch.zeros(slices, dtype=torch.int32, device=x.device)
+    _amax_bits_kernel[(programs, slices)](x, bits, slice_numel, chunks, CHUNK=CHUNK, num_warps=WARPS)
+    return bits
+
+
+@triton.jit
+def nonfinite(amax_bits):
+    """Whether amax bits (from `amax_bits`) mark a NaN or an Inf in their slice."""
+    return amax_bits >= mft.F32_INF_BITS
+
+
+@triton.jit
+def finite_amax(amax_bits):
+    """The fp32 amax of a finite slice (0 for a slice holding NaN/Inf; test with `nonfinite`)."""
+    return mft.bits_to_float(tl.where(amax_bits >= mft.F32_INF_BITS, 0, amax_bits))
