@@ -262,6 +262,48 @@ def test_weight_quant_replaces_each_expert_matrix_by_its_fake_quantized_values(a
     torch.testing.assert_close(router.detach(), router_before, rtol=0, atol=0)
 
 
+# per-channel formats run one program per row, which Triton's interpreter makes slow on CPU
+WEIGHT_FORMATS_BY_SPEED = [pytest.param(f, marks=pytest.mark.slow) if registry.get_format(f).block_size is None
+                           else f for f in registry.weight_formats() if f != "int4_g128"]  # g128: see above
+
+
+@requires_triton
+@pytest.mark.parametrize("fmt", WEIGHT_FORMATS_BY_SPEED)
+@pytest.mark.parametrize("arch", BUILDERS)
+def test_triton_weight_quant_equals_the_reference_per_expert_loop(arch, fmt):
+    model = BUILDERS[arch]().to(DEVICE)
+    experts = experts_of(model)[0]
+    originals = {p: expert_matrices(experts, p) for p in ("gate_up_proj", "down_proj")}
+    emulation = fq.apply_fake_quant(model, weight_quant=fmt, targets=[r"layers\.0\.mlp\.experts$"],
+                                    backend="triton")
+    assert emulation.backend == "triton"
+    for projection, original in originals.items():
+        expected = torch.stack([fq.fake_quantize_weight(matrix, fmt) for matrix in original])
+        torch.testing.assert_close(expert_matrices(experts, projection), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fmt", ["nvfp4", "fp8"])
+def test_nonfinite_expert_weight_raises_before_changing_anything(fmt):
+    model = build_qwen3_moe()
+    experts = experts_of(model)[1]
+    with torch.no_grad():
+        experts.down_proj[2, 5, 7] = float("nan")
+    weights = [p.detach().clone() for p in experts.parameters()]
+    with pytest.raises(ValueError, match="weight contains NaN or Inf"):
+        fqe.fake_quantize_weights(experts, fmt, "ref")
+    for before, after in zip(weights, experts.parameters()):
+        torch.testing.assert_close(after.detach(), before, rtol=0, atol=0, equal_nan=True)
+
+
+@requires_triton
+@pytest.mark.parametrize("arch", BUILDERS)
+def test_nvfp4_expert_weights_take_two_launches_per_projection_however_many_experts(arch, monkeypatch):
+    launched = count_kernel_launches(monkeypatch)
+    block = wide_block(arch)
+    fq.apply_fake_quant(block, weight_quant="nvfp4", targets=[r"^experts$"], ignore=[], backend="triton")
+    assert launched == ["_expert_amax_kernel", "_grouped_nvfp4_kernel"] * 2
+
+
 @pytest.mark.parametrize("arch", BUILDERS)
 def test_describe_counts_experts_and_remove_restores_logits(arch):
     model = BUILDERS[arch]()

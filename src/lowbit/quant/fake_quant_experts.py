@@ -18,9 +18,13 @@ expert over the tokens routed to it, as vLLM's NVFP4 MoE keeps one input global 
 (`w13_input_global_scale`, `w2_input_global_scale`); dynamic, like the Linear path. Either way a forward
 makes the same few quantization launches however many experts have tokens, and waits for nothing on the GPU.
 
-Weights: each expert's (out, in) matrix (the transpose of the stored one when `is_transposed`) goes through
-`fake_quant.fake_quantize_weight`, so groups and blocks run along the expert's input dimension and NVFP4's
-global scale is the expert's own, over gate and up together (vLLM fuses them into one w13 per expert).
+Weights: each expert's (out, in) matrix (the transpose of the stored one when `is_transposed`) is quantized as
+`fake_quant.fake_quantize_weight` quantizes it, so groups and blocks run along the expert's input dimension and
+NVFP4's global scale is the expert's own, over gate and up together (vLLM fuses them into one w13 per expert).
+Each projection's experts go through one call, bit-identical to a loop over the matrices (`fake_quantize_stacked`):
+formats whose scales belong to a row or a block of one row see the (E, out, in) stack as one (E * out, in)
+matrix; NVFP4's global scales are per matrix, so its experts are quantized as grouped rows, expert e owning
+rows e * out:(e + 1) * out, every matrix's amax in one reduction (grouped_act_quant).
 
 `install` sets the module's instance attribute `forward`, shadowing the class's dispatching forward; its
 handle's remove() deletes it again. Modules the emulation cannot run (packed experts such as a native MXFP4
@@ -38,6 +42,7 @@ import torch
 from torch import nn
 
 from lowbit.quant import fake_quant, grouped_act_quant
+from lowbit.quant.formats.backend import check_finite_amax
 from lowbit.quant.formats.spec import FormatSpec
 
 MATMUL_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -59,10 +64,10 @@ class ExpertsLayout:
     def projections(self) -> tuple[str, str]:
         return self.first, "down_proj"
 
-    def matrix(self, module: nn.Module, projection: str, expert: int) -> torch.Tensor:
-        """Expert `expert`'s (out, in) weight of `projection`: a view of the module's parameter."""
-        weight = getattr(module, projection)[expert]
-        return weight.t() if self.transposed else weight
+    def stacked(self, module: nn.Module, projection: str) -> torch.Tensor:
+        """Every expert's (out, in) weight of `projection`, (E, out, in): a view of the module's parameter."""
+        weight = getattr(module, projection)
+        return weight.transpose(1, 2) if self.transposed else weight
 
     def input_dim(self, module: nn.Module, projection: str) -> int:
         return getattr(module, projection).shape[1 if self.transposed else 2]
@@ -114,14 +119,30 @@ def check_block_fit(name: str, module: nn.Module, spec: FormatSpec | None, key: 
 
 @torch.no_grad()
 def fake_quantize_weights(module: nn.Module, fmt: str | FormatSpec, backend: str) -> None:
-    """Replace every expert's gate_up (or up) and down weights by their dequantized `fmt` values, in place."""
+    """Replace every expert's gate_up (or up) and down weights by their dequantized `fmt` values, in place;
+    nothing changes when a weight is refused (NaN/Inf)."""
     layout = experts_layout(module)
     spec = fake_quant.weight_spec(fmt)
-    for projection in layout.projections:
-        for expert in range(layout.num_experts):
-            matrix = layout.matrix(module, projection, expert)
-            values = fake_quant.fake_quantize_weight(matrix.contiguous(), spec, backend=backend)
-            matrix.copy_(values)
+    stacks = [layout.stacked(module, projection) for projection in layout.projections]
+    values = [fake_quantize_stacked(stack.contiguous(), spec, backend) for stack in stacks]
+    for stack, value in zip(stacks, values):
+        stack.copy_(value)
+
+
+def fake_quantize_stacked(weights: torch.Tensor, spec: FormatSpec, backend: str) -> torch.Tensor:
+    """weights (E, out, in): each (out, in) matrix fake-quantized as fake_quant.fake_quantize_weight would, in
+    one call for the stack where the format's scales allow it (see the module docstring)."""
+    experts, rows, cols = weights.shape
+    if spec.shared_global_scale is None and rows % spec.block_rows == 0:  # no scale spans two matrices
+        return spec.fake_quantize_weight(weights.reshape(experts * rows, cols), backend, None).reshape(weights.shape)
+    if spec.shared_global_scale is not None and spec.fake_quantize_activation is not None:
+        # NVFP4: a matrix quantized with its own global scale 2688 / amax is what the activation convention
+        # does to the rows it is given, so each expert's rows form one group of the grouped quantizer
+        check_finite_amax(torch.linalg.vector_norm(weights, ord=float("inf")), "a weight")
+        ends = torch.arange(1, experts + 1, dtype=torch.int32, device=weights.device) * rows
+        quantize = grouped_act_quant.GroupedActivationQuantizer(spec, backend)
+        return quantize(weights.reshape(experts * rows, cols), ends).reshape(weights.shape)
+    return torch.stack([spec.fake_quantize_weight(matrix, backend, None) for matrix in weights])
 
 
 class ExpertsFakeQuant:
