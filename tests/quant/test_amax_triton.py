@@ -54,3 +54,23 @@ def test_unequal_slices_are_refused():
 
     with pytest.raises(ValueError, match="does not split into 3 equal slices"):
         amax_triton.amax_bits(torch.ones(4, 4, device=DEVICE), 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_per_tensor_quantize_launches_never_wait_for_the_gpu():
+    """Only the public entry points' final NaN/Inf check waits; everything before it is queued."""
+    from lowbit.quant.formats import fp8_triton, nvfp4_triton
+
+    w = torch.randn(256, 512, device="cuda", dtype=torch.bfloat16)
+    given = torch.tensor([100.0], device="cuda")
+    calls = (lambda: nvfp4_triton.quantize_unchecked_triton(w),
+             lambda: nvfp4_triton.quantize_unchecked_triton(w, given),
+             lambda: fp8_triton.quantize_triton(w, "tensor"))
+    for call in calls:
+        call()  # compiles
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for call in calls:
+            call()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

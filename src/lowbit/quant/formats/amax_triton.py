@@ -24,7 +24,7 @@ import triton.language as tl
 from lowbit.quant.formats import minifloat_triton as mft
 
 CHUNK, WARPS = 4096, 8  # elements per program per step: 16 per thread, two 16-byte loads of bf16
-PROGRAMS_PER_SM = 4  # programs per slice on a GPU: enough resident warps to keep HBM busy
+PROGRAMS_PER_SM = 8  # programs per slice on a GPU: 8 x 8 warps fill an SM, many loads in flight
 INTERPRETER_PROGRAMS = 4
 
 

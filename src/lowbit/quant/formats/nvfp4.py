@@ -106,9 +106,10 @@ def quantize(weight: torch.Tensor, global_scale: torch.Tensor | None = None, *, 
         from lowbit.quant.formats import nvfp4_triton
 
         q, finite_word = nvfp4_triton.quantize_unchecked_triton(weight, global_scale)
-        check_finite_amax(finite_word.view(torch.float32), "a weight" if global_scale is None else "weight")
+        checked = torch.cat((finite_word.view(torch.float32), q.weight_global_scale)).cpu()  # the one wait
+        check_finite_amax(checked[:1], "a weight" if global_scale is None else "weight")
         if global_scale is not None:
-            check_global_scale(q.weight_global_scale, weight.device)
+            check_global_scale(checked[1:], checked.device)
         return q
     if global_scale is None:
         global_scale = shared_global_scale(weight)
