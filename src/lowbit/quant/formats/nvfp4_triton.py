@@ -3,8 +3,8 @@
 Each program handles BLOCKS consecutive 16-element blocks of the flattened weight. The wrappers do no
 synchronizing value checks (nvfp4.quantize / dequantize do), so they can be timed as kernels.
 
-`quantize_unchecked_triton` is nvfp4.quantize's whole device side in one reduction launch and one quantize
-launch, none of them waiting for the GPU:
+`quantize_unchecked_triton` is nvfp4.quantize's whole device side: a one-word zero fill, at most one reduction
+launch and one quantize launch, none of them waiting for the GPU:
 - no global scale given: `amax_triton.amax_bits` reduces the weight to its amax, and every quantize program
   derives the global scale 2688 / max(amax, AMAX_FLOOR) from it (one scalar division); program 0 stores it;
 - a global scale given: the quantize kernel reads it, and programs whose blocks hold a NaN or an Inf record
