@@ -219,8 +219,9 @@ def _cast_linear_weights_to_model_dtype(model: Any) -> list[str]:
         return []
     cast = []
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and module.weight.dtype in DTYPES.values() \
-                and module.weight.dtype != target:
+        # a compressed layer still awaiting decompression holds packed tensors, not `weight`
+        weight = getattr(module, "weight", None) if isinstance(module, torch.nn.Linear) else None
+        if weight is not None and weight.dtype in DTYPES.values() and weight.dtype != target:
             module.weight.data = module.weight.data.to(target)
             if module.bias is not None:
                 module.bias.data = module.bias.data.to(target)
