@@ -123,6 +123,22 @@ def test_triton_matches_reference_in_float32(case, shared_scale):
 
 @requires_triton
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_triton_global_scale_from_the_device_amax_reaches_every_program(dtype):
+    """Several amax programs, each over several chunks, and many quantize programs, one of which stores the
+    global scale: the result is still the reference's, bit for bit."""
+    from lowbit.quant.formats import amax_triton, nvfp4_triton
+
+    w = make_weight("normal", (24, 3 * amax_triton.CHUNK // 4), dtype=dtype)  # 18 chunks, 72 quantize programs
+    w[17, 1000] = 40.0  # the amax, far from the first programs' blocks
+    assert w.numel() // 16 > 4 * nvfp4_triton.QUANTIZE_BLOCKS
+    ref, out = nvfp4.quantize(w, backend="ref"), nvfp4.quantize(w, backend="triton")
+    assert out.weight_global_scale.item() == pytest.approx(2688 / 40.0)
+    for name in ("weight_packed", "weight_scale", "weight_global_scale"):
+        assert_bits_equal(getattr(out, name), getattr(ref, name))
+
+
+@requires_triton
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("global_scale", [None, 448.0])
 def test_triton_rejects_nonfinite_like_the_reference(global_scale, dtype):
     w = make_weight("nan_inf", (4, 64), dtype=dtype)
