@@ -9,6 +9,14 @@ import pytest
 from support import require_shared
 
 
+@pytest.fixture(autouse=True)
+def piped_output_width(monkeypatch):
+    """Every test sees output that is not a terminal, whatever runs it (pytest-xdist's workers set COLUMNS=80):
+    tests that want a width set COLUMNS themselves."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """Random Qwen3 (head_dim 64, float32) with the real Qwen3 tokenizer; completions run until their budget."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from datetime import datetime
@@ -145,7 +146,9 @@ def test_sweep_cancel_scancels_what_is_queued_or_running(cluster, tiny_model_sto
     status = sweep(cluster, "status", *items)
     rows = [line.split()[1] for line in status.stdout.splitlines() if line.startswith(("eval/", "quantize/"))]
     assert len(rows) == 7 and set(rows) <= {"done", "cancelled"}, status.stdout  # a fast job may have finished
-    assert f"cancelled {rows.count('cancelled')} slurm job(s)" in cancelled.stdout, cancelled.stdout
+    # a job may also end between the queue listing and scancel: asked to cancel, it still reads done
+    reported = re.search(r"cancelled (\d+) slurm job\(s\)", cancelled.stdout)
+    assert reported and rows.count("cancelled") <= int(reported.group(1)) <= 7, cancelled.stdout + status.stdout
     assert rows.count("cancelled") >= 4, status.stdout  # two CPUs: few jobs can have ended before the cancel
 
 
