@@ -23,12 +23,16 @@ $(STAMP): pyproject.toml $(REQS)
 demo: setup
 	$(VENV)/bin/lowbit demo
 
+# Test files are shared out between PYTEST_WORKERS processes (pytest-xdist; a file's tests stay in one process, so
+# its module fixtures are built once). Most slow tests wait on subprocesses, so two workers suit two cores.
+PYTEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -m pytest -m "not gpu" --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not gpu" -n $(PYTEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 # Quick loop while developing: skips the end-to-end runs.
 test-fast: setup
-	$(PY) -m pytest -m "not gpu and not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not gpu and not slow" -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Run on a machine with a CUDA GPU and a CUDA build of torch.
 gpu-test: setup
