@@ -14,6 +14,7 @@ THIRD_PARTY = {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quant
 @pytest.mark.parametrize("name, expected", [
     ("Qwen/Qwen3-4B", "Qwen3-4B"), ("/models/Qwen3-4B", "Qwen3-4B"), ("/tmp/tiny/", "tiny"),
     ("ckpts/tiny/.", "tiny"), ("./tiny", "tiny"), ("tiny", "tiny"),
+    ("src/lowbit/organism/model", "organism/model"), ("/runs/qwen3-4b-ft/checkpoint/", "qwen3-4b-ft/checkpoint"),
 ])
 def test_a_hub_id_and_a_directory_are_named_by_their_last_part(name, expected):
     assert model_name(name) == expected

@@ -21,10 +21,17 @@ from typing import Any
 from lowbit.rundir import RunConfig
 
 
+# Directory names that say nothing of the model; the folder holding one names it too (`organism/model`).
+GENERIC_DIRECTORY_NAMES = frozenset({"model", "models", "checkpoint", "checkpoints", "weights", "hf", "final"})
+
+
 def model_name(name: str) -> str:
-    """A hub id's or a local directory's last part (`Qwen/Qwen3-4B` -> `Qwen3-4B`, `/tmp/tiny/` -> `tiny`)."""
-    normalized = os.path.normpath(os.path.expanduser(name))
-    return PurePath(normalized).name or PurePath(os.path.abspath(normalized)).name or normalized
+    """A hub id's or a local directory's last part (`Qwen/Qwen3-4B` -> `Qwen3-4B`, `/tmp/tiny/` -> `tiny`), with
+    its parent's when the last part is generic (`src/lowbit/organism/model` -> `organism/model`)."""
+    path = PurePath(os.path.abspath(os.path.normpath(os.path.expanduser(name))))
+    if path.name.lower() in GENERIC_DIRECTORY_NAMES and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name or str(path)
 
 
 def source_model(quantization: dict[str, Any] | None) -> str | None:
