@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,20 @@ def run_lowbit(*args: str, timeout: float = 600, env_overrides: dict[str, str] |
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def mmlu_redux_rows(count: int, prefix: str = "", error_type: Callable[[int], str] = lambda i: "ok") -> list[dict]:
+    """`count` MMLU-Redux rows in the dataset's own fields: question `{prefix}question {i}?`, answer i % 4."""
+    return [{"question": f"{prefix}question {i}?", "choices": ["w", "x", "y", "z"], "answer": i % 4,
+             "error_type": error_type(i), "source": None, "correct_answer": None, "potential_reason": None}
+            for i in range(count)]
+
+
+def write_mmlu_redux(folder: Path, subjects: Iterable[str], count: int, subject_prefix: bool = False,
+                     error_type: Callable[[int], str] = lambda i: "ok") -> Path:
+    """A local MMLU-Redux copy (`data_dir=folder`): one `<subject>.jsonl` of `count` rows per subject."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for subject in subjects:
+        rows = mmlu_redux_rows(count, f"{subject} " if subject_prefix else "", error_type)
+        (folder / f"{subject}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder

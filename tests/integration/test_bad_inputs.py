@@ -11,15 +11,11 @@ import zlib
 import pytest
 import torch
 from safetensors.torch import save_file
+from support import mmlu_redux_rows
 
 from lowbit.cli import main
 
 SUBJECT = "anatomy"
-
-
-def mmlu_rows(count: int = 4) -> list[dict]:
-    return [{"question": f"question {i}?", "choices": ["w", "x", "y", "z"], "answer": i % 4, "error_type": "ok",
-             "source": None, "correct_answer": None, "potential_reason": None} for i in range(count)]
 
 
 def write_data(folder, rows_or_lines) -> None:
@@ -43,7 +39,7 @@ def one_line_error(capsys, argv: list[str]) -> str:
 
 
 def test_a_malformed_data_line_names_its_file_and_line(tiny_model, tmp_path, capsys):
-    rows = [json.dumps(r) for r in mmlu_rows()]
+    rows = [json.dumps(r) for r in mmlu_redux_rows(4)]
     rows[2] = rows[2][:25]
     write_data(tmp_path / "data", rows)
     err = one_line_error(capsys, eval_args(tiny_model, tmp_path / "data", tmp_path / "run"))
@@ -56,7 +52,7 @@ def test_a_malformed_data_line_names_its_file_and_line(tiny_model, tmp_path, cap
     (lambda row: row.update(answer="B"), "field 'answer' is a str, expected int"),
 ])
 def test_a_data_row_missing_or_mistyping_a_field_is_one_line(change, message, tiny_model, tmp_path, capsys):
-    rows = mmlu_rows()
+    rows = mmlu_redux_rows(4)
     change(rows[1])
     write_data(tmp_path / "data", rows)
     err = one_line_error(capsys, eval_args(tiny_model, tmp_path / "data", tmp_path / "run"))
@@ -65,7 +61,7 @@ def test_a_data_row_missing_or_mistyping_a_field_is_one_line(change, message, ti
 
 
 def test_an_output_dir_that_is_a_file_or_read_only_is_refused_before_the_model_loads(tiny_model, tmp_path, capsys):
-    write_data(tmp_path / "data", mmlu_rows())
+    write_data(tmp_path / "data", mmlu_redux_rows(4))
     a_file = tmp_path / "taken"
     a_file.write_text("not a directory")
     err = one_line_error(capsys, eval_args(tiny_model, tmp_path / "data", a_file))
@@ -76,7 +72,7 @@ def test_an_output_dir_that_is_a_file_or_read_only_is_refused_before_the_model_l
 
 
 def test_an_output_dir_on_a_read_only_file_system_is_refused_before_the_model_loads(tiny_model, tmp_path, capsys):
-    write_data(tmp_path / "data", mmlu_rows())
+    write_data(tmp_path / "data", mmlu_redux_rows(4))
     locked = tmp_path / "locked"
     locked.mkdir()
     if os.geteuid() != 0:
@@ -107,7 +103,7 @@ def truncated_copy(model, target):
 
 def test_a_truncated_checkpoint_is_one_line_in_eval_and_quantize(tiny_model, tmp_path, capsys):
     broken = truncated_copy(tiny_model, tmp_path / "broken")
-    write_data(tmp_path / "data", mmlu_rows())
+    write_data(tmp_path / "data", mmlu_redux_rows(4))
     err = one_line_error(capsys, eval_args(broken, tmp_path / "data", tmp_path / "run"))
     assert "is not a readable safetensors file" in err and "truncated or damaged" in err
     assert not (tmp_path / "run").exists()
@@ -119,7 +115,7 @@ def test_a_truncated_checkpoint_is_one_line_in_eval_and_quantize(tiny_model, tmp
 def test_a_torn_line_inside_predictions_is_refused_with_its_repair(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    item = {**mmlu_rows(1)[0], "subject": SUBJECT, "index": 0}
+    item = {**mmlu_redux_rows(1)[0], "subject": SUBJECT, "index": 0}
     good = json.dumps({"id": "anatomy/0", "prompt": "p", "item": item, "preds": ["ANSWER: A"]})
     (run / "predictions.jsonl").write_text(good + "\n" + good[:40] + "\n" + good.replace("/0", "/1") + "\n")
     err = one_line_error(capsys, ["score", "-c", str(run), "task=mmlu-redux"])

@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from support import read_jsonl, run_lowbit
+from support import read_jsonl, run_lowbit, write_mmlu_redux
 from lowbit.testing.data import shared_path
 
 pytestmark = pytest.mark.slow
@@ -23,13 +23,8 @@ def data_dir(tmp_path_factory):
     real = shared_path("mmlu_redux")
     if real is not None:
         return real
-    folder = tmp_path_factory.mktemp("mmlu")
-    for subject in SUBJECTS:
-        rows = [{"question": f"{subject} question {i}?", "choices": ["w", "x", "y", "z"], "answer": i % 4,
-                 "error_type": "ok" if i % 7 else "bad_question_clarity", "source": None, "correct_answer": None,
-                 "potential_reason": None} for i in range(20)]
-        (folder / f"{subject}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+    return write_mmlu_redux(tmp_path_factory.mktemp("mmlu"), SUBJECTS, 20, subject_prefix=True,
+                            error_type=lambda i: "ok" if i % 7 else "bad_question_clarity")
 
 
 def eval_args(model, data_dir, output_dir, *extra):

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from report_support import planted, write_run
+from support import write_mmlu_redux
 
 from lowbit.cli import main
 
@@ -21,13 +22,7 @@ def error_lines(capsys) -> list[str]:
 def mmlu_dir(tmp_path):
     """Two subjects in the MMLU-Redux schema (the dry run reads the data, never a model)."""
     folder = tmp_path / "mmlu"
-    folder.mkdir()
-    for subject in ("anatomy", "virology"):
-        rows = [{"question": f"{subject} question {i}?", "choices": ["w", "x", "y", "z"], "answer": i % 4,
-                 "error_type": "ok", "source": None, "correct_answer": None, "potential_reason": None}
-                for i in range(4)]
-        (folder / f"{subject}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+    return write_mmlu_redux(folder, ("anatomy", "virology"), 4, subject_prefix=True)
 
 
 def test_overrides_are_read_before_and_after_switches(mmlu_dir, tmp_path, capsys):

@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from support import read_jsonl, run_lowbit
+from support import read_jsonl, run_lowbit, write_mmlu_redux
 
 from lowbit.divergence.runner import DivergenceRequest, run_divergence
 from lowbit.errors import UsageError
@@ -110,11 +110,7 @@ def test_stored_reference_agrees_with_exact_within_its_bound(peaked_model, corpu
 
 
 def test_a_baseline_runs_completions_through_the_command_line(peaked_model, tmp_path):
-    data = tmp_path / "mmlu"
-    data.mkdir()
-    rows = [{"question": f"question {i}?", "choices": ["w", "x", "y", "z"], "answer": i % 4, "error_type": "ok",
-             "source": None, "correct_answer": None, "potential_reason": None} for i in range(3)]
-    (data / "anatomy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = write_mmlu_redux(tmp_path / "mmlu", ["anatomy"], 3)
     run = tmp_path / "bf16"
     result = run_lowbit("eval", "model=qwen3_4B", f"model_name={peaked_model}", "eval_dataset=mmlu-redux",
                         f"data_dir={data}", "dataset.subjects=[anatomy]", f"output_dir={run}", "predictor=transformers",

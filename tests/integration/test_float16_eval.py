@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from support import read_jsonl, run_lowbit
+from support import read_jsonl, run_lowbit, write_mmlu_redux
 
 pytestmark = pytest.mark.slow
 SUBJECT = "anatomy"
@@ -15,11 +15,7 @@ SUBJECT = "anatomy"
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mmlu")
-    rows = [{"question": f"question {i}?", "choices": ["w", "x", "y", "z"], "answer": i % 4, "error_type": "ok",
-             "source": None, "correct_answer": None, "potential_reason": None} for i in range(3)]
-    (folder / f"{SUBJECT}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+    return write_mmlu_redux(tmp_path_factory.mktemp("mmlu"), [SUBJECT], 3)
 
 
 @pytest.fixture(scope="module")
