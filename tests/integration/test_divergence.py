@@ -2,7 +2,6 @@
 error sizes, the stored reference against the exact figure, a baseline run's completions through the command
 line, and bad input (one line, nothing written)."""
 
-import json
 import re
 
 import pytest
