@@ -61,16 +61,13 @@ def print_blocks(blocks_for: Callable[[Any], list[Any]], file: Any = None, width
 
     file = sys.stdout if file is None else file
     width = output_width(file) if width is None else width
-    if _is_terminal(file):
-        console = Console(file=file, width=width, highlight=False)
-        for block in blocks_for(console):
-            console.print(block)
-        return
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=width, color_system=None, highlight=False)
+    terminal = _is_terminal(file)
+    target = file if terminal else io.StringIO()
+    console = Console(file=target, width=width, highlight=False, **({} if terminal else {"color_system": None}))
     for block in blocks_for(console):
         console.print(block)
-    file.write("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n")
+    if not terminal:
+        file.write("\n".join(line.rstrip() for line in target.getvalue().splitlines()) + "\n")
 
 
 def _is_terminal(file: Any) -> bool:
