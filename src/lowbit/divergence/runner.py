@@ -241,10 +241,7 @@ def _write_reference(path: Path, model_name: str, options: dict[str, Any], seque
             parts[sequence.id] = top.slice(start, start + count)
             start += count
     baseline.close()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stored.write(path, TopK.cat([parts[s.id] for s in sequences]),
-                 {"model": model_name, "top_k": request.top_k, "sequences": len(sequences),
-                  "backend": "transformers"})
+    _store_reference(path, parts, sequences, model_name, request.top_k, "transformers")
 
 
 def _write_reference_vllm(path: Path, model_name: str, args: dict[str, Any], sequences, request) -> None:
@@ -258,9 +255,16 @@ def _write_reference_vllm(path: Path, model_name: str, args: dict[str, Any], seq
                  for sequence, rows in baseline.top_logprobs(sequences, request.top_k)}
     finally:
         baseline.close()
+    _store_reference(path, parts, sequences, model_name, request.top_k, "vllm")
+
+
+def _store_reference(path: Path, parts: dict, sequences, model_name: str, top_k: int, backend: str) -> None:
+    """Write the per-sequence references in the sequences' order (the order `_offsets` reads them in)."""
+    from lowbit.divergence.kl import TopK
+
     path.parent.mkdir(parents=True, exist_ok=True)
     stored.write(path, TopK.cat([parts[s.id] for s in sequences]),
-                 {"model": model_name, "top_k": request.top_k, "sequences": len(sequences), "backend": "vllm"})
+                 {"model": model_name, "top_k": top_k, "sequences": len(sequences), "backend": backend})
 
 
 def _score_partial(reference, candidate, sequences, candidate_top_k: int) -> dict[str, dict]:
