@@ -85,7 +85,7 @@ def test_formats_order_as_their_error_sizes(peaked_model, three_bit_model, corpu
 
 def test_a_compressed_tensors_candidate_runs_decompressed(peaked_model, corpus, tmp_path):
     """A quantized checkpoint's weights are decompressed on its first whole-model forward pass; divergence runs
-    the decoder alone, so it must decompress them itself."""
+    the decoder alone, so its candidate is decompressed as it loads."""
     from lowbit.quant.checkpoint import QuantizeRequest, quantize_checkpoint
 
     quantize_checkpoint(QuantizeRequest(model=str(peaked_model), out=tmp_path / "int8", scheme="int8"))

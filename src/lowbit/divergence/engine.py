@@ -56,10 +56,6 @@ class ScoringModel:
     """A loaded causal LM seen as a decoder (token ids -> final hidden states) and an output head."""
 
     def __init__(self, model: torch.nn.Module):
-        if hasattr(model, "ct_decompress_hook"):
-            # a compressed-tensors checkpoint decompresses its weights in a pre-hook of the whole model's first
-            # forward pass, which running the decoder alone never triggers
-            model.hf_quantizer.compressor.decompress_model(model)
         self.model = model
         self.decoder = model.get_decoder()
         self.head = model.get_output_embeddings()

@@ -45,9 +45,11 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 class TransformersPredictor(LocalTokenizerPredictor):
     name = "transformers"
 
-    def __init__(self, model_name: str, **options: Any):
+    def __init__(self, model_name: str, *, decompress_at_load: bool = False, **options: Any):
         """`options`: predictor_conf keys (lowbit.predictors.options.TransformersOptions); the rest from
-        conf/predictor/transformers.yaml."""
+        conf/predictor/transformers.yaml. `decompress_at_load`: a compressed checkpoint's weights are decompressed
+        as it loads, not in a hook of the whole model's first forward pass (for callers that run parts of the
+        model alone, as `lowbit divergence` runs the decoder)."""
         super().__init__()
         from transformers import AutoTokenizer
 
@@ -66,6 +68,7 @@ class TransformersPredictor(LocalTokenizerPredictor):
             self.tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=o.trust_remote_code)
             self.model = _load_model(
                 model_name,
+                decompress=decompress_at_load,
                 dtype=DTYPES.get(o.dtype, "auto"),
                 device_map=self.device_map,
                 attn_implementation=o.attn_implementation,
@@ -181,13 +184,14 @@ class TransformersPredictor(LocalTokenizerPredictor):
             torch.cuda.empty_cache()
 
 
-def _load_model(model_name: str, **kwargs: Any):
+def _load_model(model_name: str, decompress: bool = False, **kwargs: Any):
     """`AutoModelForCausalLM.from_pretrained`. A GPT-OSS checkpoint whose experts are stored per expert (what
     `lowbit quantize method=gptq` writes) has no fused `gate_up_proj`/`down_proj` for transformers' GPT-OSS to
     load: it is built with per-expert Linear experts (lowbit.quant.gpt_oss_experts) and, when compressed,
     decompressed at load rather than at the first forward pass, so weight emulation finds dense weights.
     A compressed checkpoint run in another dtype than bfloat16 is decompressed at load too, so that
-    `_cast_linear_weights_to_model_dtype` finds the weights decompression left in bfloat16."""
+    `_cast_linear_weights_to_model_dtype` finds the weights decompression left in bfloat16, and so is any
+    compressed checkpoint when `decompress` asks for it."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from lowbit.quant import gpt_oss_experts
@@ -198,7 +202,7 @@ def _load_model(model_name: str, **kwargs: Any):
     dtype = getattr(config, "dtype", None) if kwargs.get("dtype", "auto") == "auto" else kwargs["dtype"]
     dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype  # a config may spell it
     decompress_at_load = quantization.get("quant_method") == "compressed-tensors" and (
-        per_expert or dtype not in (torch.bfloat16, None))
+        decompress or per_expert or dtype not in (torch.bfloat16, None))
     experts = gpt_oss_experts.linearized_gpt_oss_experts() if per_expert else contextlib.nullcontext()
     with experts, warnings.catch_warnings():
         if decompress_at_load:
