@@ -206,7 +206,10 @@ def _same_tokenizer(baseline_model: str, candidate_model: str, baseline: str):
 def _load(model_name: str, options: dict[str, Any]):
     from lowbit.predictors.transformers import TransformersPredictor
 
-    return TransformersPredictor(model_name, decompress_at_load=True, **options)  # the decoder runs alone
+    class DecoderPredictor(TransformersPredictor):
+        decompress_at_load = True  # the decoder runs alone, never the whole model's forward
+
+    return DecoderPredictor(model_name, **options)
 
 
 def _score_exact(baseline, candidate, sequences, batch_tokens: int, pad_id: int) -> dict[str, dict]:

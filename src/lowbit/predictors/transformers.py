@@ -44,12 +44,13 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 
 class TransformersPredictor(LocalTokenizerPredictor):
     name = "transformers"
+    # A compressed checkpoint's weights are decompressed as it loads, not in a hook of the whole model's first
+    # forward pass: set by callers that run parts of the model alone (`lowbit divergence` runs the decoder).
+    decompress_at_load = False
 
-    def __init__(self, model_name: str, *, decompress_at_load: bool = False, **options: Any):
+    def __init__(self, model_name: str, **options: Any):
         """`options`: predictor_conf keys (lowbit.predictors.options.TransformersOptions); the rest from
-        conf/predictor/transformers.yaml. `decompress_at_load`: a compressed checkpoint's weights are decompressed
-        as it loads, not in a hook of the whole model's first forward pass (for callers that run parts of the
-        model alone, as `lowbit divergence` runs the decoder)."""
+        conf/predictor/transformers.yaml."""
         super().__init__()
         from transformers import AutoTokenizer
 
@@ -68,7 +69,7 @@ class TransformersPredictor(LocalTokenizerPredictor):
             self.tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=o.trust_remote_code)
             self.model = _load_model(
                 model_name,
-                decompress=decompress_at_load,
+                decompress=self.decompress_at_load,
                 dtype=DTYPES.get(o.dtype, "auto"),
                 device_map=self.device_map,
                 attn_implementation=o.attn_implementation,
