@@ -1,8 +1,10 @@
 """The two flows of `lowbit quantize` / `lowbit dequantize` over streamed checkpoints (files: safetensors_io).
 
 `quantize_checkpoint` (round-to-nearest, `method=rtn`) and `dequantize_checkpoint` are the two flows of
-`lowbit quantize` / `lowbit dequantize`; both hold at most one module's tensors plus one output shard (a GPT-OSS
-experts block counts as one module: its experts are fused into, or dequantized from, one tensor per projection).
+`lowbit quantize` / `lowbit dequantize`. Dequantize holds at most one module's tensors plus one output shard (a
+GPT-OSS experts block counts as one module: its experts are fused into, or dequantized from, one tensor per
+projection); quantize overlaps reading, quantizing and writing (lowbit.quant.pipeline) and holds a few units of
+tensors more: PIPELINE_DEPTH read ahead, PIPELINE_DEPTH quantized and waiting for the writer.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from lowbit.quant.safetensors_io import (
     staged_output,
     write_config,
 )
+from lowbit.quant.pipeline import DEFAULT_DEPTH, OrderedWriter, Prefetcher, ReadUnit, to_host
 from lowbit.quant.schemes import (
     QUANTIZATION_ONLY_SUFFIXES,
     decode,
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 DEFAULT_IGNORE = (r"(.*\.)?lm_head$", r".*embed", r".*norm$", r".*mlp\.gate$", r".*router$",
                   r".*shared_expert_gate$")
 QUANT_METHOD = "compressed-tensors"
+PIPELINE_DEPTH = DEFAULT_DEPTH  # units the reader reads ahead of quantization, and chunks queued for the writer
 
 
 # --- quantize --------------------------------------------------------------------------------------------------
@@ -80,6 +84,8 @@ class ConversionResult:
     bytes_read: int = 0
     bytes_written: int = 0
     peak_pending_bytes: int = 0
+    peak_prefetched_bytes: int = 0  # quantize: source bytes read ahead of quantization (PIPELINE_DEPTH + 1 units)
+    peak_unwritten_bytes: int = 0  # quantize: output bytes quantized but not yet handed to the shard writer
     largest_tensor_bytes: int = 0
     seconds: float = 0.0
     fused_experts: list[str] = field(default_factory=list)  # GPT-OSS experts blocks written fused (dequantize)
@@ -164,16 +170,23 @@ def plan_quantization(reader: CheckpointReader, request: QuantizeRequest) -> tup
     return {m: n for m, n in selected.items() if m not in misfits}, sorted(misfits)
 
 
-def _shared_global_scales(reader: CheckpointReader, plan: dict[str, str], device: torch.device,
+def _checked_amax(weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The largest magnitude over `weights` ({name: tensor}), as float32 on their device; NaN or Inf in any of
+    them is a UsageError naming the first such tensor."""
+    values = [torch.linalg.vector_norm(w, ord=float("inf")).to(torch.float32) for w in weights.values()]
+    for name, finite in zip(weights, torch.isfinite(torch.stack(values)).tolist()):
+        if not finite:
+            raise UsageError(f"{name} contains NaN or Inf; fix the checkpoint or ignore= this module")
+    return functools.reduce(torch.maximum, values)
+
+
+def _shared_global_scales(reader: CheckpointReader, plan: dict[str, str], groups: set[str], device: torch.device,
                           shared_global_scale) -> dict[str, torch.Tensor]:
-    """NVFP4: one global scale per vLLM-fused group, from a first pass that reads each member once."""
+    """NVFP4: one global scale for each of the vLLM-fused `groups`, from a first pass that reads each member once."""
     amax: dict[str, torch.Tensor] = {}
     for module, name in plan.items():
-        if (group := fused_group(module)) is not None:
-            weight = reader.get(name).to(device)
-            value = torch.linalg.vector_norm(weight, ord=float("inf")).to(torch.float32)
-            if not bool(torch.isfinite(value)):
-                raise UsageError(f"{name} contains NaN or Inf; fix the checkpoint or ignore= this module")
+        if (group := fused_group(module)) in groups:
+            value = _checked_amax({name: reader.get(name).to(device)})
             amax[group] = torch.maximum(amax[group], value) if group in amax else value
     # The scale of a one-element tensor holding the group's amax is the scale of the group's tensors together.
     return {group: shared_global_scale(a.reshape(1)) for group, a in amax.items()}
@@ -209,8 +222,61 @@ def quantization_config(request: QuantizeRequest, unquantized: list[str], source
     }
 
 
+# Fused siblings (q/k/v, gate/up) at most this many tensors apart in the source are read together, and their
+# shared NVFP4 scale taken from them as they arrive; siblings further apart get it from a first pass of their own.
+GROUP_READ_SPAN = 8
+
+
+@dataclass(frozen=True)
+class _Step(ReadUnit):
+    """One unit of the quantize pipeline: the tensors it reads and the output chunks its results fill."""
+
+    kind: str  # "copy": written as read; "quantize": each name is a module's weight; "experts": GPT-OSS MXFP4
+    chunks: tuple[int, ...]  # copy, quantize: the output chunk of each name read; experts: the block's one chunk
+
+
+def _quantize_steps(reader: CheckpointReader, quantize_names: dict[str, str],
+                    native_mxfp4: bool) -> tuple[list[_Step], int, set[str]]:
+    """(the pipeline's steps in source order, how many output chunks they fill, the fused groups whose members
+    are too far apart to be read together).
+
+    Output chunk i holds what the i-th written source tensor becomes, so writing chunks in number order writes
+    the tensors in source order, whatever order the steps finish them in."""
+    names = reader.names()
+    chunk_of: dict[str, int] = {}
+    for name in names:
+        if native_mxfp4 and gpt_oss_mxfp4.expert_parameter(name) is not None \
+                and not name.endswith(gpt_oss_mxfp4.BLOCKS_SUFFIX):
+            continue  # an experts block's scales: read with its blocks
+        chunk_of[name] = len(chunk_of)
+    position = {name: i for i, name in enumerate(names)}
+    members: dict[str, list[str]] = {}
+    for name in names:
+        if name in quantize_names and (group := fused_group(quantize_names[name])) is not None:
+            members.setdefault(group, []).append(name)
+    together = {group: group_names for group, group_names in members.items()
+                if position[group_names[-1]] - position[group_names[0]] <= GROUP_READ_SPAN}
+    steps, taken = [], set()
+    for name in names:
+        if name in taken or name not in chunk_of:
+            continue
+        if native_mxfp4 and (parameter := gpt_oss_mxfp4.expert_parameter(name)) is not None:
+            scales = parameter + gpt_oss_mxfp4.SCALES_SUFFIX
+            if scales not in reader.file_of:
+                raise UsageError(f"{name} has no {scales}: the GPT-OSS checkpoint is incomplete")
+            steps.append(_Step((name, scales), True, "experts", (chunk_of[name],)))
+        elif name not in quantize_names:
+            steps.append(_Step((name,), False, "copy", (chunk_of[name],)))
+        else:
+            read = together.get(fused_group(quantize_names[name]) or "", [name])
+            taken.update(read)
+            steps.append(_Step(tuple(read), True, "quantize", tuple(chunk_of[n] for n in read)))
+    return steps, len(chunk_of), set(members) - set(together)
+
+
 def quantize_checkpoint(request: QuantizeRequest) -> ConversionResult:
-    """Round-to-nearest quantization of every targeted Linear weight, streamed tensor by tensor."""
+    """Round-to-nearest quantization of every targeted Linear weight, streamed tensor by tensor: a reader thread
+    reads ahead (onto the device, on CUDA), this thread quantizes, a writer thread writes the shards."""
     start = time.perf_counter()
     scheme = get_scheme(request.scheme)
     group_size = scheme.resolve_group_size(request.group_size)
@@ -226,35 +292,41 @@ def quantize_checkpoint(request: QuantizeRequest) -> ConversionResult:
                          "run lowbit dequantize on it first")
     plan, unquantized = plan_quantization(reader, request)
     result = ConversionResult(out=Path(request.out), quantized=sorted(plan), unquantized=unquantized)
+    quantize_names = {name: module for module, name in plan.items()}
+    steps, chunks, scattered_groups = _quantize_steps(reader, quantize_names, native_mxfp4)
     with staged_output(Path(request.out), request.overwrite) as staging:
-        global_scales = (_shared_global_scales(reader, plan, device, scheme.shared_global_scale)
-                         if scheme.shared_global_scale else {})
+        global_scales = (_shared_global_scales(reader, plan, scattered_groups, device, scheme.shared_global_scale)
+                         if scheme.shared_global_scale and scattered_groups else {})
         writer = ShardWriter(staging, request.max_shard_bytes)
-        quantize_names = {name: module for module, name in plan.items()}
         scale_dtypes: set[torch.dtype] = set()
-        for name in reader.names():
-            if native_mxfp4 and (parameter := gpt_oss_mxfp4.expert_parameter(name)) is not None:
-                if name.endswith(gpt_oss_mxfp4.BLOCKS_SUFFIX):
-                    writer.add(parameter, _native_experts(reader, parameter, device, request.backend, result))
-                continue
-            tensor = reader.get(name)
-            result.bytes_read += tensor.nbytes
-            result.largest_tensor_bytes = max(result.largest_tensor_bytes, tensor.nbytes)
-            module = quantize_names.get(name)
-            if module is None:
-                writer.add(name, tensor)
-                continue
-            shared = global_scales.get(fused_group(module) or "")
-            try:
-                encoded = scheme.encode(tensor.to(device), group_size, request.backend,
-                                        None if shared is None else shared.clone())
-            except ValueError as e:
-                raise UsageError(f"{name}: {e}") from e
-            for suffix, value in encoded.items():
-                writer.add(f"{module}.{suffix}", value)
-            scale_dtypes.add(encoded["weight_scale"].dtype)
-            del tensor, encoded
-        result.shards = writer.finish()
+        with Prefetcher(reader.get, steps, device, PIPELINE_DEPTH) as arriving, \
+                OrderedWriter(writer, PIPELINE_DEPTH) as output:
+            for step, tensors in arriving:
+                result.bytes_read += sum(t.nbytes for t in tensors.values())
+                measured = [tensors[step.names[0]]] if step.kind == "experts" else tensors.values()
+                result.largest_tensor_bytes = max(result.largest_tensor_bytes, *(t.nbytes for t in measured))
+                if step.kind == "copy":
+                    output.put(step.chunks[0], list(tensors.items()))
+                elif step.kind == "experts":
+                    parameter = gpt_oss_mxfp4.expert_parameter(step.names[0])
+                    dense = _dequantize_native(parameter, *tensors.values(), device, request.backend)
+                    output.put(step.chunks[0], *to_host([(parameter, dense)]))
+                else:
+                    shared = _step_global_scale(step, tensors, quantize_names, global_scales, scheme, device)
+                    for name, chunk in zip(step.names, step.chunks):
+                        module = quantize_names[name]
+                        try:
+                            encoded = scheme.encode(tensors[name].to(device), group_size, request.backend,
+                                                    None if shared is None else shared.clone())
+                        except ValueError as e:
+                            raise UsageError(f"{name}: {e}") from e
+                        scale_dtypes.add(encoded["weight_scale"].dtype)
+                        output.put(chunk, *to_host([(f"{module}.{suffix}", v) for suffix, v in encoded.items()]))
+                        del encoded
+                del tensors
+            result.shards = output.finish(chunks)
+        result.peak_prefetched_bytes = arriving.peak_prefetched_bytes
+        result.peak_unwritten_bytes = output.peak_unwritten_bytes
         reader.close()
         config = dict(reader.config)
         config["quantization_config"] = quantization_config(request, unquantized, source, scale_dtypes)
@@ -265,6 +337,19 @@ def quantize_checkpoint(request: QuantizeRequest) -> ConversionResult:
     return result
 
 
+def _step_global_scale(step: _Step, tensors: dict[str, torch.Tensor], quantize_names: dict[str, str],
+                       first_pass_scales: dict[str, torch.Tensor], scheme, device: torch.device) -> torch.Tensor | None:
+    """The global scale a quantize step's modules share: a fused group's (from its members, which the step
+    holds, or from the first pass), or None where each module takes its own (no group, or no such scale)."""
+    group = fused_group(quantize_names[step.names[0]])
+    if not scheme.shared_global_scale or group is None:
+        return None
+    if group in first_pass_scales:
+        return first_pass_scales[group]
+    amax = _checked_amax({name: tensors[name].to(device) for name in step.names})
+    return scheme.shared_global_scale(amax.reshape(1))
+
+
 def _native_experts(reader: CheckpointReader, parameter: str, device: torch.device, backend: str,
                     result: ConversionResult) -> torch.Tensor:
     blocks_name, scales_name = parameter + gpt_oss_mxfp4.BLOCKS_SUFFIX, parameter + gpt_oss_mxfp4.SCALES_SUFFIX
@@ -273,6 +358,11 @@ def _native_experts(reader: CheckpointReader, parameter: str, device: torch.devi
     blocks, scales = reader.get(blocks_name), reader.get(scales_name)
     result.bytes_read += blocks.nbytes + scales.nbytes
     result.largest_tensor_bytes = max(result.largest_tensor_bytes, blocks.nbytes)
+    return _dequantize_native(parameter, blocks, scales, device, backend)
+
+
+def _dequantize_native(parameter: str, blocks: torch.Tensor, scales: torch.Tensor, device: torch.device,
+                       backend: str) -> torch.Tensor:
     try:
         return gpt_oss_mxfp4.dequantize_experts(blocks.to(device), scales.to(device), backend=backend)
     except ValueError as e:
