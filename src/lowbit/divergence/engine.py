@@ -74,14 +74,14 @@ class ScoringModel:
 
 
 def split(stats: kl.TokenStats, scored: list[int]) -> list[dict[str, np.ndarray]]:
-    """Per-sequence numpy arrays from a batch's flat per-token figures."""
+    """Per-sequence numpy arrays from a batch's flat per-token figures (on whatever device they were computed)."""
     fields = {"kl": stats.kl, "same_top": stats.same_top, "base_nll": stats.base_nll, "cand_nll": stats.cand_nll,
               "top_prob_change": stats.top_prob_change}
     if stats.kl_error_bound is not None:
         fields["kl_error_bound"] = stats.kl_error_bound
     if stats.reference_missing is not None:
         fields["reference_missing"] = stats.reference_missing
-    arrays = {name: value.numpy() for name, value in fields.items()}
+    arrays = {name: value.cpu().numpy() for name, value in fields.items()}
     bounds = np.cumsum([0, *scored])
     return [{name: value[bounds[i]:bounds[i + 1]] for name, value in arrays.items()} for i in range(len(scored))]
 
