@@ -40,6 +40,7 @@ ROUND_HALF_EVEN_MAGIC_BITS = tl.constexpr(int.from_bytes(struct.pack("<f", mf.RO
 E2M1_MAX = tl.constexpr(mf.E2M1_MAX)
 E2M1_MBITS = tl.constexpr(mf.E2M1_MBITS)
 E2M1_SIGN_BIT = tl.constexpr(mf.E2M1_SIGN_BIT)
+E2M1_UNPACK_FACTOR = tl.constexpr(2.0 ** (F32_BIAS.value - 1))  # see unpack_e2m1
 E4M3_MBITS = tl.constexpr(mf.E4M3_MBITS)
 E4M3_EMIN = tl.constexpr(mf.E4M3_EMIN)
 E4M3_BIAS = tl.constexpr(mf.E4M3_BIAS)
@@ -137,6 +138,19 @@ def encode_e2m1(x):
 def abs_bits(x):
     """int32 bits of |x|: ordered like the magnitudes, with every NaN above +Inf (F32_INF_BITS)."""
     return float_bits(x) & 0x7FFFFFFF
+
+
+@triton.jit
+def unpack_e2m1(words):
+    """fp32 values of the eight E2M1 codes in each int32 word of `words` (A, B): (A, B, 8), element j from bits
+    4j..4j+3 (pack_nibbles' layout). The code's exponent and mantissa bits are placed at the fp32 exponent's
+    lowest two bits and the mantissa's highest: that float is the E2M1 value times 2**-126 (code 1, 0.5, becomes
+    the subnormal 2**-127), so one exact multiplication gives the value; the sign bit moves to bit 31. A few
+    integer operations per element where e2m1_decode needs about fifteen. Needs subnormals kept: Triton flushes
+    them only inside libdevice calls, and the interpreter computes in numpy."""
+    codes = words[:, :, None] >> (tl.arange(0, 8) * 4)[None, None, :]
+    bits = ((codes & 0x7) << (F32_MBITS - E2M1_MBITS)) | ((codes & E2M1_SIGN_BIT) << 28)
+    return bits_to_float(bits) * E2M1_UNPACK_FACTOR
 
 
 @triton.jit

@@ -68,17 +68,17 @@ def _dequantize_kernel(
     block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
     in_range = block < n_blocks
     scale = mft.e8m0_decode(tl.load(scale_ptr + block, mask=in_range, other=0).to(tl.int32))  # (BLOCKS,)
-    offsets = block[:, None] * 32 + tl.arange(0, 32)[None, :]  # (BLOCKS, 32)
-    if IS_FP4:
-        packed_offsets = block[:, None] * 16 + tl.arange(0, 16)[None, :]
-        packed = tl.load(data_ptr + packed_offsets, mask=in_range[:, None], other=0).to(tl.int32)
-        low = mft.e2m1_decode(packed & 0xF) * scale[:, None]
-        high = mft.e2m1_decode(packed >> 4) * scale[:, None]
-        values = tl.reshape(tl.join(low, high), (BLOCKS, 32))
+    if IS_FP4:  # data_ptr: the uint8 codes viewed as int32, four words (eight codes each) per block
+        word = tl.arange(0, 4)
+        words = tl.load(data_ptr + block[:, None] * 4 + word[None, :], mask=in_range[:, None], other=0)
+        values = mft.unpack_e2m1(words) * scale[:, None, None]  # (BLOCKS, 4, 8)
+        offsets = block[:, None, None] * 32 + word[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]
+        mft.store_values(out_ptr, offsets, values, in_range[:, None, None], OUT_IS_BF16)
     else:
+        offsets = block[:, None] * 32 + tl.arange(0, 32)[None, :]  # (BLOCKS, 32)
         codes = tl.load(data_ptr + offsets, mask=in_range[:, None], other=0).to(tl.int32)
         values = mft.decode_e4m3(codes, NATIVE) * scale[:, None]
-    mft.store_values(out_ptr, offsets, values, in_range[:, None], OUT_IS_BF16)
+        mft.store_values(out_ptr, offsets, values, in_range[:, None], OUT_IS_BF16)
 
 
 def quantize_triton(
@@ -113,7 +113,7 @@ def dequantize_triton(
     n_blocks = out.numel() // layout.BLOCK_SIZE
     out_arg, out_is_bf16 = mft.output_view(out)
     _dequantize_kernel[(triton.cdiv(n_blocks, DEQUANTIZE_BLOCKS),)](
-        data, q.scale.contiguous(), out_arg, n_blocks,
+        data.view(torch.int32) if element == "fp4" else data, q.scale.contiguous(), out_arg, n_blocks,
         BLOCKS=DEQUANTIZE_BLOCKS, IS_FP4=element == "fp4", OUT_IS_BF16=out_is_bf16, NATIVE=mft.native_casts(),
         num_warps=DEQUANTIZE_WARPS,
     )

@@ -75,21 +75,19 @@ def _dequantize_kernel(
     packed_ptr, scale_ptr, global_scale_ptr, out_ptr, n_blocks,
     BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr,
 ):
+    """packed_ptr: the uint8 codes viewed as int32, two words (eight codes each) per 16-element block."""
     block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
     in_range = block < n_blocks
-    packed_offsets = block[:, None] * 8 + tl.arange(0, 8)[None, :]  # (BLOCKS, 8)
-    packed = tl.load(packed_ptr + packed_offsets, mask=in_range[:, None], other=0).to(tl.int32)
+    words = tl.load(packed_ptr + block[:, None] * 2 + tl.arange(0, 2)[None, :], mask=in_range[:, None], other=0)
     scale_code = tl.load(scale_ptr + block, mask=in_range, other=0).to(tl.int32)
     global_scale = tl.load(global_scale_ptr)
 
     effective = tl.math.div_rn(
         mft.decode_e4m3(scale_code, NATIVE), tl.full(scale_code.shape, 1.0, tl.float32) * global_scale
     )
-    low = mft.e2m1_decode(packed & 0xF) * effective[:, None]
-    high = mft.e2m1_decode(packed >> 4) * effective[:, None]
-    values = tl.reshape(tl.join(low, high), (BLOCKS, 16))
-    offsets = block[:, None] * 16 + tl.arange(0, 16)[None, :]
-    mft.store_values(out_ptr, offsets, values, in_range[:, None], OUT_IS_BF16)
+    values = mft.unpack_e2m1(words) * effective[:, None, None]  # (BLOCKS, 2, 8)
+    offsets = block[:, None, None] * 16 + tl.arange(0, 2)[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]
+    mft.store_values(out_ptr, offsets, values, in_range[:, None, None], OUT_IS_BF16)
 
 
 def _quantize(x: torch.Tensor, global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool,
@@ -140,7 +138,7 @@ def dequantize_triton(q: layout.NVFP4Weight, out_dtype: torch.dtype = torch.bflo
     scale = q.weight_scale.contiguous().view(torch.uint8)
     out_arg, out_is_bf16 = mft.output_view(out)
     _dequantize_kernel[grid](
-        packed, scale, global_scale, out_arg, n_blocks,
+        packed.view(torch.int32), scale, global_scale, out_arg, n_blocks,
         BLOCKS=DEQUANTIZE_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=mft.native_casts(), num_warps=DEQUANTIZE_WARPS,
     )
     return out
