@@ -9,7 +9,8 @@ against the same model emulated as the transformers predictor emulates it (`appl
 default targets: every decoder Linear and experts module), for each --formats activation format:
     decode B     one token for each of B sequences (B = 1, 8, 64) after a --context-token prefill, KV cache on
     prefill 4x1024
-CUDA-synchronized wall time per step (median of --repeats), and the ratio emulated / BF16 per format.
+CUDA-synchronized wall time per step (median of --repeats), BF16 and the formats taking turns step by step so
+that the shared host's slow phases fall on all of them alike, and the ratio emulated / BF16 per format.
 
 --part blocks: one MoE block forward (block in isolation) for 8, 512 and 4096 tokens: transformers'
 grouped_mm and eager experts forwards, lowbit's emulated forward with no format and with each format; then
@@ -65,39 +66,91 @@ def build_model(arch: str, dims: dict, device: str, dtype: torch.dtype) -> torch
 
 
 def median_ms(fn, repeats: int, device: str, warmup: int = 3) -> float:
-    def sync():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        began = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - began) * 1e3)
-    return statistics.median(times)
+    return statistics.median(timed_ms(fn, device) for _ in range(repeats))
 
 
-def step_times(model, batches: tuple[int, ...], prefill: tuple[int, int], context: int, repeats: int,
-               device: str) -> dict[str, float]:
-    """ms per decode step at each batch size (KV cache of `context` tokens) and per prefill forward."""
+def timed_ms(fn, device: str) -> float:
+    """Wall time of one call of `fn`, the device synchronized before and after."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    began = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - began) * 1e3
+
+
+class Variant:
+    """The model as BF16 (fmt None) or emulated with activation format `fmt`, switched on for one step at a time."""
+
+    def __init__(self, model, fmt: str | None, backend: str):
+        self.model, self.fmt, self.backend, self.emulation = model, fmt, backend, None
+
+    def __enter__(self):
+        if self.fmt:
+            self.emulation = fake_quant.apply_fake_quant(self.model, act_quant=self.fmt, backend=self.backend)
+        return self.model
+
+    def __exit__(self, *exc):
+        if self.emulation is not None:
+            self.emulation.remove()
+            self.emulation = None
+
+
+def interleaved_ms(steps: dict[str, object], variants: dict[str, Variant], repeats: int, device: str,
+                   warmup: int = 2) -> dict[str, dict[str, float]]:
+    """Median ms per step of each variant, the variants taking turns step by step (order rotating each round), so
+    a slow phase of the shared host slows every variant alike. `steps`: name -> fn(model)."""
+    names = list(variants)
+    for variant in variants.values():
+        with variant as model:
+            for fn in steps.values():
+                for _ in range(warmup):
+                    fn(model)
+    times = {step: {name: [] for name in names} for step in steps}
+    for round_ in range(repeats):
+        order = names[round_ % len(names):] + names[:round_ % len(names)]
+        for name in order:
+            with variants[name] as model:
+                for step, fn in steps.items():
+                    times[step][name].append(timed_ms(functools.partial(fn, model), device))
+    return {step: {name: statistics.median(values) for name, values in by_variant.items()}
+            for step, by_variant in times.items()}
+
+
+def model_steps(model, batches: tuple[int, ...], prefill: tuple[int, int], context: int, device: str) -> dict:
+    """name -> fn(model): one decode step at each batch size (KV cache of `context` tokens, growing by a token
+    per step) and one prefill forward."""
     vocab = model.config.vocab_size
     generator = torch.Generator().manual_seed(0)
-    times = {}
+    steps = {}
     for batch in batches:
         prompt = torch.randint(0, vocab, (batch, context), generator=generator).to(device)
         token = torch.randint(0, vocab, (batch, 1), generator=generator).to(device)
-        cache = model(prompt, use_cache=True).past_key_values  # the cache grows by a token per timed step
-        times[f"decode {batch}"] = median_ms(lambda: model(token, past_key_values=cache, use_cache=True), repeats,
-                                             device)
-        del cache
+        cache = model(prompt, use_cache=True).past_key_values
+        steps[f"decode {batch}"] = functools.partial(
+            lambda m, token, cache: m(token, past_key_values=cache, use_cache=True), token=token, cache=cache)
     tokens = torch.randint(0, vocab, prefill, generator=generator).to(device)
-    times[f"prefill {prefill[0]}x{prefill[1]}"] = median_ms(lambda: model(tokens, use_cache=False),
-                                                            max(3, repeats // 4), device, warmup=1)
-    return times
+    steps[f"prefill {prefill[0]}x{prefill[1]}"] = lambda m: m(tokens, use_cache=False)
+    return steps
+
+
+def profile_step(model, step, variants: dict[str, Variant], rows: int = 15) -> None:
+    """torch.profiler's table of one step of each variant: where the time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    for name, variant in variants.items():
+        with variant as m:
+            step(m)
+            with profile(activities=activities) as prof:
+                step(m)
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+        print(f"profile: {name}", flush=True)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows), flush=True)
 
 
 def run_steps(args, dtype: torch.dtype, backend: str) -> list[dict]:
@@ -105,18 +158,20 @@ def run_steps(args, dtype: torch.dtype, backend: str) -> list[dict]:
     batches, prefill = (TINY_DECODE_BATCHES, TINY_PREFILL) if args.tiny else (DECODE_BATCHES, PREFILL)
     for arch in MODELS:
         model = build_model(arch, (TINY if args.tiny else MODELS)[arch], args.device, dtype)
+        variants = {"bf16": Variant(model, None, backend),
+                    **{fmt: Variant(model, fmt, backend) for fmt in args.formats}}
         with torch.inference_mode():
-            bf16 = step_times(model, batches, prefill, args.context, args.repeats, args.device)
+            steps = model_steps(model, batches, prefill, args.context, args.device)
+            if args.profile:
+                profile_step(model, steps[f"decode {batches[0]}"], variants)
+            medians = interleaved_ms(steps, variants, args.repeats, args.device)
+        for step, ms in medians.items():
             for fmt in args.formats:
-                emulation = fake_quant.apply_fake_quant(model, act_quant=fmt, backend=backend)
-                emulated = step_times(model, batches, prefill, args.context, args.repeats, args.device)
-                emulation.remove()
-                for step, ms in bf16.items():
-                    row = {"model": arch, "step": step, "format": fmt, "bf16_ms": round(ms, 3),
-                           "emulated_ms": round(emulated[step], 3), "ratio": round(emulated[step] / ms, 3)}
-                    results.append(row)
-                    print(json.dumps(row), flush=True)
-        del model
+                row = {"model": arch, "step": step, "format": fmt, "bf16_ms": round(ms["bf16"], 3),
+                       "emulated_ms": round(ms[fmt], 3), "ratio": round(ms[fmt] / ms["bf16"], 3)}
+                results.append(row)
+                print(json.dumps(row), flush=True)
+        del model, steps, variants
         gc.collect()
         if args.device == "cuda":
             torch.cuda.empty_cache()
@@ -185,6 +240,8 @@ def main() -> None:
                         help="activation formats of the emulated steps")
     parser.add_argument("--tiny", action="store_true", help="tiny models, to check the script runs")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--profile", action="store_true",
+                        help="print torch.profiler's table of one decode step, BF16 and each format")
     args = parser.parse_args()
     if args.tiny:
         args.context = min(args.context, 16)

@@ -142,7 +142,8 @@ def build_cases(w: torch.Tensor) -> list[Case]:
     return cases
 
 
-def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float) -> None:
+def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float, blocks_options: list[int],
+                            warps_options: list[int], only: list[str]) -> None:
     """Time the block kernels over BLOCKS (blocks per program) x num_warps, to pick the defaults."""
     from lowbit.quant.formats import minifloat_triton as mft
 
@@ -178,7 +179,7 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float) -> None:
                 w, amax_bits, w.numel(), triton.cdiv(w.numel(), 64 * blocks), CHUNK=64 * blocks, num_warps=warps),
                 nbytes(w)),
             "nvfp4 dequantize": (lambda: nvfp4_triton._dequantize_kernel[grid16](
-                q_nv.weight_packed, q_nv.weight_scale.view(torch.uint8), g, out, n16, BLOCKS=blocks,
+                q_nv.weight_packed.view(torch.int32), q_nv.weight_scale.view(torch.uint8), g, out, n16, BLOCKS=blocks,
                 OUT_IS_BF16=not native, NATIVE=native, num_warps=warps), nbytes(w, packed, scale16)),
             "mxfp4 quantize": (lambda: mx_triton._quantize_kernel[grid32](
                 w, packed_words, scale32, n32, BLOCKS=blocks, IS_FP4=True, ELEMENT_EMAX=2, ELEMENT_MAX=6.0,
@@ -187,7 +188,7 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float) -> None:
                 w, codes8, scale32, n32, BLOCKS=blocks, IS_FP4=False, ELEMENT_EMAX=8, ELEMENT_MAX=448.0,
                 RULE=even, NATIVE=native, num_warps=warps), nbytes(w, codes8, scale32)),
             "mxfp4 dequantize": (lambda: mx_triton._dequantize_kernel[grid32](
-                q_mx4.data, q_mx4.scale, out, n32, BLOCKS=blocks, IS_FP4=True, OUT_IS_BF16=not native,
+                q_mx4.data.view(torch.int32), q_mx4.scale, out, n32, BLOCKS=blocks, IS_FP4=True, OUT_IS_BF16=not native,
                 NATIVE=native, num_warps=warps), nbytes(w, packed, scale32)),
             # row kernel: CHUNK = 16 * BLOCKS columns per step
             "fp8 quantize (channel)": (lambda: fp8_triton._rows_kernel[(rows,)](
@@ -209,14 +210,16 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float) -> None:
         }
 
     results: dict[str, list[tuple[float, int, int]]] = {}
-    for blocks in (16, 32, 64, 128, 256):
-        for warps in (2, 4, 8):
+    for blocks in blocks_options:
+        for warps in warps_options:
             for name, (launch, moved) in launchers(blocks, warps).items():
+                if only and not any(part in name for part in only):
+                    continue
                 ms = do_bench(launch, return_mode="median")
                 results.setdefault(name, []).append((moved / ms / 1e6, blocks, warps))
-    print("\nlaunch-parameter sweep (GB/s; best first, top 3):")
+    print("\nlaunch-parameter sweep (GB/s; best first, top 5):")
     for name, rows in results.items():
-        best = sorted(rows, reverse=True)[:3]
+        best = sorted(rows, reverse=True)[:5]
         text = ", ".join(f"BLOCKS={b} warps={nw}: {gbps:.0f} ({100 * gbps / copy_gbps:.0f}%)" for gbps, b, nw in best)
         print(f"  {name}: {text}")
 
@@ -277,12 +280,22 @@ def print_end_to_end_table(w: torch.Tensor, copy_gbps: float, time_ms: Callable[
           f"{nbytes(w) / amax_ms / 1e6:.0f} GB/s ({100 * nbytes(w) / amax_ms / 1e6 / copy_gbps:.0f}% of copy)")
 
 
+def _integers(text: str) -> list[int]:
+    return [int(item) for item in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=8192)
     parser.add_argument("--cols", type=int, default=28672)
     parser.add_argument("--skip-reference", action="store_true", help="do not time the torch references")
     parser.add_argument("--sweep", action="store_true", help="also sweep BLOCKS x num_warps of the block kernels")
+    parser.add_argument("--sweep-blocks", type=_integers, default=[16, 32, 64, 128, 256],
+                        help="BLOCKS values the sweep tries (comma-separated)")
+    parser.add_argument("--sweep-warps", type=_integers, default=[2, 4, 8],
+                        help="num_warps values the sweep tries (comma-separated)")
+    parser.add_argument("--sweep-only", nargs="*", default=[],
+                        help="sweep only the kernels whose names contain one of these, e.g. dequantize")
     parser.add_argument("--smoke", action="store_true",
                         help=f"run every case once on a {SMOKE_SHAPE[0]}x{SMOKE_SHAPE[1]} weight on the CPU")
     args = parser.parse_args()
@@ -311,7 +324,7 @@ def main() -> None:
     print_kernel_table(w, copy_gbps, time_ms, args.skip_reference)
     print_end_to_end_table(w, copy_gbps, time_ms, args.smoke)
     if args.sweep and not args.smoke:
-        sweep_launch_parameters(w, copy_gbps)
+        sweep_launch_parameters(w, copy_gbps, args.sweep_blocks, args.sweep_warps, args.sweep_only)
 
 
 if __name__ == "__main__":
