@@ -1,16 +1,19 @@
-"""Streaming checkpoint quantization of a Qwen3-1.7B-shaped random BF16 checkpoint: wall time and peak memory.
+"""Streaming checkpoint quantization of a Qwen3-shaped random BF16 checkpoint: wall time and peak memory.
 
-The checkpoint (about 3.4 GB with all 28 layers) is generated on disk tensor by tensor, never whole in memory.
+The checkpoint (--shape qwen3-1.7b: about 3.4 GB with all 28 layers; qwen3-4b: about 8 GB with all 36) is
+generated on disk tensor by tensor, never whole in memory.
 Each measurement then runs in a fresh process, which reports its wall time and peak RSS (VmHWM):
     copy       read every tensor with safe_open and write it back in shards of the same size: the time to read
                and write the same bytes, the floor a streaming quantizer is measured against
     <scheme>   `lowbit quantize` (method rtn) of the same checkpoint on --device with --backend
 
     python perf/quantize_checkpoint_bench.py --layers 4 --schemes nvfp4,fp8            # CPU, a few minutes
-    python perf/quantize_checkpoint_bench.py --device cuda --backend triton             # H100: the full model
+    python perf/quantize_checkpoint_bench.py --device cuda --backend triton             # GPU: the full model
+    python perf/quantize_checkpoint_bench.py --shape qwen3-4b --device cuda --backend triton
     python perf/quantize_checkpoint_bench.py --workdir /scratch/qbench --keep --json results.json
 
 The source stays in --workdir between runs with --keep (it is regenerated only when its shape changes).
+--layers defaults to the shape's own layer count.
 """
 
 from __future__ import annotations
@@ -22,15 +25,20 @@ import platform
 import shutil
 import time
 from pathlib import Path
+from queue import Empty
 
-QWEN3_1_7B = dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
-                  num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True,
-                  model_type="qwen3", architectures=["Qwen3ForCausalLM"], torch_dtype="bfloat16",
-                  rms_norm_eps=1e-6, max_position_embeddings=40960, rope_theta=1000000.0)
+QWEN3_COMMON = dict(head_dim=128, num_key_value_heads=8, vocab_size=151936, tie_word_embeddings=True,
+                    model_type="qwen3", architectures=["Qwen3ForCausalLM"], torch_dtype="bfloat16", rms_norm_eps=1e-6,
+                    max_position_embeddings=40960, rope_theta=1000000.0)
+SHAPES = {
+    "qwen3-1.7b": dict(QWEN3_COMMON, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+                       num_attention_heads=16),
+    "qwen3-4b": dict(QWEN3_COMMON, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+                     num_attention_heads=32),
+}
 
 
-def tensor_shapes(layers: int) -> list[tuple[str, tuple[int, ...]]]:
-    c = QWEN3_1_7B
+def tensor_shapes(c: dict, layers: int) -> list[tuple[str, tuple[int, ...]]]:
     hidden, inter, q, kv = c["hidden_size"], c["intermediate_size"], c["num_attention_heads"] * c["head_dim"], \
         c["num_key_value_heads"] * c["head_dim"]
     shapes = [("model.embed_tokens.weight", (c["vocab_size"], hidden)), ("model.norm.weight", (hidden,))]
@@ -46,24 +54,26 @@ def tensor_shapes(layers: int) -> list[tuple[str, tuple[int, ...]]]:
     return shapes
 
 
-def generate(source: Path, layers: int, shard_bytes: int) -> None:
+def generate(source: Path, shape: str, layers: int, shard_bytes: int) -> None:
     import torch
 
     from lowbit.quant.safetensors_io import ShardWriter, write_config
 
     marker = source / "bench_shape.json"
-    if marker.is_file() and json.loads(marker.read_text()) == {"layers": layers}:
+    identity = {"shape": shape, "layers": layers, "shard_bytes": shard_bytes}
+    if marker.is_file() and json.loads(marker.read_text()) == identity:
         return
     shutil.rmtree(source, ignore_errors=True)
     source.mkdir(parents=True)
     generator = torch.Generator().manual_seed(0)
     writer = ShardWriter(source, shard_bytes)
-    for name, shape in tensor_shapes(layers):
-        tensor = torch.ones(shape) if len(shape) == 1 else torch.randn(shape, generator=generator) * 0.02
+    config = SHAPES[shape]
+    for name, size in tensor_shapes(config, layers):
+        tensor = torch.ones(size) if len(size) == 1 else torch.randn(size, generator=generator) * 0.02
         writer.add(name, tensor.to(torch.bfloat16))
     writer.finish()
-    write_config(source, {**QWEN3_1_7B, "num_hidden_layers": layers})
-    marker.write_text(json.dumps({"layers": layers}))
+    write_config(source, {**config, "num_hidden_layers": layers})
+    marker.write_text(json.dumps(identity))
 
 
 def peak_rss_gib() -> float:
@@ -106,15 +116,24 @@ def in_fresh_process(target, *args) -> dict:
     queue = context.Queue()
     process = context.Process(target=target, args=(*args, queue))
     process.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=1)
+            break
+        except Empty:
+            if not process.is_alive():  # it failed: its traceback is printed above
+                raise SystemExit(f"{target.__name__} failed with exit code {process.exitcode}") from None
     process.join()
     return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=int, default=28, help="decoder layers (28 = the real Qwen3-1.7B)")
-    parser.add_argument("--schemes", default="nvfp4,mxfp4,fp8,int8", help="comma-separated schemes")
+    parser.add_argument("--shape", default="qwen3-1.7b", choices=sorted(SHAPES), help="the model's tensor shapes")
+    parser.add_argument("--layers", type=int, help="decoder layers (default: the shape's own, 28 or 36)")
+    parser.add_argument("--schemes", default="nvfp4,mxfp4,fp8,w4a16",
+                        help="comma-separated lowbit quantize schemes (nvfp4, mxfp4, mxfp8, fp8, fp8-block, int8, "
+                             "w4a16)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="ref", choices=["ref", "triton"])
     parser.add_argument("--shard-mb", type=int, default=1024, help="output shard size (also the source's)")
@@ -125,15 +144,26 @@ def main() -> int:
 
     import torch
 
+    from lowbit.quant.schemes import SCHEMES
+
+    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+    unknown = [s for s in schemes if s not in SCHEMES]
+    if unknown or not schemes:
+        parser.error(f"--schemes: {'unknown ' + ', '.join(unknown) if unknown else 'none given'}; choose from "
+                     f"{', '.join(SCHEMES)}")
+    layers = SHAPES[args.shape]["num_hidden_layers"] if args.layers is None else args.layers
+    if layers < 1:
+        parser.error(f"--layers must be at least 1, got {layers}")
+
     work = Path(args.workdir)
     source, shard_bytes = work / "source", args.shard_mb * 2**20
     start = time.perf_counter()
-    generate(source, args.layers, shard_bytes)
+    generate(source, args.shape, layers, shard_bytes)
     source_bytes = sum(p.stat().st_size for p in source.glob("*.safetensors"))
-    print(f"source: {args.layers} layers, {source_bytes / 1e9:.2f} GB ({time.perf_counter() - start:.0f} s to "
+    print(f"source: {args.shape}, {layers} layers, {source_bytes / 1e9:.2f} GB ({time.perf_counter() - start:.0f} s to "
           f"generate or reuse); torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}")
-    results = {"layers": args.layers, "source_bytes": source_bytes, "device": args.device, "backend": args.backend,
+    results = {"shape": args.shape, "layers": layers, "source_bytes": source_bytes, "device": args.device, "backend": args.backend,
                "runs": {}}
     shutil.rmtree(work / "out", ignore_errors=True)
     results["runs"]["copy"] = copy = in_fresh_process(run_copy, str(source), str(work / "out"), shard_bytes)
@@ -141,7 +171,7 @@ def main() -> int:
     print(f"{'run':<10} {'seconds':>8} {'x copy':>7} {'GB/s in':>8} {'out GB':>7} {'peak RSS GiB':>13} {'GPU GiB':>8}")
     print(f"{'copy':<10} {copy['seconds']:8.1f} {1.0:7.2f} {source_bytes / 1e9 / copy['seconds']:8.2f} "
           f"{copy['bytes_written'] / 1e9:7.2f} {copy['peak_rss_gib']:13.2f} {'-':>8}")
-    for scheme in args.schemes.split(","):
+    for scheme in schemes:
         run = in_fresh_process(run_quantize, str(source), str(work / "out"), scheme, args.device, args.backend,
                                shard_bytes)
         shutil.rmtree(work / "out", ignore_errors=True)
