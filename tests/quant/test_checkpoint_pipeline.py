@@ -19,7 +19,8 @@ from lowbit.quant.schemes import fused_group, get_scheme
 from test_checkpoint import layer_tensors, leaves_nothing, write_checkpoint
 
 
-def sequential_quantize(source: Path, out: Path, scheme_name: str, max_shard_bytes: int) -> None:
+def sequential_quantize(source: Path, out: Path, scheme_name: str, max_shard_bytes: int, device: str = "cpu",
+                        backend: str = "ref") -> None:
     """Shards and index as a strictly sequential conversion writes them: each tensor read, quantized and added in
     source order, fused siblings' NVFP4 scales from a first pass."""
     scheme = get_scheme(scheme_name)
@@ -29,7 +30,7 @@ def sequential_quantize(source: Path, out: Path, scheme_name: str, max_shard_byt
     amax: dict[str, torch.Tensor] = {}
     for module, name in plan.items():
         if scheme.shared_global_scale and (group := fused_group(module)) is not None:
-            value = reader.get(name).float().abs().max()
+            value = reader.get(name).to(device).float().abs().max()
             amax[group] = torch.maximum(amax[group], value) if group in amax else value
     scales = {group: scheme.shared_global_scale(a.reshape(1)) for group, a in amax.items()}
     out.mkdir()
@@ -40,7 +41,8 @@ def sequential_quantize(source: Path, out: Path, scheme_name: str, max_shard_byt
             writer.add(name, reader.get(name))
             continue
         shared = scales.get(fused_group(modules[name]) or "")
-        encoded = scheme.encode(reader.get(name), group_size, "ref", None if shared is None else shared.clone())
+        encoded = scheme.encode(reader.get(name).to(device), group_size, backend,
+                                None if shared is None else shared.clone())
         for suffix, value in encoded.items():
             writer.add(f"{modules[name]}.{suffix}", value)
     writer.finish()
@@ -74,6 +76,17 @@ def test_pipelined_output_is_byte_identical_to_a_sequential_conversion(tmp_path,
     assert len(expected) > 2 and list(pipelined) == list(expected)
     for file in expected:
         assert pipelined[file] == expected[file], file
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", ["ref", "triton"])
+@pytest.mark.parametrize("scheme", ["nvfp4", "mxfp4", "fp8", "w4a16"])
+def test_pipelined_output_on_the_gpu_is_byte_identical_to_a_sequential_conversion(tmp_path, scheme, backend):
+    source = model(tmp_path, layers=3, shards=1)
+    quantize_checkpoint(QuantizeRequest(model=str(source), out=tmp_path / "q", scheme=scheme, device="cuda",
+                                        backend=backend, max_shard_bytes=400_000))
+    sequential_quantize(source, tmp_path / "seq", scheme, 400_000, "cuda", backend)
+    assert weight_files(tmp_path / "q") == weight_files(tmp_path / "seq")
 
 
 def test_fused_siblings_close_together_are_read_once_and_far_apart_in_a_first_pass(tmp_path, monkeypatch):
