@@ -235,10 +235,11 @@ class _Step(ReadUnit):
     chunks: tuple[int, ...]  # copy, quantize: the output chunk of each name read; experts: the block's one chunk
 
 
-def _quantize_steps(reader: CheckpointReader, quantize_names: dict[str, str],
-                    native_mxfp4: bool) -> tuple[list[_Step], int, set[str]]:
+def _quantize_steps(reader: CheckpointReader, quantize_names: dict[str, str], native_mxfp4: bool,
+                    shared_scales: bool) -> tuple[list[_Step], int, set[str]]:
     """(the pipeline's steps in source order, how many output chunks they fill, the fused groups whose members
-    are too far apart to be read together).
+    are too far apart to be read together). Fused siblings are read together only where they share a global
+    scale (`shared_scales`); otherwise each weight is a step of its own.
 
     Output chunk i holds what the i-th written source tensor becomes, so writing chunks in number order writes
     the tensors in source order, whatever order the steps finish them in."""
@@ -252,7 +253,7 @@ def _quantize_steps(reader: CheckpointReader, quantize_names: dict[str, str],
     position = {name: i for i, name in enumerate(names)}
     members: dict[str, list[str]] = {}
     for name in names:
-        if name in quantize_names and (group := fused_group(quantize_names[name])) is not None:
+        if shared_scales and name in quantize_names and (group := fused_group(quantize_names[name])) is not None:
             members.setdefault(group, []).append(name)
     together = {group: group_names for group, group_names in members.items()
                 if position[group_names[-1]] - position[group_names[0]] <= GROUP_READ_SPAN}
@@ -293,10 +294,11 @@ def quantize_checkpoint(request: QuantizeRequest) -> ConversionResult:
     plan, unquantized = plan_quantization(reader, request)
     result = ConversionResult(out=Path(request.out), quantized=sorted(plan), unquantized=unquantized)
     quantize_names = {name: module for module, name in plan.items()}
-    steps, chunks, scattered_groups = _quantize_steps(reader, quantize_names, native_mxfp4)
+    steps, chunks, scattered_groups = _quantize_steps(reader, quantize_names, native_mxfp4,
+                                                      scheme.shared_global_scale is not None)
     with staged_output(Path(request.out), request.overwrite) as staging:
         global_scales = (_shared_global_scales(reader, plan, scattered_groups, device, scheme.shared_global_scale)
-                         if scheme.shared_global_scale and scattered_groups else {})
+                         if scattered_groups else {})
         writer = ShardWriter(staging, request.max_shard_bytes)
         scale_dtypes: set[torch.dtype] = set()
         with Prefetcher(reader.get, steps, device, PIPELINE_DEPTH) as arriving, \
