@@ -125,7 +125,7 @@ def test_read_ahead_and_write_behind_stay_within_the_pipeline_depth(tmp_path, mo
     largest_output = result.largest_tensor_bytes // 2 + 4 * 512  # an FP8 gate/up weight and its scales, or more
     assert 0 < result.peak_unwritten_bytes <= (depth + checkpoint.GROUP_READ_SPAN) * largest_output
     assert result.peak_pending_bytes <= limit
-    assert result.bytes_written > 8 * limit
+    assert result.bytes_written > 6 * limit  # while many shards are written
 
 
 def test_prefetcher_reads_at_most_depth_units_ahead_of_its_consumer():
