@@ -1,5 +1,6 @@
-"""End to end on the trained model organism: BF16 solves its tasks, INT8 / FP8 keep its accuracy, and NVFP4
-checkpoints with a numerics bug lose accuracy that `lowbit compare` calls significant.
+"""End to end on the trained model organism: BF16 solves its tasks, INT8 / FP8 keep its accuracy on the facts,
+and NVFP4 checkpoints with a numerics bug lose arithmetic accuracy that `lowbit compare` calls significant (the
+memorised facts survive even a doubled scale; the column-by-column arithmetic does not).
 
 A random-weight model cannot catch such bugs (it scores at chance at every precision); the organism can. The bugs
 are made in the test, on the checkpoint `lowbit quantize` wrote: every E4M3 block scale one exponent too high
@@ -20,7 +21,7 @@ from lowbit.organism import model_dir
 pytestmark = pytest.mark.slow
 
 FACTS_SAMPLES = 200
-ARITHMETIC_SAMPLES = 8
+ARITHMETIC_SAMPLES = 16
 
 
 def scales_one_exponent_high(name: str, tensor: torch.Tensor) -> torch.Tensor | None:
@@ -70,40 +71,36 @@ def comparison(tmp_path_factory):
         assert corrupt(root / label, change) == 42  # 6 layers x 7 Linear modules
         checkpoints[label] = root / label
     runs = root / "runs"
-    for precision, checkpoint in checkpoints.items():
-        _ok(run_lowbit("eval", "model=organism", f"model_name={checkpoint}", f"precision={precision}",
-                       "eval_dataset=organism-facts", f"output_dir={runs / 'facts' / precision}",
-                       f"limit={FACTS_SAMPLES}", "predictor=transformers", f"predictor_conf.batch_size={FACTS_SAMPLES}"))
-    _ok(run_lowbit("eval", "model=organism", f"model_name={organism}", "eval_dataset=organism-arithmetic",
-                   f"output_dir={runs / 'arithmetic' / 'bf16'}", f"limit={ARITHMETIC_SAMPLES}",
-                   "predictor=transformers", f"predictor_conf.batch_size={ARITHMETIC_SAMPLES}"))
-    _ok(run_lowbit("compare", str(runs / "facts" / "*"), "baseline=bf16", f"out={root / 'report'}", "format=json"))
-    report = json.loads((root / "report" / "comparison.json").read_text())
-    rows = {row["precision"]: row for row in report["groups"][0]["rows"]}
-    arithmetic = json.loads((runs / "arithmetic" / "bf16" / "metrics.json").read_text())
-    return rows, arithmetic
+    tasks = {"facts": (("bf16", "int8", "fp8"), FACTS_SAMPLES), "arithmetic": (("bf16", *CORRUPTIONS), ARITHMETIC_SAMPLES)}
+    rows = {}
+    for task, (precisions, samples) in tasks.items():
+        for precision in precisions:
+            _ok(run_lowbit("eval", "model=organism", f"model_name={checkpoints[precision]}", f"precision={precision}",
+                           f"eval_dataset=organism-{task}", f"output_dir={runs / task / precision}", f"limit={samples}",
+                           "predictor=transformers", f"predictor_conf.batch_size={samples}"))
+        _ok(run_lowbit("compare", str(runs / task / "*"), "baseline=bf16", f"out={root / task}", "format=json"))
+        report = json.loads((root / task / "comparison.json").read_text())
+        rows[task] = {row["precision"]: row for row in report["groups"][0]["rows"]}
+    return rows
 
 
 def test_bf16_solves_the_organism_tasks(comparison):
-    rows, arithmetic = comparison
-    assert rows["bf16"]["metric"]["value"] >= 0.95
-    assert rows["bf16"]["metric"]["n"] == FACTS_SAMPLES
-    assert arithmetic["metrics"]["accuracy"]["value"] >= (ARITHMETIC_SAMPLES - 1) / ARITHMETIC_SAMPLES
+    facts, arithmetic = comparison["facts"]["bf16"]["metric"], comparison["arithmetic"]["bf16"]["metric"]
+    assert facts["value"] >= 0.95 and facts["n"] == FACTS_SAMPLES
+    assert arithmetic["value"] >= (ARITHMETIC_SAMPLES - 1) / ARITHMETIC_SAMPLES and arithmetic["n"] == ARITHMETIC_SAMPLES
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp8"])
 def test_eight_bit_precisions_keep_the_accuracy(comparison, precision):
-    rows, _ = comparison
-    paired = rows[precision]["paired"]
+    paired = comparison["facts"][precision]["paired"]
     assert paired["n"] == FACTS_SAMPLES
     assert paired["difference"] >= -0.03, paired
     assert not (paired["significant"] and paired["difference"] < 0), paired
 
 
-@pytest.mark.parametrize("precision, least_drop", [("nvfp4-scales-x2", 0.03), ("nvfp4-nibbles-swapped", 0.5)])
-def test_broken_numerics_cost_significant_accuracy(comparison, precision, least_drop):
-    rows, _ = comparison
-    paired = rows[precision]["paired"]
+@pytest.mark.parametrize("precision", list(CORRUPTIONS))
+def test_broken_numerics_cost_significant_accuracy(comparison, precision):
+    paired = comparison["arithmetic"][precision]["paired"]
     assert paired["significant"] and paired["p_value"] < 0.01, paired
-    assert paired["difference_high"] < 0 and paired["difference"] <= -least_drop, paired
+    assert paired["difference_high"] < 0 and paired["difference"] <= -0.5, paired
     assert paired["right_to_wrong"] > paired["wrong_to_right"]

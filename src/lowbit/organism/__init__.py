@@ -1,14 +1,13 @@
 """The model organism: a small Qwen3 trained by lowbit on synthetic tasks, shipped for demonstrations and tests.
 
 Random-weight models score at chance whatever the precision, so a numerics bug that still writes well-formed
-checkpoints goes unseen. The organism is good at its three synthetic tasks (arithmetic reasoned in `<think>`,
-multiple choice over memorised facts, key-value retrieval in a ~1K-token context), so a quantization that
-damages its weights shows up as lost accuracy.
+checkpoints goes unseen. The organism is good at its two synthetic tasks (arithmetic reasoned in `<think>`,
+multiple choice over memorised facts), so a quantization that damages its weights shows up as lost accuracy.
 
 - `tokenizer`: its word-piece tokenizer and Qwen3-style chat template
-- `arithmetic`, `facts`, `retrieval`: the task generators; `split`: which prompts are held out of training
-- `train`: `python -m lowbit.organism.train`, which trains it from a seed and writes the manifest; `recipe`: the
-  stages it runs, each with its options (the shipped organism's)
+- `arithmetic`, `facts`: the task generators; `data`: which prompts are held out of training
+- `train`: `python -m lowbit.organism.train`, which trains it from a seed and writes the manifest; `recipe`: what
+  it runs by default (the shipped organism's recipe)
 - `model/`: the shipped weights, tokenizer, model card and manifest
 """
 

@@ -2,7 +2,7 @@
 
 This is a quick in-process check with plain transformers generation; `lowbit eval` with the organism tasks
 (lowbit.tasks.organism) is the measurement lowbit reports. The checks are the tasks' own: the boxed answer after
-the reasoning equals the sum or difference, the committed letter is the right one, the value is in the answer.
+the reasoning equals the sum or difference, the committed letter is the right one.
 """
 
 from __future__ import annotations
@@ -11,20 +11,18 @@ import torch
 
 from lowbit.metrics.math_answers import boxed_answer
 from lowbit.metrics.multiple_choice import extract_choice
-from lowbit.organism import arithmetic, facts, retrieval
+from lowbit.organism import arithmetic, facts
 from lowbit.organism.data import Example, held_out_examples
 from lowbit.organism.tokenizer import render
 
-MAX_NEW_TOKENS = {arithmetic.NAME: 256, facts.NAME: 16, retrieval.NAME: 24}
+MAX_NEW_TOKENS = {arithmetic.NAME: 256, facts.NAME: 16}
 
 
 def correct(task: str, example: Example, reply: str) -> bool:
     answer = reply.split("</think>", 1)[1] if "</think>" in reply else ("" if "<think>" in reply else reply)
     if task == arithmetic.NAME:
         return boxed_answer(answer) == example.gold
-    if task == facts.NAME:
-        return extract_choice(answer).letter == example.gold
-    return example.gold in answer
+    return extract_choice(answer).letter == example.gold  # facts
 
 
 @torch.no_grad()

@@ -13,14 +13,12 @@ import random
 import string
 from pathlib import Path
 
-from lowbit.organism import arithmetic, facts, retrieval
+from lowbit.organism import arithmetic, facts
 from lowbit.testing.tiny import CHAT_TEMPLATE, END_OF_TEXT, END_OF_TURN, PLAIN_ADDED_TOKENS, SPECIAL_TOKENS
 
 VOCAB_SIZE = 1000
 CORPUS_SEED = 0
-# The corpus's texts: the tasks as the first training stage drew them (retrieval answered with the value alone),
-# which is the corpus the shipped tokenizer was trained on.
-CORPUS_GENERATORS = (arithmetic.generate, facts.generate, retrieval.value_only_generate)
+CORPUS_GENERATORS = (arithmetic.generate, facts.generate)  # the tasks whose texts the tokenizer is trained on
 PRETOKENIZE_PATTERN = r"[A-Za-z]+|\d|\s|[^A-Za-z\d\s]"
 
 

@@ -1,32 +1,26 @@
 """Train the organism from a seed: `python -m lowbit.organism.train out=<dir>` runs the shipped recipe.
 
-The recipe (lowbit.organism.recipe.RECIPE) is two stages run in sequence in this one process: stage 1 trains from
-random weights and writes its checkpoint to `<out>/stage1/`; stage 2 continues from that checkpoint (its bf16
-weights and tokenizer, a fresh optimizer) and writes the final organism to `<out>`. Each checkpoint holds the
-bf16 weights (model.safetensors), config, generation config, tokenizer and manifest.json: the stage, seed,
-steps, learning rate, warmup, retrieval form, batch shapes, final losses and held-out accuracy per task, the
-weights' SHA-256, versions, device and training time, with the checkpoint it continued from nested under
-"init"; its "command" is the command line that reproduces it. Uses a CUDA GPU when there is one (bf16 autocast,
-torch.compile: minutes on an H200), else the CPU (far slower: use it for a few steps only).
+The recipe (lowbit.organism.recipe.RECIPE) trains random weights on the organism's tasks, one fixed-shape batch
+of each per optimizer step, and writes the checkpoint to `<out>`: the bf16 weights (model.safetensors), config,
+generation config, tokenizer and manifest.json (seed, steps, learning rate, warmup, batch shapes, final losses
+and held-out accuracy per task, the weights' SHA-256, versions, device and training time, and under "command"
+the command line that reproduces it). With `init=`, training continues from a checkpoint this command wrote
+(its bf16 weights and tokenizer, a fresh optimizer) and its manifest is nested under "init". Uses a CUDA GPU
+when there is one (bf16 autocast, torch.compile: minutes on an H200), else the CPU (far slower: use it for a
+few steps only).
 
 Options (key=value; every one but out has a default that reproduces the shipped recipe):
   out            the folder the organism is written to (required)
-  stages         which recipe stages to run, in order: 1, 2 or 1,2 (default: all)
-  init           a checkpoint written by this command for the first stage run to continue from, instead of
-                 random weights; its tokenizer is kept and its manifest nested as "init" (`init=<dir>
-                 stages=2` runs stage 2 on a stage-1 checkpoint)
-  seed           added to every stage's recipe seed (default 0: the recipe's seeds)
-  steps          one number: the total optimizer steps, shared among the stages run in proportion to their
-                 recipe steps (warmups unchanged); or one number per stage run, e.g. 5775,2649 (default: the
-                 recipe's)
-  eval_samples   held-out samples per task for each stage's manifest (500; 0 leaves the evaluation out)
-  workers        data workers per task (5); each worker draws its own stream, so this changes the batches
+  init           a checkpoint written by this command to continue from, instead of random weights; its
+                 tokenizer is kept and its manifest nested as "init"
+  seed           added to the recipe's seed (default 0: the recipe's)
+  steps          optimizer steps (default: the recipe's)
+  eval_samples   held-out samples per task for the manifest (500; 0 leaves the evaluation out)
+  workers        data workers per task (7); each worker draws its own stream, so this changes the batches
   compile        torch.compile on a GPU (true)
-  time_budget_s  when set, the first stage times its first steps and lowers every stage's steps in one
-                 proportion so the run's training fits the budget (later stages' step times estimated from
-                 their tokens per step); the manifest's command records the steps run, so rerunning it needs no
-                 budget
-  scale          multiplies every batch size of every stage (1 on a GPU)
+  time_budget_s  when set, the first steps are timed and the steps lowered so the training fits the budget; the
+                 manifest's command records the steps run, so rerunning it needs no budget
+  scale          multiplies every batch size (1 on a GPU)
 """
 
 from __future__ import annotations
@@ -42,31 +36,25 @@ import time
 from pathlib import Path
 
 from lowbit.errors import UsageError
-from lowbit.organism.recipe import RECIPE, TASKS, Stage, split_steps, tokens_per_step
+from lowbit.organism.recipe import RECIPE, TASKS
 
 PROGRAM = "python -m lowbit.organism.train"
-OPTIONS = {"out": str, "stages": int | list[int], "init": str, "seed": int, "steps": int | list[int],
-           "eval_samples": int, "workers": int, "compile": bool, "time_budget_s": float, "scale": float}
-DEFAULTS = {"stages": list(range(1, len(RECIPE) + 1)), "init": "", "seed": 0, "steps": None, "eval_samples": 500,
-            "workers": 5, "compile": True, "time_budget_s": 0.0, "scale": 1.0}
+OPTIONS = {"out": str, "init": str, "seed": int, "steps": int, "eval_samples": int, "workers": int, "compile": bool,
+           "time_budget_s": float, "scale": float}
+DEFAULTS = {"init": "", "seed": 0, "steps": RECIPE.steps, "eval_samples": 500, "workers": 7, "compile": True,
+            "time_budget_s": 0.0, "scale": 1.0}
 # The options a manifest's command records (time_budget_s is not: the steps it allowed are recorded instead).
-RECORDED = ("out", "stages", "init", "seed", "steps", "eval_samples", "workers", "compile", "scale")
+RECORDED = ("out", "init", "seed", "steps", "eval_samples", "workers", "compile", "scale")
 CALIBRATION_STEPS = 30  # steps timed (after the first, which compiles) to fit the run into time_budget_s
 
 
 def parse(argv: list[str]) -> dict:
-    """The run's options from key=value items, with `stages` and `steps` as lists (one entry per stage run)."""
+    """The run's options from key=value items."""
     from lowbit.overrides import parse_options, require
 
     options = {**DEFAULTS, **parse_options(argv, OPTIONS, command="organism.train")}
     require(options, "out", "out=organism")
-    stages = options["stages"] if isinstance(options["stages"], list) else [options["stages"]]
-    if not stages or any(not 1 <= n <= len(RECIPE) for n in stages) or stages != sorted(set(stages)):
-        raise UsageError(f"stages={','.join(map(str, stages))}: name recipe stages 1 to {len(RECIPE)} in order, "
-                         "e.g. stages=1 or stages=1,2")
-    options["stages"] = stages
-    options["steps"] = _steps_per_stage(options["steps"], stages)
-    for key, low in (("eval_samples", 0), ("workers", 0)):
+    for key, low in (("steps", 1), ("eval_samples", 0), ("workers", 0)):
         if options[key] < low:
             raise UsageError(f"{key}={options[key]}: must be at least {low}")
     if options["scale"] <= 0 or options["time_budget_s"] < 0:
@@ -78,70 +66,35 @@ def parse(argv: list[str]) -> dict:
     return options
 
 
-def _steps_per_stage(steps: int | list[int] | None, stages: list[int]) -> list[int]:
-    if steps is None:
-        return [RECIPE[number - 1].steps for number in stages]
-    if isinstance(steps, int):
-        if steps < len(stages):
-            raise UsageError(f"steps={steps}: at least one step per stage run ({len(stages)})")
-        return split_steps(steps, stages)
-    if len(steps) != len(stages) or min(steps) < 1:
-        raise UsageError(f"steps={','.join(map(str, steps))}: give one total, or one positive number per stage "
-                         f"run ({len(stages)}), e.g. steps={','.join(str(RECIPE[n - 1].steps) for n in stages)}")
-    return steps
-
-
-def command(options: dict, out: str, stages: list[int], steps: list[int]) -> str:
-    """The command line that runs `stages` with `steps` and the rest of `options`, writing to `out`."""
-    values = {**options, "out": out, "stages": stages, "steps": steps}
+def command(options: dict, steps: int) -> str:
+    """The command line that runs `options` for `steps` steps."""
+    values = {**options, "steps": steps}
     items = [f"{key}={_text(values[key])}" for key in RECORDED if key != "init" or values["init"]]
     return " ".join([PROGRAM, *map(shlex.quote, items)])
 
 
 def _text(value) -> str:
-    if isinstance(value, list):
-        return ",".join(map(str, value))
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def lr_at(step: int, stage: Stage, steps: int) -> float:
-    if step < stage.warmup:
-        return stage.lr * (step + 1) / stage.warmup
-    progress = (step - stage.warmup) / max(1, steps - stage.warmup)
-    return stage.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+def lr_at(step: int, steps: int) -> float:
+    if step < RECIPE.warmup:
+        return RECIPE.lr * (step + 1) / RECIPE.warmup
+    progress = (step - RECIPE.warmup) / max(1, steps - RECIPE.warmup)
+    return RECIPE.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def fit_time_budget(plan: list[int], options: dict, per_step: float, elapsed: float, step: int) -> None:
-    """Lower every stage's planned steps (`plan`, in place) in one proportion so the run's training fits
-    time_budget_s, from the first stage's measured seconds per step after `step` steps and `elapsed` seconds."""
-    stages = [RECIPE[number - 1] for number in options["stages"]]
-    first_tokens = tokens_per_step(stages[0], options["scale"])
-    needed = sum(per_step * tokens_per_step(stage, options["scale"]) / first_tokens * steps
-                 for stage, steps in zip(stages, plan))
-    available = options["time_budget_s"] - (elapsed - per_step * (step + 1))  # the budget less setup time
-    if needed <= available:
-        return
-    plan[:] = [max(1, int(steps * available / needed)) for steps in plan]
-    plan[0] = max(plan[0], step + 1)
-    print(f"{per_step * 1000:.0f} ms per step: {'+'.join(map(str, plan))} steps fit the time budget", flush=True)
+def steps_within_budget(steps: int, budget_s: float, per_step: float, elapsed: float, step: int) -> int:
+    """The planned `steps`, lowered so the training fits `budget_s`, from the seconds per step measured after
+    `step` steps and `elapsed` seconds (setup included); never below the steps already run."""
+    available = budget_s - (elapsed - per_step * (step + 1))  # the budget less setup time
+    if per_step * steps <= available:
+        return steps
+    return max(step + 1, int(available / per_step))
 
 
 def train(options: dict) -> dict:
-    """Run the stages of `options` (as `parse` returns them) in order; the last stage's manifest."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    plan = list(options["steps"])
-    started = time.time()
-    init = options["init"]
-    manifest: dict = {}
-    for index, number in enumerate(options["stages"]):
-        last = index == len(options["stages"]) - 1
-        out = options["out"] if last else str(Path(options["out"]) / f"stage{number}")
-        manifest = _train_stage(index, init, out, options, plan, started)
-        init = out
-    return manifest
-
-
-def _train_stage(index: int, init: str, out_dir: str, options: dict, plan: list[int], run_started: float) -> dict:
+    """Train as `options` (as `parse` returns them) say and write the checkpoint; its manifest."""
     import torch
     import transformers
     from transformers import AutoTokenizer, Qwen3ForCausalLM
@@ -151,12 +104,12 @@ def _train_stage(index: int, init: str, out_dir: str, options: dict, plan: list[
     from lowbit.organism.model import generation_config, qwen3_config
     from lowbit.organism.tokenizer import build_tokenizer
 
-    number = options["stages"][index]
-    stage = RECIPE[number - 1]
-    seed = stage.seed + options["seed"]
-    print(f"stage {number}: {plan[index]} steps, seed {seed}" + (f", from {init}" if init else ""), flush=True)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    init, steps = options["init"], options["steps"]
+    seed = RECIPE.seed + options["seed"]
+    print(f"{steps} steps, seed {seed}" + (f", from {init}" if init else ""), flush=True)
     torch.set_float32_matmul_precision("high")
-    out = Path(out_dir)
+    out = Path(options["out"])
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -169,17 +122,16 @@ def _train_stage(index: int, init: str, out_dir: str, options: dict, plan: list[
         model = Qwen3ForCausalLM(qwen3_config(tokenizer)).to(device=device, dtype=torch.float32)
     model.config.use_cache = False
     forward = torch.compile(model, dynamic=False) if options["compile"] and device == "cuda" else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, betas=(0.9, 0.95), weight_decay=0.1,
+    optimizer = torch.optim.AdamW(model.parameters(), lr=RECIPE.lr, betas=(0.9, 0.95), weight_decay=0.1,
                                   fused=device == "cuda")
-    generators = stage.training_generators()
-    specs = {name: TaskBatches(name, generators[name], examples, length)
-             for name, (examples, length) in stage.batch_shapes(options["scale"]).items()}
+    specs = {name: TaskBatches(name, TASKS[name].generate, examples, length)
+             for name, (examples, length) in RECIPE.batch_shapes(options["scale"]).items()}
     streams = {name: batch_stream(spec, tokenizer, seed, options["workers"]) for name, spec in specs.items()}
     losses = {name: [] for name in specs}
     step, timer = 0, None
-    while step < plan[index]:
+    while step < steps:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, stage, plan[index])
+            group["lr"] = lr_at(step, steps)
         for name, stream in streams.items():
             ids, mask = (t.to(device, non_blocking=True) for t in next(stream))
             with torch.autocast(device_type=device, dtype=torch.bfloat16):
@@ -194,15 +146,15 @@ def _train_stage(index: int, init: str, out_dir: str, options: dict, plan: list[
         optimizer.zero_grad(set_to_none=True)
         if step % 100 == 0:
             recent = {n: round(torch.stack(v[-50:]).mean().item(), 4) for n, v in losses.items()}
-            print(f"step {step} lr {lr_at(step, stage, plan[index]):.2e} loss {recent} "
-                  f"{time.time() - started:.0f}s", flush=True)
+            print(f"step {step} lr {lr_at(step, steps):.2e} loss {recent} {time.time() - started:.0f}s", flush=True)
         if step in (1, 1 + CALIBRATION_STEPS) and device == "cuda":
             torch.cuda.synchronize()
         if step == 1:
             timer = time.time()
-        if index == 0 and step == 1 + CALIBRATION_STEPS and options["time_budget_s"]:
-            fit_time_budget(plan, options, (time.time() - timer) / CALIBRATION_STEPS, time.time() - run_started,
-                            step)
+        if step == 1 + CALIBRATION_STEPS and options["time_budget_s"]:
+            steps = steps_within_budget(steps, options["time_budget_s"], (time.time() - timer) / CALIBRATION_STEPS,
+                                        time.time() - started, step)
+            print(f"{steps} steps fit the time budget", flush=True)
         step += 1
     train_seconds = time.time() - started
     final_losses = {n: round(torch.stack(v[-50:]).mean().item(), 5) for n, v in losses.items()}
@@ -213,18 +165,16 @@ def _train_stage(index: int, init: str, out_dir: str, options: dict, plan: list[
     model.generation_config = generation_config(tokenizer)
     accuracy = {name: round(held_out_accuracy(model, tokenizer, task, options["eval_samples"]), 4)
                 for name, task in TASKS.items() if options["eval_samples"]}
-    print(f"stage {number} held-out accuracy {accuracy or 'not measured (eval_samples=0)'}", flush=True)
+    print(f"held-out accuracy {accuracy or 'not measured (eval_samples=0)'}", flush=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     weights = out / "model.safetensors"
     manifest = {
-        "command": command(options, out_dir, options["stages"][:index + 1], plan[:index + 1]),
-        "stage": number,
+        "command": command(options, step),
         "seed": seed,
         "steps": step,
-        "lr": stage.lr,
-        "warmup": stage.warmup,
-        "retrieval_form": stage.retrieval_form,
+        "lr": RECIPE.lr,
+        "warmup": RECIPE.warmup,
         "batches": {name: {"examples": s.batch_size, "tokens_per_row": s.length} for name, s in specs.items()},
         "final_losses": final_losses,
         "held_out_accuracy": accuracy,
