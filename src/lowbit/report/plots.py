@@ -85,8 +85,9 @@ def score_vs_bits(comparison: Comparison) -> list[Plot]:
         for index, (group, rows) in enumerate(series):
             bits = [r.bits_per_weight for r in rows]
             scores = [100 * r.metric["value"] for r in rows]
-            low = [s - 100 * r.metric.get("ci_low", r.metric["value"]) for s, r in zip(scores, rows)]
-            high = [100 * r.metric.get("ci_high", r.metric["value"]) - s for s, r in zip(scores, rows)]
+            # a bootstrap percentile interval need not contain its point: no negative error bars
+            low = [max(0.0, s - 100 * r.metric.get("ci_low", r.metric["value"])) for s, r in zip(scores, rows)]
+            high = [max(0.0, 100 * r.metric.get("ci_high", r.metric["value"]) - s) for s, r in zip(scores, rows)]
             axes.errorbar(bits, scores, yerr=[low, high], marker=MARKERS[index % len(MARKERS)],
                           linestyle=LINE_STYLES[index % len(LINE_STYLES)], color=_colour(index), capsize=3,
                           markersize=6, markerfacecolor="white", label=group_label(group))
