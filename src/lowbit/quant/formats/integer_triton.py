@@ -5,7 +5,7 @@
 - dequantize: one program per (row, chunk of columns).
 Rounding: the fp32 scale is floored and rounded to the scale dtype in the kernel (integer arithmetic on its
 bits, see `_round_significand`), so storing it in that dtype is exact whatever the cast's rounding; codes are
-x / scale with IEEE division, then half to even with the 1.5 * 2**23 trick (|q| <= 128 here).
+the correctly rounded x / scale (minifloat_triton.divide_exactly), then half to even with the 1.5 * 2**23 trick (|q| <= 128 here).
 A group holding NaN/Inf gets a NaN scale, which integer.quantize_* turns into the reference's ValueError.
 """
 
@@ -16,10 +16,11 @@ import triton.language as tl
 from lowbit.quant.formats import integer_layout as layout
 from lowbit.quant.formats import minifloat_triton as mft
 from lowbit.quant.formats.backend import check_matrix, check_out_dtype, check_packed
+from lowbit.quant.formats.launch import launch_parameters
 
 GROUP_ELEMENTS_PER_PROGRAM = 2048
 ROW_CHUNK = 2048
-DEQUANT_CHUNK = 1024
+DEQUANT_CHUNK, DEQUANT_WARPS = 1024, 4  # columns per program; other GPUs' choices for INT4 in launch.py
 INT4_OFFSET = tl.constexpr(layout.INT4_OFFSET)
 # fp32 significand bits a scale dtype lacks (fp32 23 mantissa bits, bf16 7, fp16 10)
 SIGNIFICAND_BITS_DROPPED = {torch.float32: 0, torch.bfloat16: 16, torch.float16: 13}
@@ -176,8 +177,10 @@ def dequantize_triton(q: layout.IntWeight, out_dtype: torch.dtype = torch.bfloat
     scale = q.weight_scale.contiguous()
     out = torch.empty((rows, cols), dtype=out_dtype, device=q.data.device)
     out_arg, out_is_bf16 = mft.output_view(out)
-    _dequantize_kernel[(rows, triton.cdiv(cols, DEQUANT_CHUNK))](
+    default = (DEQUANT_CHUNK, DEQUANT_WARPS)
+    chunk, warps = launch_parameters("int4 dequantize", default, out.device) if is_int4 else default
+    _dequantize_kernel[(rows, triton.cdiv(cols, chunk))](
         q.data.contiguous(), scale, out_arg, cols, scale.shape[1],
-        GROUP=cols // scale.shape[1], IS_INT4=is_int4, OUT_IS_BF16=out_is_bf16, CHUNK=DEQUANT_CHUNK,
+        GROUP=cols // scale.shape[1], IS_INT4=is_int4, OUT_IS_BF16=out_is_bf16, CHUNK=chunk, num_warps=warps,
     )
     return out

@@ -14,7 +14,8 @@ from lowbit.quant.formats.backend import check_out_dtype
 
 # launch parameters from the BLOCKS x num_warps sweep in perf/quant_formats_bench.py (H100, 2026-11-26)
 QUANTIZE_LAUNCH = {"fp4": (128, 4), "fp8": (128, 2)}  # element -> (BLOCKS, num_warps)
-DEQUANTIZE_BLOCKS, DEQUANTIZE_WARPS = 256, 2
+# element -> (BLOCKS, num_warps); FP4 from the H200 sweep of its half-block kernel (82% of copy)
+DEQUANTIZE_LAUNCH = {"fp4": (32, 2), "fp8": (256, 2)}
 E8M0_NAN = tl.constexpr(mf.E8M0_NAN)
 
 
@@ -65,16 +66,19 @@ def _dequantize_kernel(
     data_ptr, scale_ptr, out_ptr, n_blocks,
     BLOCKS: tl.constexpr, IS_FP4: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr,
 ):
-    block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
-    in_range = block < n_blocks
-    scale = mft.e8m0_decode(tl.load(scale_ptr + block, mask=in_range, other=0).to(tl.int32))  # (BLOCKS,)
-    if IS_FP4:  # data_ptr: the uint8 codes viewed as int32, four words (eight codes each) per block
-        word = tl.arange(0, 4)
-        words = tl.load(data_ptr + block[:, None] * 4 + word[None, :], mask=in_range[:, None], other=0)
-        values = mft.unpack_e2m1(words) * scale[:, None, None]  # (BLOCKS, 4, 8)
-        offsets = block[:, None, None] * 32 + word[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]
-        mft.store_values(out_ptr, offsets, values, in_range[:, None, None], OUT_IS_BF16)
+    if IS_FP4:  # data_ptr: the uint8 codes viewed as int32; each block's 16 bytes read as two 16-element halves
+        half = tl.program_id(0).to(tl.int64) * (2 * BLOCKS) + tl.arange(0, 2 * BLOCKS)
+        half_in_range = half < 2 * n_blocks
+        word_offsets = half[:, None] * 2 + tl.arange(0, 2)[None, :]
+        words = tl.load(data_ptr + word_offsets, mask=half_in_range[:, None], other=0)
+        half_scale = mft.e8m0_decode(tl.load(scale_ptr + half // 2, mask=half_in_range, other=0).to(tl.int32))
+        values = mft.unpack_e2m1(words) * half_scale[:, None, None]  # (2 * BLOCKS, 2, 8)
+        offsets = half[:, None, None] * 16 + tl.arange(0, 2)[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]
+        mft.store_values(out_ptr, offsets, values, half_in_range[:, None, None], OUT_IS_BF16)
     else:
+        block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
+        in_range = block < n_blocks
+        scale = mft.e8m0_decode(tl.load(scale_ptr + block, mask=in_range, other=0).to(tl.int32))  # (BLOCKS,)
         offsets = block[:, None] * 32 + tl.arange(0, 32)[None, :]  # (BLOCKS, 32)
         codes = tl.load(data_ptr + offsets, mask=in_range[:, None], other=0).to(tl.int32)
         values = mft.decode_e4m3(codes, NATIVE) * scale[:, None]
@@ -112,9 +116,10 @@ def dequantize_triton(
     out = torch.empty((*data.shape[:-1], columns), dtype=out_dtype, device=data.device)
     n_blocks = out.numel() // layout.BLOCK_SIZE
     out_arg, out_is_bf16 = mft.output_view(out)
-    _dequantize_kernel[(triton.cdiv(n_blocks, DEQUANTIZE_BLOCKS),)](
+    blocks, warps = DEQUANTIZE_LAUNCH[element]
+    _dequantize_kernel[(triton.cdiv(n_blocks, blocks),)](
         data.view(torch.int32) if element == "fp4" else data, q.scale.contiguous(), out_arg, n_blocks,
-        BLOCKS=DEQUANTIZE_BLOCKS, IS_FP4=element == "fp4", OUT_IS_BF16=out_is_bf16, NATIVE=mft.native_casts(),
-        num_warps=DEQUANTIZE_WARPS,
+        BLOCKS=blocks, IS_FP4=element == "fp4", OUT_IS_BF16=out_is_bf16, NATIVE=mft.native_casts(),
+        num_warps=warps,
     )
     return out
