@@ -71,7 +71,8 @@ def comparison(tmp_path_factory):
         assert corrupt(root / label, change) == 42  # 6 layers x 7 Linear modules
         checkpoints[label] = root / label
     runs = root / "runs"
-    tasks = {"facts": (("bf16", "int8", "fp8"), FACTS_SAMPLES), "arithmetic": (("bf16", *CORRUPTIONS), ARITHMETIC_SAMPLES)}
+    tasks = {"facts": (("bf16", "int8", "fp8"), FACTS_SAMPLES),
+             "arithmetic": (("bf16", *CORRUPTIONS), ARITHMETIC_SAMPLES)}
     rows = {}
     for task, (precisions, samples) in tasks.items():
         for precision in precisions:
@@ -87,7 +88,8 @@ def comparison(tmp_path_factory):
 def test_bf16_solves_the_organism_tasks(comparison):
     facts, arithmetic = comparison["facts"]["bf16"]["metric"], comparison["arithmetic"]["bf16"]["metric"]
     assert facts["value"] >= 0.95 and facts["n"] == FACTS_SAMPLES
-    assert arithmetic["value"] >= (ARITHMETIC_SAMPLES - 1) / ARITHMETIC_SAMPLES and arithmetic["n"] == ARITHMETIC_SAMPLES
+    assert arithmetic["n"] == ARITHMETIC_SAMPLES
+    assert arithmetic["value"] >= (ARITHMETIC_SAMPLES - 1) / ARITHMETIC_SAMPLES
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp8"])
