@@ -16,7 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Self
 
 import torch
 
@@ -68,7 +68,29 @@ def _put_unless(q: queue.Queue, item, stop: Callable[[], bool]) -> bool:
     return False
 
 
-class Prefetcher:
+class _QueueThread:
+    """A daemon thread running `_run` and the bounded queue it shares with the consumer's thread; as a context
+    manager it starts the thread and, on exit, stops and joins it. `_held` counts the bytes held in between."""
+
+    def __init__(self, name: str, depth: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._held = _PeakBytes()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Prefetcher(_QueueThread):
     """Iterates (unit, {name: tensor}) over `units` in order while a reader thread reads up to `depth` units ahead.
 
     `peak_prefetched_bytes` is the most bytes of read units the consumer had not yet taken (at most `depth` + 1
@@ -76,23 +98,12 @@ class Prefetcher:
 
     def __init__(self, read: Callable[[str], torch.Tensor], units: Iterable[ReadUnit], device: torch.device,
                  depth: int = DEFAULT_DEPTH):
+        super().__init__("checkpoint-reader", depth)
         self._read, self._units, self._device = read, units, device
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._held = _PeakBytes()
-        self._thread = threading.Thread(target=self._run, name="checkpoint-reader", daemon=True)
 
     @property
     def peak_prefetched_bytes(self) -> int:
         return self._held.peak
-
-    def __enter__(self) -> Prefetcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def __iter__(self) -> Iterator[tuple[ReadUnit, dict[str, torch.Tensor]]]:
         while True:
@@ -155,7 +166,7 @@ def to_host(tensors: list[tuple[str, torch.Tensor]]) -> tuple[list[tuple[str, to
     return copies, done
 
 
-class OrderedWriter:
+class OrderedWriter(_QueueThread):
     """Adds numbered output chunks to `writer` in number order (0, 1, 2, ...) on a writer thread.
 
     `put(number, tensors, done)` hands over chunk `number` (a list of (name, host tensor), written in that order,
@@ -163,25 +174,14 @@ class OrderedWriter:
     `peak_unwritten_bytes` is the most bytes handed over but not yet added to the ShardWriter."""
 
     def __init__(self, writer: ShardWriter, depth: int = DEFAULT_DEPTH):
+        super().__init__("checkpoint-writer", depth)
         self._writer = writer
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
         self._error: BaseException | None = None
-        self._held = _PeakBytes()
         self._next = 0
-        self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
 
     @property
     def peak_unwritten_bytes(self) -> int:
         return self._held.peak
-
-    def __enter__(self) -> OrderedWriter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def put(self, number: int, tensors: list[tuple[str, torch.Tensor]], done=None) -> None:
         self._raise_if_failed()
