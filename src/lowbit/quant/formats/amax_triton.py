@@ -22,8 +22,9 @@ import triton
 import triton.language as tl
 
 from lowbit.quant.formats import minifloat_triton as mft
+from lowbit.quant.formats.launch import launch_parameters
 
-CHUNK, WARPS = 4096, 8  # elements per program per step: 16 per thread, two 16-byte loads of bf16
+CHUNK, WARPS = 4096, 8  # elements per program per step: 16 per thread, two 16-byte loads of bf16 (launch.py: per GPU)
 PROGRAMS_PER_SM = 8  # programs per slice on a GPU: 8 x 8 warps fill an SM, many loads in flight
 INTERPRETER_PROGRAMS = 4
 
@@ -58,11 +59,12 @@ def amax_bits(x: torch.Tensor, slices: int = 1) -> torch.Tensor:
     if x.numel() % slices:
         raise ValueError(f"a tensor of {x.numel()} elements does not split into {slices} equal slices")
     x = x.contiguous()
+    chunk, warps = launch_parameters("amax", (CHUNK, WARPS), x.device)
     slice_numel = x.numel() // slices
-    chunks = triton.cdiv(slice_numel, CHUNK)
+    chunks = triton.cdiv(slice_numel, chunk)
     programs = max(1, min(chunks, triton.cdiv(_programs_per_slice(x.get_device()), slices)))
     bits = torch.zeros(slices, dtype=torch.int32, device=x.device)
-    _amax_bits_kernel[(programs, slices)](x, bits, slice_numel, chunks, CHUNK=CHUNK, num_warps=WARPS)
+    _amax_bits_kernel[(programs, slices)](x, bits, slice_numel, chunks, CHUNK=chunk, num_warps=warps)
     return bits
 
 

@@ -4,8 +4,9 @@
 - per-channel INT8: one program per row, two passes (amax, then cast); row length is a compile-time constant;
 - dequantize: one program per (row, chunk of columns).
 Rounding: the fp32 scale is floored and rounded to the scale dtype in the kernel (integer arithmetic on its
-bits, see `_round_significand`), so storing it in that dtype is exact whatever the cast's rounding; codes are
-the correctly rounded x / scale (minifloat_triton.divide_exactly), then half to even with the 1.5 * 2**23 trick (|q| <= 128 here).
+bits, see `_round_significand`), so storing it in that dtype is exact whatever the cast's rounding; codes
+are the correctly rounded x / scale (minifloat_triton.divide_exactly), then half to even with the 1.5 * 2**23
+trick (|q| <= 128 here).
 A group holding NaN/Inf gets a NaN scale, which integer.quantize_* turns into the reference's ValueError.
 """
 
