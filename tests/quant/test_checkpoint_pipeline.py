@@ -118,7 +118,7 @@ def test_read_ahead_and_write_behind_stay_within_the_pipeline_depth(tmp_path, mo
     limit = 300_000
     result = quantize_checkpoint(QuantizeRequest(model=str(source), out=tmp_path / "q", scheme=scheme,
                                                  max_shard_bytes=limit))
-    depth = checkpoint.PIPELINE_DEPTH
+    depth = pipeline.DEFAULT_DEPTH
     largest_unit = 2 * result.largest_tensor_bytes  # gate/up, read together for nvfp4
     assert 0 < result.peak_prefetched_bytes <= (depth + 1) * largest_unit
     # queued chunks plus those finished early, while the few tensors between fused siblings are quantized

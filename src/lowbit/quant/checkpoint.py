@@ -4,7 +4,7 @@
 `lowbit quantize` / `lowbit dequantize`. Dequantize holds at most one module's tensors plus one output shard (a
 GPT-OSS experts block counts as one module: its experts are fused into, or dequantized from, one tensor per
 projection); quantize overlaps reading, quantizing and writing (lowbit.quant.pipeline) and holds a few units of
-tensors more: PIPELINE_DEPTH read ahead, PIPELINE_DEPTH quantized and waiting for the writer.
+tensors more: pipeline.DEFAULT_DEPTH read ahead, as many quantized and waiting for the writer.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from lowbit.quant.safetensors_io import (
     staged_output,
     write_config,
 )
-from lowbit.quant.pipeline import DEFAULT_DEPTH, OrderedWriter, Prefetcher, ReadUnit, to_host
+from lowbit.quant.pipeline import OrderedWriter, Prefetcher, ReadUnit, to_host
 from lowbit.quant.schemes import (
     QUANTIZATION_ONLY_SUFFIXES,
     decode,
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 DEFAULT_IGNORE = (r"(.*\.)?lm_head$", r".*embed", r".*norm$", r".*mlp\.gate$", r".*router$",
                   r".*shared_expert_gate$")
 QUANT_METHOD = "compressed-tensors"
-PIPELINE_DEPTH = DEFAULT_DEPTH  # units the reader reads ahead of quantization, and chunks queued for the writer
 
 
 # --- quantize --------------------------------------------------------------------------------------------------
@@ -84,7 +83,7 @@ class ConversionResult:
     bytes_read: int = 0
     bytes_written: int = 0
     peak_pending_bytes: int = 0
-    peak_prefetched_bytes: int = 0  # quantize: source bytes read ahead of quantization (PIPELINE_DEPTH + 1 units)
+    peak_prefetched_bytes: int = 0  # quantize: source bytes read ahead of quantization (DEFAULT_DEPTH + 1 units)
     peak_unwritten_bytes: int = 0  # quantize: output bytes quantized but not yet handed to the shard writer
     largest_tensor_bytes: int = 0
     seconds: float = 0.0
@@ -301,8 +300,7 @@ def quantize_checkpoint(request: QuantizeRequest) -> ConversionResult:
                          if scattered_groups else {})
         writer = ShardWriter(staging, request.max_shard_bytes)
         scale_dtypes: set[torch.dtype] = set()
-        with Prefetcher(reader.get, steps, device, PIPELINE_DEPTH) as arriving, \
-                OrderedWriter(writer, PIPELINE_DEPTH) as output:
+        with Prefetcher(reader.get, steps, device) as arriving, OrderedWriter(writer) as output:
             for step, tensors in arriving:
                 result.bytes_read += sum(t.nbytes for t in tensors.values())
                 measured = [tensors[step.names[0]]] if step.kind == "experts" else tensors.values()

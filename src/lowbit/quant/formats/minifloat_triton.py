@@ -154,6 +154,17 @@ def unpack_e2m1(words):
 
 
 @triton.jit
+def dequantize_e2m1_sixteens(words_ptr, out_ptr, sixteen, in_range, scale, OUT_IS_BF16: tl.constexpr):
+    """Dequantize runs of 16 packed E2M1 codes: run i (of `sixteen`, int64 (N,), masked by `in_range`) is words
+    2i and 2i + 1 of words_ptr (the uint8 codes viewed as int32), times scale[i], stored at out_ptr[16i:16i + 16]."""
+    word_offsets = sixteen[:, None] * 2 + tl.arange(0, 2)[None, :]
+    words = tl.load(words_ptr + word_offsets, mask=in_range[:, None], other=0)
+    values = unpack_e2m1(words) * scale[:, None, None]  # (N, 2, 8)
+    offsets = sixteen[:, None, None] * 16 + tl.arange(0, 2)[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]
+    store_values(out_ptr, offsets, values, in_range[:, None, None], OUT_IS_BF16)
+
+
+@triton.jit
 def e2m1_decode(code):
     """fp32 value of int32 4-bit E2M1 codes."""
     exponent_field = (code >> 1) & 0x3

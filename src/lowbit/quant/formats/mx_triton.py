@@ -69,12 +69,8 @@ def _dequantize_kernel(
     if IS_FP4:  # data_ptr: the uint8 codes viewed as int32; each block's 16 bytes read as two 16-element halves
         half = tl.program_id(0).to(tl.int64) * (2 * BLOCKS) + tl.arange(0, 2 * BLOCKS)
         half_in_range = half < 2 * n_blocks
-        word_offsets = half[:, None] * 2 + tl.arange(0, 2)[None, :]
-        words = tl.load(data_ptr + word_offsets, mask=half_in_range[:, None], other=0)
         half_scale = mft.e8m0_decode(tl.load(scale_ptr + half // 2, mask=half_in_range, other=0).to(tl.int32))
-        values = mft.unpack_e2m1(words) * half_scale[:, None, None]  # (2 * BLOCKS, 2, 8)
-        offsets = half[:, None, None] * 16 + tl.arange(0, 2)[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]
-        mft.store_values(out_ptr, offsets, values, half_in_range[:, None, None], OUT_IS_BF16)
+        mft.dequantize_e2m1_sixteens(data_ptr, out_ptr, half, half_in_range, half_scale, OUT_IS_BF16)
     else:
         block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
         in_range = block < n_blocks

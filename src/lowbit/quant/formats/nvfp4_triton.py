@@ -78,16 +78,12 @@ def _dequantize_kernel(
     """packed_ptr: the uint8 codes viewed as int32, two words (eight codes each) per 16-element block."""
     block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
     in_range = block < n_blocks
-    words = tl.load(packed_ptr + block[:, None] * 2 + tl.arange(0, 2)[None, :], mask=in_range[:, None], other=0)
     scale_code = tl.load(scale_ptr + block, mask=in_range, other=0).to(tl.int32)
     global_scale = tl.load(global_scale_ptr)
-
     effective = tl.math.div_rn(
         mft.decode_e4m3(scale_code, NATIVE), tl.full(scale_code.shape, 1.0, tl.float32) * global_scale
     )
-    values = mft.unpack_e2m1(words) * effective[:, None, None]  # (BLOCKS, 2, 8)
-    offsets = block[:, None, None] * 16 + tl.arange(0, 2)[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]
-    mft.store_values(out_ptr, offsets, values, in_range[:, None, None], OUT_IS_BF16)
+    mft.dequantize_e2m1_sixteens(packed_ptr, out_ptr, block, in_range, effective, OUT_IS_BF16)
 
 
 def _quantize(x: torch.Tensor, global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool,
