@@ -200,7 +200,7 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float, blocks_options: l
                                                                                              max(1, blocks // 8)),)](
                 w, int4_words, int4_scale, w.numel() // 128, GROUP=128, BLOCKS=max(1, blocks // 8), HALF_RANGE=7.5,
                 Q_MIN=-8, Q_MAX=7, PACK_INT4=True, FLOOR=integer.scale_floor(torch.bfloat16),
-                DROP=integer_triton.SIGNIFICAND_BITS_DROPPED[torch.bfloat16], num_warps=warps),
+                DROP=integer_triton.SIGNIFICAND_BITS_DROPPED[torch.bfloat16], NATIVE=native, num_warps=warps),
                 nbytes(w, int4_words, int4_scale)),
             # dequantize kernel: CHUNK = 16 * BLOCKS columns per program
             "int4 dequantize (group 128)": (lambda: integer_triton._dequantize_kernel[(rows, triton.cdiv(

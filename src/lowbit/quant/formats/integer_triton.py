@@ -48,10 +48,13 @@ def _scale(amax, bad, HALF_RANGE: tl.constexpr, FLOOR: tl.constexpr, DROP: tl.co
 
 @triton.jit
 def _round_clamp(x, reciprocal, Q_MIN: tl.constexpr, Q_MAX: tl.constexpr):
-    """Codes of x / scale (IEEE fp32 quotient, see mft.divide_exactly) rounded half to even and clamped."""
+    """int32 codes of x / scale (IEEE fp32 quotient, see mft.divide_exactly) rounded half to even and clamped.
+    |x / scale| is at most about Q_MAX + 1 (NaN in a NaN group, whose codes are discarded), so adding 1.5 * 2**23
+    rounds it to an integer held in the sum's low bits: integer arithmetic from there, no float-to-int
+    conversion."""
     q = mft.divide_exactly(x, reciprocal)
-    q = (q + mft.ROUND_HALF_EVEN_MAGIC) - mft.ROUND_HALF_EVEN_MAGIC
-    return tl.minimum(tl.maximum(q, Q_MIN), Q_MAX).to(tl.int32)
+    integer = mft.float_bits(q + mft.ROUND_HALF_EVEN_MAGIC) - mft.ROUND_HALF_EVEN_MAGIC_BITS
+    return tl.minimum(tl.maximum(integer, Q_MIN), Q_MAX)
 
 
 @triton.jit
@@ -59,6 +62,7 @@ def _group_kernel(
     x_ptr, out_ptr, scale_ptr, n_groups,
     GROUP: tl.constexpr, BLOCKS: tl.constexpr, HALF_RANGE: tl.constexpr,
     Q_MIN: tl.constexpr, Q_MAX: tl.constexpr, PACK_INT4: tl.constexpr, FLOOR: tl.constexpr, DROP: tl.constexpr,
+    NATIVE: tl.constexpr,
 ):
     """Each group is read as (GROUP / 8, 8): INT4 packs each row of 8 codes into one int32 word. The scale is
     a value of scale_ptr's dtype (FLOOR, DROP: see _scale), stored exactly."""
@@ -66,8 +70,9 @@ def _group_kernel(
     in_range = group < n_groups
     word = tl.arange(0, GROUP // 8)[None, :, None]
     offsets = group[:, None, None] * GROUP + word * 8 + tl.arange(0, 8)[None, None, :]  # (BLOCKS, GROUP/8, 8)
-    x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0).to(tl.float32)
-    amax_bits = tl.max(tl.max(mft.abs_bits(x), axis=2), axis=1)  # (BLOCKS,)
+    x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0)
+    amax_bits = mft.block_amax_bits(x, NATIVE)  # (BLOCKS,)
+    x = x.to(tl.float32)
     bad = amax_bits >= mft.F32_INF_BITS  # a NaN or Inf in the group: NaN scale (quantize_* raises)
     scale = _scale(mft.bits_to_float(tl.where(bad, 0, amax_bits)), bad, HALF_RANGE, FLOOR, DROP)
     q = _round_clamp(x, mft.reciprocal64(scale)[:, None, None], Q_MIN, Q_MAX)
@@ -162,7 +167,7 @@ def _launch_groups(x, out, group: int, q_range: tuple[int, int], pack_int4: bool
         x, out, scale, n_groups,
         GROUP=group, BLOCKS=blocks, HALF_RANGE=(q_range[1] - q_range[0]) / 2,
         Q_MIN=q_range[0], Q_MAX=q_range[1], PACK_INT4=pack_int4,
-        FLOOR=layout.scale_floor(scale_dtype), DROP=SIGNIFICAND_BITS_DROPPED[scale_dtype],
+        FLOOR=layout.scale_floor(scale_dtype), DROP=SIGNIFICAND_BITS_DROPPED[scale_dtype], NATIVE=mft.native_casts(),
     )
     return scale
 

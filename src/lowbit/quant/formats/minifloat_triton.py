@@ -8,8 +8,11 @@ rounded once to fp32, is the correctly rounded fp32 quotient x / d. Proof: with 
 boundary of fp32 (a midpoint between neighbours) m = M*2^k (S < 2^24 and M < 2^25, odd), x - m*d is a
 nonzero multiple of 2^(k+l) or coarser, so x/d lies at least 2^-49 (relative) away from every midpoint,
 while the fp64 product is within 2^-52 of x/d: both round to the same fp32 value.
-E2M1 codes are computed by rounding on the grid (`encode_e2m1`, a few integer operations) rather than by
-counting midpoints as the reference does; tests check the two agree on every tie and its neighbours.
+E2M1 codes are computed by rounding on the grid (`encode_e2m1`, one fp32 addition of a power-of-two "magic"
+number) rather than by counting midpoints as the reference does; tests check the two agree on every tie and its
+neighbours. Per-block maxima of 16-bit weights are taken two elements per instruction (`block_amax_bits`).
+The quantize kernels are instruction-bound on an H200 (perf/RESULTS.md), so instructions per element are what
+these helpers economise.
 
 E4M3 encode/decode and the bfloat16 output cast have two bit-identical implementations, chosen per launch
 by the constexpr NATIVE (see `native_casts()`): the hardware conversions on a GPU (`cvt.rn.satfinite` to
@@ -41,6 +44,9 @@ E2M1_MAX = tl.constexpr(mf.E2M1_MAX)
 E2M1_MBITS = tl.constexpr(mf.E2M1_MBITS)
 E2M1_SIGN_BIT = tl.constexpr(mf.E2M1_SIGN_BIT)
 E2M1_UNPACK_FACTOR = tl.constexpr(2.0 ** (F32_BIAS.value - 1))  # see unpack_e2m1
+E2M1_ROUNDING_SCALE = tl.constexpr(2.0 ** (E2M1_MBITS.value - F32_MBITS.value))  # see encode_e2m1
+E2M1_CODE_UNIT = tl.constexpr(2.0 ** (1 - F32_BIAS.value + F32_MBITS.value - E2M1_MBITS.value))  # 2**-104
+F32_ONE_BITS = tl.constexpr(mf.F32_BIAS << mf.F32_MBITS)
 E4M3_MBITS = tl.constexpr(mf.E4M3_MBITS)
 E4M3_EMIN = tl.constexpr(mf.E4M3_EMIN)
 E4M3_BIAS = tl.constexpr(mf.E4M3_BIAS)
@@ -121,16 +127,17 @@ def pack_nibbles(codes):
 @triton.jit
 def encode_e2m1(x):
     """int32 E2M1 codes of finite fp32 x, equal to quantize_e2m1 (round half to even, saturate, sign kept),
-    by rounding on the grid instead of counting midpoints: below 1 the grid step is 0.5 and 2|x| is
-    rounded to an integer with the magic add (exact); from 1 up, the fp32 bits are rounded to one mantissa
-    bit, half to even, and the exponent and that bit are the code (1.0 = code 2)."""
+    by rounding on the grid instead of counting midpoints. The grid step is 2**(e - 1) for |x| in [2**e,
+    2**(e+1)) from 1 up, and 0.5 below 1 (e = 0). An fp32 number m = 2**max(e, 0) has ulp 2**(max(e, 0) - 23), so
+    one fused multiply-add |x| * 2**-22 + m rounds |x| * 2**-22 to that ulp once, half to even (E2M1's even codes
+    are the sums' even significands), and subtracting m again is exact. The rounded magnitude (0, 0.5, ..., 6)
+    times 2**-126 has its code in fp32 bits 22-24: unpack_e2m1 the other way round (0.5 becomes the subnormal
+    2**-127, 1 the smallest normal). Needs subnormals kept, as unpack_e2m1 does; seven instructions and the
+    sign's two."""
     magnitude = tl.minimum(tl.abs(x), E2M1_MAX)
-    halves = float_bits(magnitude * 2.0 + ROUND_HALF_EVEN_MAGIC) - ROUND_HALF_EVEN_MAGIC_BITS
-    bits = float_bits(magnitude)
-    kept = F32_MBITS - E2M1_MBITS  # mantissa bits dropped
-    rounded = (bits + ((1 << (kept - 1)) - 1) + ((bits >> kept) & 1)) >> kept
-    normal = rounded - ((F32_BIAS << E2M1_MBITS) - 2)  # 1.0 (exponent field 127, mantissa 0) -> code 2
-    code = tl.where(magnitude < 1.0, halves, normal)
+    binade = bits_to_float(tl.maximum(float_bits(magnitude) & F32_INF_BITS, F32_ONE_BITS))  # 2**max(e, 0)
+    rounded = tl.fma(magnitude, E2M1_ROUNDING_SCALE, binade) - binade  # the rounded magnitude times 2**-22
+    code = float_bits(rounded * E2M1_CODE_UNIT) >> (F32_MBITS - E2M1_MBITS)
     return code | ((float_bits(x) >> 28) & E2M1_SIGN_BIT)  # arithmetic shift: 0x8 for a negative x
 
 
@@ -138,6 +145,40 @@ def encode_e2m1(x):
 def abs_bits(x):
     """int32 bits of |x|: ordered like the magnitudes, with every NaN above +Inf (F32_INF_BITS)."""
     return float_bits(x) & 0x7FFFFFFF
+
+
+@triton.jit
+def block_amax_bits(x, NATIVE: tl.constexpr):
+    """int32 bits of max |x| over each row of x (R, C, 8), as fp32 whatever x's dtype: ordered like the
+    magnitudes, a row holding NaN or Inf giving bits >= F32_INF_BITS. A 16-bit x first has each run of 8 (one
+    thread's 16-byte load) halved twice against itself, to 2 (`_max_magnitudes`: on a GPU two elements per
+    instruction); the rest compares |x|'s fp32 bits as integers (abs_bits), as float32 inputs do throughout."""
+    if x.dtype != tl.float32:
+        for _ in tl.static_range(2):  # 8 -> 4 -> 2: each register's pair against the other half's
+            halves = tl.reshape(x, (x.shape[0], x.shape[1], 2, x.shape[2] // 2))
+            first, second = tl.split(tl.permute(halves, (0, 1, 3, 2)))
+            x = _max_magnitudes(first, second, NATIVE)
+        x = (x.to(tl.int16, bitcast=True) & 0x7FFF).to(x.dtype, bitcast=True)
+    return tl.max(tl.max(abs_bits(x.to(tl.float32)), axis=2), axis=1)
+
+
+@triton.jit
+def _max_magnitudes(a, b, NATIVE: tl.constexpr):
+    """Per element of two bfloat16 / float16 tensors, a value of their dtype whose magnitude is the larger of
+    |a| and |b| (its sign means nothing), NaN if either is NaN. On a GPU `max.NaN.xorsign.abs` on bf16x2 / f16x2
+    does two elements per instruction; elsewhere the magnitudes' 15 bits are compared as integers (NaN's above
+    Inf's), which is what the interpreter tests check the reduction with."""
+    if NATIVE:
+        if a.dtype == tl.bfloat16:
+            return tl.inline_asm_elementwise("max.NaN.xorsign.abs.bf16x2 $0, $1, $2;", "=r,r,r", [a, b],
+                                             dtype=tl.bfloat16, is_pure=True, pack=2)
+        else:
+            return tl.inline_asm_elementwise("max.NaN.xorsign.abs.f16x2 $0, $1, $2;", "=r,r,r", [a, b],
+                                             dtype=tl.float16, is_pure=True, pack=2)
+    else:
+        magnitude_a = a.to(tl.int16, bitcast=True) & 0x7FFF
+        magnitude_b = b.to(tl.int16, bitcast=True) & 0x7FFF
+        return tl.maximum(magnitude_a, magnitude_b).to(a.dtype, bitcast=True)
 
 
 @triton.jit
@@ -240,6 +281,12 @@ def e8m0_code_from_amax(amax, ELEMENT_EMAX: tl.constexpr, ELEMENT_MAX: tl.conste
         subnormal_code = (mantissa > F32_MANTISSA_HALF).to(tl.int32)
         code = tl.where(exponent_field == 0, subnormal_code, exponent_field + (mantissa != 0).to(tl.int32))
     return tl.minimum(tl.maximum(code, 0), E8M0_MAX_FINITE_CODE)
+
+
+@triton.jit
+def inverse_e8m0(code):
+    """2**(127 - code) for E8M0 codes up to 253, where it is a normal number (one factor: see mx_triton)."""
+    return pow2(-code + E8M0_BIAS)  # tensor first: the interpreter keeps constexpr - tensor a constexpr
 
 
 @triton.jit

@@ -38,14 +38,17 @@ def _quantize_kernel(
     in_range = block < n_blocks
     word = tl.arange(0, 4)[None, :, None]
     offsets = block[:, None, None] * 32 + word * 8 + tl.arange(0, 8)[None, None, :]  # (BLOCKS, 4, 8)
-    x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0)
 
-    amax_bits = tl.max(tl.max(mft.abs_bits(x), axis=2), axis=1)  # (BLOCKS,)
+    amax_bits = mft.block_amax_bits(x, NATIVE)  # (BLOCKS,)
     poisoned = amax_bits >= mft.F32_INF_BITS  # a NaN or Inf in the block; its elements are replaced below
     amax = mft.bits_to_float(tl.where(poisoned, 0, amax_bits))
     code = mft.e8m0_code_from_amax(amax, ELEMENT_EMAX, ELEMENT_MAX, RULE)
-    first, second = mft.inverse_e8m0_factors(code)  # (BLOCKS,) each
-    scaled = (x * first[:, None, None]) * second[:, None, None]
+    # 2**(127 - code) is a normal number: the largest finite amax, below 2**128, gives a code of at most 253
+    # (FP4's ELEMENT_EMAX of 2, the even rule rounding up), so one exact multiplication scales each element
+    # as minifloat.inverse_e8m0_factors' two do: exactly where the result is normal, and results below the normal
+    # range lie far below every element format's smallest step, encoding to a signed zero either way
+    scaled = x.to(tl.float32) * mft.inverse_e8m0(code)[:, None, None]
     if IS_FP4:
         elements = mft.encode_e2m1(scaled)
     else:

@@ -44,26 +44,26 @@ def _quantize_kernel(
     in_range = block < n_blocks
     word = tl.arange(0, 2)[None, :, None]
     offsets = block[:, None, None] * 16 + word * 8 + tl.arange(0, 8)[None, None, :]  # (BLOCKS, 2, 8)
-    x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0)
     if GLOBAL_FROM_AMAX:
-        one = tl.full((1,), 1.0, tl.float32)
-        amax = tl.maximum(amax_triton.finite_amax(tl.load(amax_bits_ptr + tl.arange(0, 1))), AMAX_FLOOR)
-        global_scale = tl.math.div_rn(GLOBAL_SCALE_NUMERATOR * one, amax)  # (1,)
-        tl.store(global_scale_ptr + tl.arange(0, 1), global_scale, mask=tl.program_id(0) == 0)
+        amax = tl.maximum(amax_triton.finite_amax(tl.load(amax_bits_ptr)), AMAX_FLOOR)
+        global_scale = tl.math.div_rn(tl.full([], GLOBAL_SCALE_NUMERATOR, tl.float32), amax)
+        tl.store(global_scale_ptr, global_scale, mask=tl.program_id(0) == 0)
     else:
         global_scale = tl.load(global_scale_ptr)
 
-    block_bits = tl.max(tl.max(mft.abs_bits(x), axis=2), axis=1)  # (BLOCKS,)
+    block_bits = mft.block_amax_bits(x, NATIVE)  # (BLOCKS,)
     if FLAG_NONFINITE:
         program_bits = tl.max(block_bits, axis=0)
         tl.atomic_max(amax_bits_ptr, program_bits, mask=amax_triton.nonfinite(program_bits))
     block_amax = mft.bits_to_float(block_bits)  # the codes of a weight holding NaN/Inf are discarded
     e2m1_max = tl.full(block_amax.shape, mft.E2M1_MAX, tl.float32)
-    unrounded_scale = tl.math.div_rn(block_amax, e2m1_max) * global_scale
+    # block_amax / 6 exactly, as a multiplication: the fp64 reciprocal of the constant 6 is folded at compile time
+    unrounded_scale = mft.divide_exactly(block_amax, mft.reciprocal64(e2m1_max)) * global_scale
     block_scale = mft.decode_e4m3(mft.encode_e4m3(unrounded_scale, NATIVE), NATIVE)  # E4M3 rounding
     block_scale = tl.where(block_scale == 0.0, ZERO_BLOCK_SCALE, block_scale)
     effective = tl.math.div_rn(block_scale, tl.full(block_scale.shape, 1.0, tl.float32) * global_scale)
-    codes = mft.encode_e2m1(mft.divide_exactly(x, mft.reciprocal64(effective)[:, None, None]))  # (BLOCKS, 2, 8)
+    codes = mft.encode_e2m1(mft.divide_exactly(x.to(tl.float32), mft.reciprocal64(effective)[:, None, None]))
 
     word_offsets = block[:, None] * 2 + tl.arange(0, 2)[None, :]
     tl.store(packed_ptr + word_offsets, mft.pack_nibbles(codes), mask=in_range[:, None])

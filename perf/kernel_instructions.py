@@ -1,0 +1,128 @@
+"""Instructions per element of the format quantize kernels, from their SASS, without a GPU.
+
+The 4-bit quantize kernels are instruction-bound on an H200 (perf/RESULTS.md): at its memory bandwidth they must
+issue at most about 20 instructions per element. This compiles each kernel as its wrapper launches it (same
+constexprs, launch size and warps; pointers 16-byte aligned, as Triton specializes them) for an NVIDIA target
+with Triton's own ptxas, disassembles it with the nvdisasm Triton ships, and counts the instructions of the
+kernel's straight-line path: its body up to the last EXIT, without the out-of-line slow paths of IEEE division
+(taken only for operands outside the normal range). Per element = that count / the elements one thread handles.
+
+    python perf/kernel_instructions.py                 # sm_90 (H100, H200)
+    python perf/kernel_instructions.py --arch 100 --sass /tmp/sass    # another target; keep the listings
+
+A static count, not a timing: it says how the kernels' work per element changes, and the GPU benchmark
+(perf/quant_formats_bench.py) says what that is worth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from lowbit.quant.formats import integer_layout, integer_triton, mx_triton, nvfp4_triton  # noqa: E402
+
+NVDISASM = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
+TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+INSTRUCTION = re.compile(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)")
+
+
+@dataclass(frozen=True)
+class KernelCase:
+    name: str
+    kernel: Any
+    signature: dict[str, str]
+    constexprs: dict[str, Any]
+    num_warps: int
+    elements_per_program: int
+
+
+def cases(dtype: str = "bf16") -> list[KernelCase]:
+    """The quantize kernels as their wrappers launch them, for weights of `dtype` ("bf16" or "fp16")."""
+    nv_blocks, nv_warps = nvfp4_triton.QUANTIZE_BLOCKS, nvfp4_triton.QUANTIZE_WARPS
+    nv_signature = {"x_ptr": f"*{dtype}", "global_scale_ptr": "*fp32", "amax_bits_ptr": "*i32", "packed_ptr": "*i32",
+                    "scale_ptr": "*u8", "n_blocks": "i32"}
+    mx_blocks, mx_warps = mx_triton.QUANTIZE_LAUNCH["fp4"]
+    int4_groups = integer_triton.GROUP_ELEMENTS_PER_PROGRAM // 128
+    return [
+        KernelCase("nvfp4 quantize (given global scale)", nvfp4_triton._quantize_kernel, nv_signature,
+                   dict(BLOCKS=nv_blocks, GLOBAL_FROM_AMAX=False, FLAG_NONFINITE=False, NATIVE=True), nv_warps,
+                   nv_blocks * 16),
+        KernelCase("nvfp4 quantize (scale from the amax)", nvfp4_triton._quantize_kernel, nv_signature,
+                   dict(BLOCKS=nv_blocks, GLOBAL_FROM_AMAX=True, FLAG_NONFINITE=False, NATIVE=True), nv_warps,
+                   nv_blocks * 16),
+        KernelCase("mxfp4 quantize (even)", mx_triton._quantize_kernel,
+                   {"x_ptr": f"*{dtype}", "data_ptr": "*i32", "scale_ptr": "*u8", "n_blocks": "i32"},
+                   dict(BLOCKS=mx_blocks, IS_FP4=True, ELEMENT_EMAX=2, ELEMENT_MAX=6.0, RULE=1, NATIVE=True),
+                   mx_warps, mx_blocks * 32),
+        KernelCase("int4 quantize (group 128)", integer_triton._group_kernel,
+                   {"x_ptr": f"*{dtype}", "out_ptr": "*i32", "scale_ptr": f"*{dtype}", "n_groups": "i32"},
+                   dict(GROUP=128, BLOCKS=int4_groups, HALF_RANGE=7.5, Q_MIN=-8, Q_MAX=7, PACK_INT4=True,
+                        FLOOR=integer_layout.scale_floor(TORCH_DTYPES[dtype]),
+                        DROP=integer_triton.SIGNIFICAND_BITS_DROPPED[TORCH_DTYPES[dtype]], NATIVE=True),
+                   4, int4_groups * 128),
+    ]
+
+
+def sass(case: KernelCase, arch: int) -> str:
+    """The kernel's SASS for sm_<arch>, compiled as a launch with 16-byte-aligned pointers would be."""
+    constexprs = {k: v for k, v in case.constexprs.items() if k in case.kernel.arg_names}  # older kernels' subsets
+    aligned = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(case.signature.values()) if kind[0] == "*"}
+    source = ASTSource(fn=case.kernel, signature=case.signature, constexprs=constexprs, attrs=aligned)
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": case.num_warps})
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(compiled.asm["cubin"])
+        cubin.flush()
+        return subprocess.run([str(NVDISASM), "-c", cubin.name], capture_output=True, text=True, check=True).stdout
+
+
+def straight_line(listing: str) -> list[str]:
+    """Opcodes of the kernel body: from its entry to its last EXIT, stopping at the first subroutine."""
+    opcodes: list[str] = []
+    for line in listing.splitlines():
+        if line.lstrip().startswith(".weak") and opcodes:
+            break
+        match = INSTRUCTION.match(line)
+        if match:
+            opcodes.append(match.group(1))
+    last_exit = max(i for i, op in enumerate(opcodes) if op == "EXIT")
+    return opcodes[: last_exit + 1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100 / H200)")
+    parser.add_argument("--dtype", choices=sorted(TORCH_DTYPES), default="bf16", help="the weights' dtype")
+    parser.add_argument("--sass", type=Path, help="also write each kernel's SASS listing into this folder")
+    args = parser.parse_args()
+    print(f"sm_{args.arch}, {args.dtype} weights, triton {triton.__version__}")
+    print("| kernel | instructions per thread | elements per thread | per element | most frequent |")
+    print("|---|---:|---:|---:|---|")
+    for case in cases(args.dtype):
+        listing = sass(case, args.arch)
+        if args.sass:
+            args.sass.mkdir(parents=True, exist_ok=True)
+            (args.sass / (re.sub(r"\W+", "_", case.name).strip("_") + ".sass")).write_text(listing)
+        opcodes = straight_line(listing)
+        per_thread = case.elements_per_program / (32 * case.num_warps)
+        frequent = collections.Counter(op.split(".")[0] for op in opcodes).most_common(5)
+        print(f"| {case.name} | {len(opcodes)} | {per_thread:.0f} | {len(opcodes) / per_thread:.1f} | "
+              f"{', '.join(f'{op} {n}' for op, n in frequent)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
