@@ -1,7 +1,8 @@
 """Streaming checkpoint quantization of a Qwen3-shaped random BF16 checkpoint: wall time and peak memory.
 
-The checkpoint (--shape qwen3-1.7b: about 3.4 GB with all 28 layers; qwen3-4b: about 8 GB with all 36) is
-generated on disk tensor by tensor, never whole in memory.
+The checkpoint (--shape qwen3-1.7b: about 3.4 GB with all 28 layers; qwen3-4b: about 8 GB with all 36;
+qwen3-30b-a3b: about 61 GB with all 48, 128 experts each) is generated on disk tensor by tensor, never whole in
+memory.
 Each measurement then runs in a fresh process, which reports its wall time and peak RSS (VmHWM):
     copy       read every tensor with safe_open and write it back in shards of the same size: the time to read
                and write the same bytes, the floor a streaming quantizer is measured against
@@ -11,6 +12,8 @@ Each measurement then runs in a fresh process, which reports its wall time and p
     python perf/quantize_checkpoint_bench.py --device cuda --backend triton             # GPU: the full model
     python perf/quantize_checkpoint_bench.py --shape qwen3-4b --device cuda --backend triton
     python perf/quantize_checkpoint_bench.py --workdir /scratch/qbench --keep --json results.json
+    python perf/quantize_checkpoint_bench.py --shape qwen3-30b-a3b --device cuda --backend triton \
+        --generate-on cuda --workdir /dev/shm/qbench --copy-gb 12 --schemes nvfp4,w4a16
 
 The source stays in --workdir between runs with --keep (it is regenerated only when its shape changes).
 --layers defaults to the shape's own layer count.
@@ -35,6 +38,11 @@ SHAPES = {
                        num_attention_heads=16),
     "qwen3-4b": dict(QWEN3_COMMON, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
                      num_attention_heads=32),
+    "qwen3-30b-a3b": dict(QWEN3_COMMON, hidden_size=2048, intermediate_size=6144, num_hidden_layers=48,
+                          num_attention_heads=32, num_key_value_heads=4, tie_word_embeddings=False,
+                          model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"], num_experts=128,
+                          num_experts_per_tok=8, moe_intermediate_size=768, decoder_sparse_step=1,
+                          mlp_only_layers=[], norm_topk_prob=True),
 }
 
 
@@ -48,28 +56,42 @@ def tensor_shapes(c: dict, layers: int) -> list[tuple[str, tuple[int, ...]]]:
                    (f"{p}.self_attn.q_proj.weight", (q, hidden)), (f"{p}.self_attn.k_proj.weight", (kv, hidden)),
                    (f"{p}.self_attn.v_proj.weight", (kv, hidden)), (f"{p}.self_attn.o_proj.weight", (hidden, q)),
                    (f"{p}.self_attn.q_norm.weight", (c["head_dim"],)),
-                   (f"{p}.self_attn.k_norm.weight", (c["head_dim"],)),
-                   (f"{p}.mlp.gate_proj.weight", (inter, hidden)), (f"{p}.mlp.up_proj.weight", (inter, hidden)),
-                   (f"{p}.mlp.down_proj.weight", (hidden, inter))]
+                   (f"{p}.self_attn.k_norm.weight", (c["head_dim"],))]
+        if "num_experts" in c:  # Qwen3-MoE: a router and every expert's three projections
+            expert_inter = c["moe_intermediate_size"]
+            shapes.append((f"{p}.mlp.gate.weight", (c["num_experts"], hidden)))
+            for e in range(c["num_experts"]):
+                shapes += [(f"{p}.mlp.experts.{e}.gate_proj.weight", (expert_inter, hidden)),
+                           (f"{p}.mlp.experts.{e}.up_proj.weight", (expert_inter, hidden)),
+                           (f"{p}.mlp.experts.{e}.down_proj.weight", (hidden, expert_inter))]
+        else:
+            shapes += [(f"{p}.mlp.gate_proj.weight", (inter, hidden)), (f"{p}.mlp.up_proj.weight", (inter, hidden)),
+                       (f"{p}.mlp.down_proj.weight", (hidden, inter))]
+    if not c["tie_word_embeddings"]:
+        shapes.append(("lm_head.weight", (c["vocab_size"], hidden)))
     return shapes
 
 
-def generate(source: Path, shape: str, layers: int, shard_bytes: int) -> None:
+def generate(source: Path, shape: str, layers: int, shard_bytes: int, device: str) -> None:
+    """Write the random checkpoint, its values drawn on `device` (a GPU draws a 61 GB MoE in seconds)."""
     import torch
 
     from lowbit.quant.safetensors_io import ShardWriter, write_config
 
     marker = source / "bench_shape.json"
-    identity = {"shape": shape, "layers": layers, "shard_bytes": shard_bytes}
+    identity = {"shape": shape, "layers": layers, "shard_bytes": shard_bytes, "generated_on": device}
     if marker.is_file() and json.loads(marker.read_text()) == identity:
         return
     shutil.rmtree(source, ignore_errors=True)
     source.mkdir(parents=True)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(device).manual_seed(0)
     writer = ShardWriter(source, shard_bytes)
     config = SHAPES[shape]
     for name, size in tensor_shapes(config, layers):
-        tensor = torch.ones(size) if len(size) == 1 else torch.randn(size, generator=generator) * 0.02
+        if len(size) == 1:
+            tensor = torch.ones(size)
+        else:
+            tensor = (torch.randn(size, generator=generator, device=device) * 0.02).to(torch.bfloat16).cpu()
         writer.add(name, tensor.to(torch.bfloat16))
     writer.finish()
     write_config(source, {**config, "num_hidden_layers": layers})
@@ -85,7 +107,8 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def run_copy(source: str, out: str, shard_bytes: int, queue) -> None:
+def run_copy(source: str, out: str, shard_bytes: int, copy_bytes: int | None, queue) -> None:
+    """Copy the checkpoint's tensors in order, all of them or the first `copy_bytes` worth."""
     from lowbit.quant.safetensors_io import CheckpointReader, ShardWriter
 
     start = time.perf_counter()
@@ -93,6 +116,8 @@ def run_copy(source: str, out: str, shard_bytes: int, queue) -> None:
     Path(out).mkdir(parents=True)
     writer = ShardWriter(Path(out), shard_bytes)
     for name in reader.names():
+        if copy_bytes is not None and writer.total_bytes >= copy_bytes:
+            break
         writer.add(name, reader.get(name))
     writer.finish()
     queue.put({"seconds": time.perf_counter() - start, "bytes_written": writer.total_bytes,
@@ -140,6 +165,10 @@ def main() -> int:
     parser.add_argument("--workdir", default="/tmp/lowbit_quantize_bench")
     parser.add_argument("--keep", action="store_true", help="keep the generated source checkpoint")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--generate-on", default="cpu", help="where the random values are drawn (cuda: much faster)")
+    parser.add_argument("--copy-gb", type=float,
+                        help="copy only the first this many GB and scale its time to the whole checkpoint (for "
+                             "checkpoints whose full copy does not fit beside the source)")
     args = parser.parse_args()
 
     import torch
@@ -158,7 +187,7 @@ def main() -> int:
     work = Path(args.workdir)
     source, shard_bytes = work / "source", args.shard_mb * 2**20
     start = time.perf_counter()
-    generate(source, args.shape, layers, shard_bytes)
+    generate(source, args.shape, layers, shard_bytes, args.generate_on)
     source_bytes = sum(p.stat().st_size for p in source.glob("*.safetensors"))
     print(f"source: {args.shape}, {layers} layers, {source_bytes / 1e9:.2f} GB ({time.perf_counter() - start:.0f} s to "
           f"generate or reuse); torch {torch.__version__}, {platform.processor() or platform.machine()}, "
@@ -166,8 +195,14 @@ def main() -> int:
     results = {"shape": args.shape, "layers": layers, "source_bytes": source_bytes, "device": args.device, "backend": args.backend,
                "runs": {}}
     shutil.rmtree(work / "out", ignore_errors=True)
-    results["runs"]["copy"] = copy = in_fresh_process(run_copy, str(source), str(work / "out"), shard_bytes)
+    copy_bytes = None if args.copy_gb is None else int(args.copy_gb * 1e9)
+    copy = in_fresh_process(run_copy, str(source), str(work / "out"), shard_bytes, copy_bytes)
     shutil.rmtree(work / "out", ignore_errors=True)
+    if copy["bytes_written"] < source_bytes:  # a partial copy: the floor at its rate
+        print(f"copy floor from the first {copy['bytes_written'] / 1e9:.1f} GB: {copy['seconds']:.1f} s, scaled")
+        copy = {**copy, "seconds": copy["seconds"] * source_bytes / copy["bytes_written"], "scaled_from_bytes":
+                copy["bytes_written"], "bytes_written": source_bytes}
+    results["runs"]["copy"] = copy
     print(f"{'run':<10} {'seconds':>8} {'x copy':>7} {'GB/s in':>8} {'out GB':>7} {'peak RSS GiB':>13} {'GPU GiB':>8}")
     print(f"{'copy':<10} {copy['seconds']:8.1f} {1.0:7.2f} {source_bytes / 1e9 / copy['seconds']:8.2f} "
           f"{copy['bytes_written'] / 1e9:7.2f} {copy['peak_rss_gib']:13.2f} {'-':>8}")
