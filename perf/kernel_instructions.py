@@ -1,4 +1,4 @@
-"""Instructions per element of the format quantize kernels, from their SASS, without a GPU.
+"""Instructions per element of the 4-bit format kernels, from their SASS, without a GPU.
 
 The 4-bit quantize kernels are instruction-bound on an H200 (perf/RESULTS.md): at its memory bandwidth they must
 issue at most about 20 instructions per element. This compiles each kernel as its wrapper launches it (same
@@ -51,7 +51,7 @@ class KernelCase:
 
 
 def cases(dtype: str = "bf16") -> list[KernelCase]:
-    """The quantize kernels as their wrappers launch them, for weights of `dtype` ("bf16" or "fp16")."""
+    """The kernels as their wrappers launch them, for weights of `dtype` ("bf16" or "fp16") in and out."""
     nv_blocks, nv_warps = nvfp4_triton.QUANTIZE_BLOCKS, nvfp4_triton.QUANTIZE_WARPS
     nv_signature = {"x_ptr": f"*{dtype}", "global_scale_ptr": "*fp32", "amax_bits_ptr": "*i32", "packed_ptr": "*i32",
                     "scale_ptr": "*u8", "n_blocks": "i32"}
@@ -68,6 +68,15 @@ def cases(dtype: str = "bf16") -> list[KernelCase]:
                    {"x_ptr": f"*{dtype}", "data_ptr": "*i32", "scale_ptr": "*u8", "n_blocks": "i32"},
                    dict(BLOCKS=mx_blocks, IS_FP4=True, ELEMENT_EMAX=2, ELEMENT_MAX=6.0, RULE=1, NATIVE=True),
                    mx_warps, mx_blocks * 32),
+        KernelCase("nvfp4 dequantize -> bf16", nvfp4_triton._dequantize_kernel,
+                   {"packed_ptr": "*i32", "scale_ptr": "*u8", "global_scale_ptr": "*fp32", "out_ptr": f"*{dtype}",
+                    "n_blocks": "i32"},
+                   dict(BLOCKS=nvfp4_triton.DEQUANTIZE_BLOCKS, OUT_IS_BF16=False, NATIVE=True),
+                   nvfp4_triton.DEQUANTIZE_WARPS, nvfp4_triton.DEQUANTIZE_BLOCKS * 16),
+        KernelCase("mxfp4 dequantize -> bf16", mx_triton._dequantize_kernel,
+                   {"data_ptr": "*i32", "scale_ptr": "*u8", "out_ptr": f"*{dtype}", "n_blocks": "i32"},
+                   dict(BLOCKS=mx_triton.DEQUANTIZE_LAUNCH["fp4"][0], IS_FP4=True, OUT_IS_BF16=False, NATIVE=True),
+                   mx_triton.DEQUANTIZE_LAUNCH["fp4"][1], mx_triton.DEQUANTIZE_LAUNCH["fp4"][0] * 32),
         KernelCase("int4 quantize (group 128)", integer_triton._group_kernel,
                    {"x_ptr": f"*{dtype}", "out_ptr": "*i32", "scale_ptr": f"*{dtype}", "n_groups": "i32"},
                    dict(GROUP=128, BLOCKS=int4_groups, HALF_RANGE=7.5, Q_MIN=-8, Q_MAX=7, PACK_INT4=True,
