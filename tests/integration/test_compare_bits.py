@@ -71,7 +71,8 @@ def test_unknown_precisions_are_not_guessed():
 def test_lowbit_checkpoint_metadata_counts_the_scales_as_written(scheme, group_size, scale_dtypes, bits):
     import torch
 
-    from lowbit.quant.checkpoint import QuantizeRequest, quantization_config
+    from lowbit.quant.checkpoint import QuantizeRequest
+    from lowbit.quant.quantize_plan import quantization_config
 
     request = QuantizeRequest(model="source", out="out", scheme=scheme, group_size=group_size)
     config = quantization_config(request, [], "source", {getattr(torch, d) for d in scale_dtypes})

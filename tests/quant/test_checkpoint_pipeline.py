@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lowbit.quant import checkpoint, pipeline
+from lowbit.quant import pipeline, quantize_plan
 from lowbit.quant import safetensors_io as ckpt_files
 from lowbit.quant.checkpoint import QuantizeRequest, quantize_checkpoint
 from lowbit.quant.safetensors_io import CheckpointReader, ShardWriter
@@ -26,7 +26,7 @@ def sequential_quantize(source: Path, out: Path, scheme_name: str, max_shard_byt
     scheme = get_scheme(scheme_name)
     group_size = scheme.resolve_group_size(None)
     reader = CheckpointReader(source)
-    plan, _ = checkpoint.plan_quantization(reader, QuantizeRequest(model=str(source), out=out, scheme=scheme_name))
+    plan, _ = quantize_plan.plan_quantization(reader, QuantizeRequest(model=str(source), out=out, scheme=scheme_name))
     amax: dict[str, torch.Tensor] = {}
     for module, name in plan.items():
         if scheme.shared_global_scale and (group := fused_group(module)) is not None:
@@ -123,7 +123,7 @@ def test_read_ahead_and_write_behind_stay_within_the_pipeline_depth(tmp_path, mo
     assert 0 < result.peak_prefetched_bytes <= (depth + 1) * largest_unit
     # queued chunks plus those finished early, while the few tensors between fused siblings are quantized
     largest_output = result.largest_tensor_bytes // 2 + 4 * 512  # an FP8 gate/up weight and its scales, or more
-    assert 0 < result.peak_unwritten_bytes <= (depth + checkpoint.GROUP_READ_SPAN) * largest_output
+    assert 0 < result.peak_unwritten_bytes <= (depth + quantize_plan.GROUP_READ_SPAN) * largest_output
     assert result.peak_pending_bytes <= limit
     assert result.bytes_written > 6 * limit  # while many shards are written
 

@@ -4,14 +4,13 @@
 `lowbit quantize` / `lowbit dequantize`. Dequantize holds at most one module's tensors plus one output shard (a
 GPT-OSS experts block counts as one module: its experts are fused into, or dequantized from, one tensor per
 projection); quantize overlaps reading, quantizing and writing (lowbit.quant.pipeline) and holds a few units of
-tensors more: pipeline.DEFAULT_DEPTH read ahead, as many quantized and waiting for the writer.
+tensors more: pipeline.DEFAULT_DEPTH read ahead, as many quantized and waiting for the writer. What quantize
+reads, writes and declares is planned beforehand, from the source's metadata (lowbit.quant.quantize_plan).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,6 @@ import torch
 
 from lowbit.errors import UsageError
 from lowbit.quant import gpt_oss_experts, gpt_oss_mxfp4
-from lowbit.quant.module_patterns import compile_patterns
 from lowbit.quant.safetensors_io import (
     DEFAULT_MAX_SHARD_BYTES,
     FLOAT_DTYPES,
@@ -32,20 +30,14 @@ from lowbit.quant.safetensors_io import (
     staged_output,
     write_config,
 )
-from lowbit.quant.pipeline import OrderedWriter, Prefetcher, ReadUnit, to_host
+from lowbit.quant.pipeline import OrderedWriter, Prefetcher, to_host
+from lowbit.quant.quantize_plan import QUANT_METHOD, Step, plan_quantization, quantization_config, quantize_steps
 from lowbit.quant.schemes import (
     QUANTIZATION_ONLY_SUFFIXES,
     decode,
     fused_group,
     get_scheme,
 )
-
-log = logging.getLogger(__name__)
-
-# Regexes over module names, matched from the start as compressed-tensors and vLLM match "re:" patterns.
-DEFAULT_IGNORE = (r"(.*\.)?lm_head$", r".*embed", r".*norm$", r".*mlp\.gate$", r".*router$",
-                  r".*shared_expert_gate$")
-QUANT_METHOD = "compressed-tensors"
 
 
 # --- quantize --------------------------------------------------------------------------------------------------
@@ -59,7 +51,7 @@ class QuantizeRequest:
     scheme: str
     group_size: int | None = None
     targets: list[str] | None = None  # regexes over module names; None: every 2-D `.weight` not ignored
-    ignore: list[str] | None = None  # regexes over module names; None: DEFAULT_IGNORE
+    ignore: list[str] | None = None  # regexes over module names; None: quantize_plan.DEFAULT_IGNORE
     device: str = "cpu"
     backend: str = "ref"
     overwrite: bool = False
@@ -90,17 +82,6 @@ class ConversionResult:
     fused_experts: list[str] = field(default_factory=list)  # GPT-OSS experts blocks written fused (dequantize)
 
 
-def _compile(patterns: list[str], key: str) -> list[re.Pattern]:
-    try:
-        return compile_patterns(patterns, key)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
-
-
-def _matches(name: str, patterns: list[re.Pattern]) -> bool:
-    return any(p.match(name) for p in patterns)
-
-
 def _check_device(device: str, backend: str) -> torch.device:
     from lowbit.quant.formats.backend import check_backend
 
@@ -115,58 +96,6 @@ def _check_device(device: str, backend: str) -> torch.device:
     except ValueError as e:
         raise UsageError(f"backend={backend}: {e}") from e
     return dev
-
-
-def plan_quantization(reader: CheckpointReader, request: QuantizeRequest) -> tuple[dict[str, str], list[str]]:
-    """({module: its .weight tensor} to quantize, [targeted modules left unquantized because of their shape])."""
-    scheme = get_scheme(request.scheme)
-    group_size = scheme.resolve_group_size(request.group_size)
-    targets = _compile(request.targets or [], "targets")
-    ignore = _compile(list(DEFAULT_IGNORE if request.ignore is None else request.ignore), "ignore")
-    selected: dict[str, str] = {}
-    for name in reader.names():
-        if not name.endswith(".weight"):
-            continue
-        module = name.removesuffix(".weight")
-        dtype, shape = reader.info(name)
-        if len(shape) != 2 or _matches(module, ignore) or (targets and not _matches(module, targets)):
-            continue
-        if dtype not in FLOAT_DTYPES:
-            raise UsageError(f"{name} has dtype {dtype}; lowbit quantizes BF16/F16/F32 weights (ignore= this "
-                             "module, or dequantize the checkpoint first)")
-        selected[module] = name
-    if not selected:
-        what = f"targets {request.targets}" if request.targets else "the default targets (2-D Linear weights)"
-        raise UsageError(f"{what} match no weight of {reader.path} that ignore= leaves: check the patterns "
-                         "(regexes matched from the start of module names, e.g. '.*mlp\\.down_proj')")
-    groups: dict[str, list[str]] = {}
-    for module in selected:
-        if (group := fused_group(module)) is not None:
-            groups.setdefault(group, []).append(module)
-    siblings_present = {}
-    for name in reader.names():
-        module = name.removesuffix(".weight")
-        if name.endswith(".weight") and (group := fused_group(module)) in groups:
-            siblings_present.setdefault(group, set()).add(module)
-    for group, members in groups.items():
-        left_out = sorted(siblings_present[group] - set(members))
-        if left_out:
-            raise UsageError(f"targets/ignore select {', '.join(sorted(members))} but not {', '.join(left_out)}: "
-                             "vLLM fuses them into one layer, so quantize all of them or none")
-    misfits = {m for m, name in selected.items() if not scheme.fits(reader.info(name)[1], group_size)}
-    for members in groups.values():  # a fused layer is quantized whole or not at all
-        if misfits & set(members):
-            misfits |= set(members)
-    if misfits and not request.allow_partial:
-        first = min(misfits)
-        raise UsageError(f"{len(misfits)} of {len(selected)} targeted modules have shapes that are not a multiple of "
-                         f"the {scheme.name} block {scheme.block_shape(group_size)} (e.g. {first}: "
-                         f"{reader.info(selected[first])[1]}): pass allow_partial=true to keep them unquantized, or "
-                         "choose a scheme whose block divides them")
-    for module in sorted(misfits):
-        log.warning("leaving %s unquantized: shape %s is not a multiple of the %s block %s", module,
-                    reader.info(selected[module])[1], scheme.name, scheme.block_shape(group_size))
-    return {m: n for m, n in selected.items() if m not in misfits}, sorted(misfits)
 
 
 def _checked_amax(weights: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -191,89 +120,6 @@ def _shared_global_scales(reader: CheckpointReader, plan: dict[str, str], groups
     return {group: shared_global_scale(a.reshape(1)) for group, a in amax.items()}
 
 
-def quantization_config(request: QuantizeRequest, unquantized: list[str], source: str,
-                        weight_scale_dtypes: set[torch.dtype] | None = None) -> dict[str, Any]:
-    """The compressed-tensors quantization_config, plus lowbit's record of how it was made. The record's
-    `weight_scale_dtype` is the dtype the `weight_scale` tensors were written in (a sorted list if they differ),
-    which the weights args leave null where compressed-tensors' presets do (group-wise integer scales)."""
-    import lowbit
-
-    scale_dtypes = sorted(str(d) for d in weight_scale_dtypes or ())
-
-    scheme = get_scheme(request.scheme)
-    group_size = scheme.resolve_group_size(request.group_size)
-    targets = [f"re:{p}" for p in request.targets] if request.targets else ["Linear"]
-    ignore = [f"re:{p}" for p in (DEFAULT_IGNORE if request.ignore is None else request.ignore)] + unquantized
-    return {
-        "quant_method": QUANT_METHOD,
-        "format": scheme.format,
-        "quantization_status": "compressed",
-        "config_groups": {"config_group_0": scheme.config_group(group_size, targets)},
-        "ignore": ignore,
-        "kv_cache_scheme": None,
-        "global_compression_ratio": None,
-        "sparsity_config": {},
-        "transform_config": {},
-        "lowbit": {"version": lowbit.__version__, "scheme": scheme.name, "method": request.method,
-                   "source_model": source, "group_size": group_size, "backend": request.backend,
-                   "unquantized_modules": unquantized,
-                   "weight_scale_dtype": scale_dtypes[0] if len(scale_dtypes) == 1 else scale_dtypes or None},
-    }
-
-
-# Fused siblings (q/k/v, gate/up) at most this many tensors apart in the source are read together, and their
-# shared NVFP4 scale taken from them as they arrive; siblings further apart get it from a first pass of their own.
-GROUP_READ_SPAN = 8
-
-
-@dataclass(frozen=True)
-class _Step(ReadUnit):
-    """One unit of the quantize pipeline: the tensors it reads and the output chunks its results fill."""
-
-    kind: str  # "copy": written as read; "quantize": each name is a module's weight; "experts": GPT-OSS MXFP4
-    chunks: tuple[int, ...]  # copy, quantize: the output chunk of each name read; experts: the block's one chunk
-
-
-def _quantize_steps(reader: CheckpointReader, quantize_names: dict[str, str], native_mxfp4: bool,
-                    shared_scales: bool) -> tuple[list[_Step], int, set[str]]:
-    """(the pipeline's steps in source order, how many output chunks they fill, the fused groups whose members
-    are too far apart to be read together). Fused siblings are read together only where they share a global
-    scale (`shared_scales`); otherwise each weight is a step of its own.
-
-    Output chunk i holds what the i-th written source tensor becomes, so writing chunks in number order writes
-    the tensors in source order, whatever order the steps finish them in."""
-    names = reader.names()
-    chunk_of: dict[str, int] = {}
-    for name in names:
-        if native_mxfp4 and gpt_oss_mxfp4.expert_parameter(name) is not None \
-                and not name.endswith(gpt_oss_mxfp4.BLOCKS_SUFFIX):
-            continue  # an experts block's scales: read with its blocks
-        chunk_of[name] = len(chunk_of)
-    position = {name: i for i, name in enumerate(names)}
-    members: dict[str, list[str]] = {}
-    for name in names:
-        if shared_scales and name in quantize_names and (group := fused_group(quantize_names[name])) is not None:
-            members.setdefault(group, []).append(name)
-    together = {group: group_names for group, group_names in members.items()
-                if position[group_names[-1]] - position[group_names[0]] <= GROUP_READ_SPAN}
-    steps, taken = [], set()
-    for name in names:
-        if name in taken or name not in chunk_of:
-            continue
-        if native_mxfp4 and (parameter := gpt_oss_mxfp4.expert_parameter(name)) is not None:
-            scales = parameter + gpt_oss_mxfp4.SCALES_SUFFIX
-            if scales not in reader.file_of:
-                raise UsageError(f"{name} has no {scales}: the GPT-OSS checkpoint is incomplete")
-            steps.append(_Step((name, scales), True, "experts", (chunk_of[name],)))
-        elif name not in quantize_names:
-            steps.append(_Step((name,), False, "copy", (chunk_of[name],)))
-        else:
-            read = together.get(fused_group(quantize_names[name]) or "", [name])
-            taken.update(read)
-            steps.append(_Step(tuple(read), True, "quantize", tuple(chunk_of[n] for n in read)))
-    return steps, len(chunk_of), set(members) - set(together)
-
-
 def quantize_checkpoint(request: QuantizeRequest) -> ConversionResult:
     """Round-to-nearest quantization of every targeted Linear weight, streamed tensor by tensor: a reader thread
     reads ahead (onto the device, on CUDA), this thread quantizes, a writer thread writes the shards."""
@@ -293,7 +139,7 @@ def quantize_checkpoint(request: QuantizeRequest) -> ConversionResult:
     plan, unquantized = plan_quantization(reader, request)
     result = ConversionResult(out=Path(request.out), quantized=sorted(plan), unquantized=unquantized)
     quantize_names = {name: module for module, name in plan.items()}
-    steps, chunks, scattered_groups = _quantize_steps(reader, quantize_names, native_mxfp4,
+    steps, chunks, scattered_groups = quantize_steps(reader, quantize_names, native_mxfp4,
                                                       scheme.shared_global_scale is not None)
     with staged_output(Path(request.out), request.overwrite) as staging:
         global_scales = (_shared_global_scales(reader, plan, scattered_groups, device, scheme.shared_global_scale)
@@ -337,7 +183,7 @@ def quantize_checkpoint(request: QuantizeRequest) -> ConversionResult:
     return result
 
 
-def _step_global_scale(step: _Step, tensors: dict[str, torch.Tensor], quantize_names: dict[str, str],
+def _step_global_scale(step: Step, tensors: dict[str, torch.Tensor], quantize_names: dict[str, str],
                        first_pass_scales: dict[str, torch.Tensor], scheme, device: torch.device) -> torch.Tensor | None:
     """The global scale a quantize step's modules share: a fused group's (from its members, which the step
     holds, or from the first pass), or None where each module takes its own (no group, or no such scale)."""
