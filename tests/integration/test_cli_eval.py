@@ -146,8 +146,9 @@ def test_a_changed_config_is_refused_with_the_keys_that_differ(finished_run, tin
 
 
 def test_an_interrupted_run_resumes_without_duplicates_or_gaps(tiny_model_stopping, data_dir, tmp_path):
+    SAMPLES = 8  # four chunks of two: killed once two are written (run.json has then counted the first), resumed
     output_dir = tmp_path / "interrupted"
-    args = eval_args(tiny_model_stopping, data_dir, output_dir, "limit=16", "predictor_conf.batch_size=2")
+    args = eval_args(tiny_model_stopping, data_dir, output_dir, f"limit={SAMPLES}", "predictor_conf.batch_size=2")
     process = subprocess.Popen([sys.executable, "-m", "lowbit", *args], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     predictions = output_dir / "predictions.jsonl"
@@ -159,25 +160,25 @@ def test_an_interrupted_run_resumes_without_duplicates_or_gaps(tiny_model_stoppi
     process.send_signal(signal.SIGKILL)
     process.wait()
     done_before = {p["id"] for p in read_jsonl(predictions)}
-    assert 4 <= len(done_before) < 16, "the run was killed in the middle"
+    assert 4 <= len(done_before) < SAMPLES, "the run was killed in the middle"
     assert not (output_dir / "metrics.json").exists()
 
     result = run_lowbit(*args)
     assert result.returncode == 0, result.stderr
     ids = [p["id"] for p in read_jsonl(predictions)]
-    assert len(ids) == len(set(ids)) == 16
-    assert set(ids) == {f"anatomy/{i}" for i in range(16)}
+    assert len(ids) == len(set(ids)) == SAMPLES
+    assert set(ids) == {f"anatomy/{i}" for i in range(SAMPLES)}
     killed, resumed = json.loads((output_dir / "run.json").read_text())["sessions"]
     # The killed session was recorded as it started and updated chunk by chunk: it counts what it wrote.
     assert killed["finished"] is None and killed["resumed_from"] == 0
     assert len(done_before) - 2 <= killed["predicted"] <= len(done_before)  # at most the chunk in flight behind
     assert killed["completion_tokens"] > 0 and killed["generate_seconds"] > 0
     assert resumed["finished"] is not None
-    assert resumed["resumed_from"] == len(done_before) and resumed["predicted"] == 16 - len(done_before)
+    assert resumed["resumed_from"] == len(done_before) and resumed["predicted"] == SAMPLES - len(done_before)
     totals = json.loads((output_dir / "run.json").read_text())["totals"]
     assert totals["predicted"] == killed["predicted"] + resumed["predicted"]
     assert totals["completion_tokens"] == killed["completion_tokens"] + resumed["completion_tokens"]
-    assert len(read_jsonl(output_dir / "scores.jsonl")) == 16
+    assert len(read_jsonl(output_dir / "scores.jsonl")) == SAMPLES
 
 
 @pytest.mark.parametrize("bad, message", [
