@@ -50,8 +50,10 @@ class KernelCase:
     elements_per_program: int
 
 
-def cases(dtype: str = "bf16") -> list[KernelCase]:
-    """The kernels as their wrappers launch them, for weights of `dtype` ("bf16" or "fp16") in and out."""
+def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
+    """The kernels as their wrappers launch them, for weights of `dtype` ("bf16" or "fp16") in and out, with the
+    GPU's own conversions (`native`) or their bit-arithmetic twins (what GPUs older than compute capability 8.9
+    run)."""
     nv_blocks, nv_warps = nvfp4_triton.QUANTIZE_BLOCKS, nvfp4_triton.QUANTIZE_WARPS
     nv_signature = {"x_ptr": f"*{dtype}", "global_scale_ptr": "*fp32", "amax_bits_ptr": "*i32", "packed_ptr": "*i32",
                     "scale_ptr": "*u8", "n_blocks": "i32"}
@@ -59,29 +61,29 @@ def cases(dtype: str = "bf16") -> list[KernelCase]:
     int4_groups = integer_triton.GROUP_ELEMENTS_PER_PROGRAM // 128
     return [
         KernelCase("nvfp4 quantize (given global scale)", nvfp4_triton._quantize_kernel, nv_signature,
-                   dict(BLOCKS=nv_blocks, GLOBAL_FROM_AMAX=False, FLAG_NONFINITE=False, NATIVE=True), nv_warps,
+                   dict(BLOCKS=nv_blocks, GLOBAL_FROM_AMAX=False, FLAG_NONFINITE=False, NATIVE=native), nv_warps,
                    nv_blocks * 16),
         KernelCase("nvfp4 quantize (scale from the amax)", nvfp4_triton._quantize_kernel, nv_signature,
-                   dict(BLOCKS=nv_blocks, GLOBAL_FROM_AMAX=True, FLAG_NONFINITE=False, NATIVE=True), nv_warps,
+                   dict(BLOCKS=nv_blocks, GLOBAL_FROM_AMAX=True, FLAG_NONFINITE=False, NATIVE=native), nv_warps,
                    nv_blocks * 16),
         KernelCase("mxfp4 quantize (even)", mx_triton._quantize_kernel,
                    {"x_ptr": f"*{dtype}", "data_ptr": "*i32", "scale_ptr": "*u8", "n_blocks": "i32"},
-                   dict(BLOCKS=mx_blocks, IS_FP4=True, ELEMENT_EMAX=2, ELEMENT_MAX=6.0, RULE=1, NATIVE=True),
+                   dict(BLOCKS=mx_blocks, IS_FP4=True, ELEMENT_EMAX=2, ELEMENT_MAX=6.0, RULE=1, NATIVE=native),
                    mx_warps, mx_blocks * 32),
-        KernelCase("nvfp4 dequantize -> bf16", nvfp4_triton._dequantize_kernel,
+        KernelCase("nvfp4 dequantize", nvfp4_triton._dequantize_kernel,
                    {"packed_ptr": "*i32", "scale_ptr": "*u8", "global_scale_ptr": "*fp32", "out_ptr": f"*{dtype}",
                     "n_blocks": "i32"},
-                   dict(BLOCKS=nvfp4_triton.DEQUANTIZE_BLOCKS, OUT_IS_BF16=False, NATIVE=True),
+                   dict(BLOCKS=nvfp4_triton.DEQUANTIZE_BLOCKS, OUT_IS_BF16=not native and dtype == "bf16", NATIVE=native),
                    nvfp4_triton.DEQUANTIZE_WARPS, nvfp4_triton.DEQUANTIZE_BLOCKS * 16),
-        KernelCase("mxfp4 dequantize -> bf16", mx_triton._dequantize_kernel,
+        KernelCase("mxfp4 dequantize", mx_triton._dequantize_kernel,
                    {"data_ptr": "*i32", "scale_ptr": "*u8", "out_ptr": f"*{dtype}", "n_blocks": "i32"},
-                   dict(BLOCKS=mx_triton.DEQUANTIZE_LAUNCH["fp4"][0], IS_FP4=True, OUT_IS_BF16=False, NATIVE=True),
+                   dict(BLOCKS=mx_triton.DEQUANTIZE_LAUNCH["fp4"][0], IS_FP4=True, OUT_IS_BF16=not native and dtype == "bf16", NATIVE=native),
                    mx_triton.DEQUANTIZE_LAUNCH["fp4"][1], mx_triton.DEQUANTIZE_LAUNCH["fp4"][0] * 32),
         KernelCase("int4 quantize (group 128)", integer_triton._group_kernel,
                    {"x_ptr": f"*{dtype}", "out_ptr": "*i32", "scale_ptr": f"*{dtype}", "n_groups": "i32"},
                    dict(GROUP=128, BLOCKS=int4_groups, HALF_RANGE=7.5, Q_MIN=-8, Q_MAX=7, PACK_INT4=True,
                         FLOOR=integer_layout.scale_floor(TORCH_DTYPES[dtype]),
-                        DROP=integer_triton.SIGNIFICAND_BITS_DROPPED[TORCH_DTYPES[dtype]], NATIVE=True),
+                        DROP=integer_triton.SIGNIFICAND_BITS_DROPPED[TORCH_DTYPES[dtype]], NATIVE=native),
                    4, int4_groups * 128),
     ]
 
@@ -115,12 +117,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100 / H200)")
     parser.add_argument("--dtype", choices=sorted(TORCH_DTYPES), default="bf16", help="the weights' dtype")
+    parser.add_argument("--bit-casts", action="store_true",
+                        help="compile the bit-arithmetic conversions (LOWBIT_TRITON_BIT_CASTS=1; GPUs before sm_89)")
     parser.add_argument("--sass", type=Path, help="also write each kernel's SASS listing into this folder")
     args = parser.parse_args()
-    print(f"sm_{args.arch}, {args.dtype} weights, triton {triton.__version__}")
+    print(f"sm_{args.arch}, {args.dtype} weights, {'bit-arithmetic' if args.bit_casts else 'native'} conversions, "
+          f"triton {triton.__version__}")
     print("| kernel | instructions per thread | elements per thread | per element | most frequent |")
     print("|---|---:|---:|---:|---|")
-    for case in cases(args.dtype):
+    for case in cases(args.dtype, native=not args.bit_casts):
         listing = sass(case, args.arch)
         if args.sass:
             args.sass.mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,7 @@ def fp8_tensor_cast_pass(w: torch.Tensor, codes: torch.Tensor) -> Callable[[], o
     scale = fp8.quantize_ref(w, "tensor").weight_scale.to(w.device)
     return lambda: fp8_triton._rows_kernel[(w.shape[0],)](
         w, scale, scale, codes, w.shape[1], SCALE=fp8_triton.SCALE_GIVEN, FAKE_QUANT=False, OUT_IS_BF16=False,
-        CHUNK=fp8_triton.ROW_CHUNK, NATIVE=mft.native_casts(), num_warps=fp8_triton.ROW_WARPS)
+        CHUNK=fp8_triton.ROW_CHUNK, NATIVE=mft.native_casts(w.device), num_warps=fp8_triton.ROW_WARPS)
 
 
 @dataclass
@@ -164,7 +164,7 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float, blocks_options: l
     q_nv = nvfp4_triton.quantize_triton(w, g)
     q_mx4 = mx_triton.quantize_triton(w, "fp4", "even")
     even = mft.RULE_IDS["even"]
-    native = mft.native_casts()
+    native = mft.native_casts(w.device)
     amax_bits = torch.zeros(1, dtype=torch.int32, device=w.device)
     amax_programs = amax_triton._programs_per_slice(w.get_device())
 
@@ -311,7 +311,8 @@ def main() -> None:
     name = (torch.cuda.get_device_name() if device == "cuda"
             else "CPU, Triton interpreter (smoke run: times mean nothing)")
     print(f"device: {name} | torch {torch.__version__} | triton {triton.__version__} | "
-          f"python {platform.python_version()} | conversions: {'native' if native_casts() else 'bit arithmetic'}")
+          f"python {platform.python_version()} | "
+          f"conversions: {'native' if native_casts(torch.device(device)) else 'bit arithmetic'}")
     w = torch.randn(args.rows, args.cols, device=device, dtype=torch.bfloat16)
     print(f"weight: {args.rows}x{args.cols} bf16 ({nbytes(w) / 1e9:.3f} GB)")
     time_ms = timer(args.smoke)

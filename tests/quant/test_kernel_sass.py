@@ -1,7 +1,8 @@
-"""The quantize kernels' GPU code path, compiled without a GPU: perf/kernel_instructions.py has Triton's bundled
-ptxas turn each kernel, as its wrapper launches it with native conversions, into sm_90 code, so the inline PTX
-the interpreter never runs (`max.NaN.xorsign.abs` on bf16x2 / f16x2) is at least assembled, into the instruction
-it is meant to be, on every CI run. The tool runs in a subprocess: this session's Triton is the interpreter."""
+"""The format kernels' GPU code, compiled without a GPU: perf/kernel_instructions.py has Triton's bundled ptxas
+turn each kernel, as its wrapper launches it, into machine code, so what the interpreter never runs is at least
+assembled on every CI run: on sm_90 the native paths (the inline `max.NaN.xorsign.abs` on bf16x2 / f16x2 into the
+instruction it is meant to be), and on older GPUs (V100, T4, A100) the bit-arithmetic paths they take instead.
+The tool runs in a subprocess: the test session's Triton is the interpreter."""
 
 import os
 import re
@@ -19,15 +20,21 @@ pytestmark = pytest.mark.skipif(not NVDISASM.is_file(), reason="this triton buil
 KERNELS = 6  # the rows perf/kernel_instructions.py reports: four quantize kernels, two dequantize kernels
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
-def test_quantize_kernels_assemble_for_sm90_with_packed_maxima(dtype, tmp_path):
+def compile_kernels(tmp_path: Path, *options: str) -> list[str]:
+    """Run the tool; the table rows it prints (its listings go to tmp_path / "sass")."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
-    result = subprocess.run([sys.executable, str(ROOT / "perf" / "kernel_instructions.py"), "--dtype", dtype,
+    result = subprocess.run([sys.executable, str(ROOT / "perf" / "kernel_instructions.py"), *options,
                              "--sass", str(tmp_path / "sass")], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "quantize " in line]
     assert len(rows) == KERNELS, result.stdout
+    return rows
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_quantize_kernels_assemble_for_sm90_with_packed_maxima(dtype, tmp_path):
+    rows = compile_kernels(tmp_path, "--dtype", dtype)
     for row in rows:
         per_element = float(row.split("|")[4])  # kernel | per thread | elements | per element | opcodes
         assert 5 < per_element < 40, row  # a parse that caught the kernel's body, not a fragment or a stub
@@ -42,3 +49,12 @@ def test_quantize_kernels_assemble_for_sm90_with_packed_maxima(dtype, tmp_path):
             assert "LDG.E.128" in text, listing.name  # the weight read in 16-byte loads
         else:
             assert "STG.E.128" in text, listing.name  # the weight written in 16-byte stores
+
+
+@pytest.mark.parametrize("arch, dtype", [(70, "fp16"), (75, "fp16"), (80, "bf16")])
+def test_older_gpus_compile_the_bit_arithmetic_paths(arch, dtype, tmp_path):
+    """What native_casts picks below compute capability 8.9, where Triton has no E4M3 type."""
+    compile_kernels(tmp_path, "--arch", str(arch), "--dtype", dtype, "--bit-casts")
+    for listing in sorted((tmp_path / "sass").glob("*.sass")):
+        text = listing.read_text()
+        assert "HMNMX2" not in text and "E4M3" not in text, listing.name

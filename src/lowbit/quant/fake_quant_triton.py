@@ -196,8 +196,9 @@ class ActivationQuantizer:
         self.fmt = self.spec.name
         self.family = kernel_family(self.spec)
         self.direct_launch = direct_launch
-        self.native = mft.native_casts()  # read once: the environment lookup would cost a microsecond per call
-        self._plans: dict[tuple, Callable[[torch.Tensor, torch.Tensor, int], None]] = {}
+        self.native_allowed = mft.native_casts_allowed()  # read once: the environment lookup costs a microsecond
+        # signature -> (launch, whether it uses the GPU's own instructions: mft.native_casts for its device)
+        self._plans: dict[tuple, tuple[Callable[[torch.Tensor, torch.Tensor, int], None], bool]] = {}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         source = x.contiguous()
@@ -205,13 +206,14 @@ class ActivationQuantizer:
         numel = source.numel()
         if numel == 0:
             return out
-        out_arg = out.view(torch.int16) if out.dtype == torch.bfloat16 and not self.native else out
         key = (source.shape[-1], source.dtype, source.get_device(), source.data_ptr() % triton_launch.ALIGNMENT == 0,
                self._size_class(numel))
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = self._plan(source, out_arg, self.native, key[-1])
-        plan(source, out_arg, numel)
+        entry = self._plans.get(key)
+        if entry is None:
+            native = self.native_allowed and mft.has_native_instructions(source.device)
+            entry = self._plans[key] = (self._plan(source, mft.output_view(out, native)[0], native, key[-1]), native)
+        plan, native = entry
+        plan(source, mft.output_view(out, native)[0], numel)
         return out
 
     def _size_class(self, numel: int) -> str:
@@ -268,7 +270,7 @@ def fake_quantize(x: torch.Tensor, fmt: str | FormatSpec) -> torch.Tensor:
     """x (..., K) fake-quantized per the activation format `fmt`, in x's dtype."""
     check_float_tensor(x, "activation")
     spec = fmt if isinstance(fmt, FormatSpec) else registry.activation_format(fmt, "activation format")
-    key = (spec.name, mft.native_casts())
+    key = (spec.name, mft.native_casts_allowed())
     quantizer = _QUANTIZERS.get(key)
     if quantizer is None:
         quantizer = _QUANTIZERS[key] = ActivationQuantizer(spec)

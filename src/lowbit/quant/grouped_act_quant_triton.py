@@ -101,8 +101,10 @@ class GroupedQuantizer:
         if fqt.kernel_family(fmt) != fqt.NVFP4_KERNEL:
             raise ValueError(f"format {fmt.name} is row-local: quantize its rows with fake_quant_triton directly")
         self.spec = fmt
-        self.native = mft.native_casts()  # read once, as in fake_quant_triton.ActivationQuantizer
-        self._plans: dict[tuple, Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]] = {}
+        self.native_allowed = mft.native_casts_allowed()  # read once, as in fake_quant_triton.ActivationQuantizer
+        # signature -> (launches, whether they use the GPU's own instructions: mft.native_casts for its device)
+        self._plans: dict[tuple, tuple[Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None],
+                                       bool]] = {}
 
     def __call__(self, x: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
         source = x.contiguous()
@@ -111,18 +113,20 @@ class GroupedQuantizer:
             return out
         split = amax_split(source.shape[0], ends.shape[-1])
         partial = torch.empty(ends.shape[-1] * split, device=source.device, dtype=torch.float32)
-        out_arg, _ = mft.output_view(out, self.native)
         aligned = all(t.data_ptr() % triton_launch.ALIGNMENT == 0 for t in (source, ends))
         key = (source.ndim, source.shape[-1], source.dtype, source.get_device(), tuple(ends.shape), ends.dtype,
                aligned, source.numel() > triton_launch.INT32_MAX, split)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = self._plan(source, ends, partial, out_arg, split)
-        plan(source, ends, partial, out_arg)
+        entry = self._plans.get(key)
+        if entry is None:
+            native = self.native_allowed and mft.has_native_instructions(source.device)
+            out_arg, _ = mft.output_view(out, native)
+            entry = self._plans[key] = (self._plan(source, ends, partial, out_arg, split, native), native)
+        plan, native = entry
+        plan(source, ends, partial, mft.output_view(out, native)[0])
         return out
 
     def _plan(self, source: torch.Tensor, ends: torch.Tensor, partial: torch.Tensor, out_arg: torch.Tensor,
-              split: int) -> Callable:
+              split: int, native: bool) -> Callable:
         check_float_tensor(source, "activation")
         check_last_dim_divisible(source, BLOCK, "activation")
         if source.ndim != 2 or ends.ndim != 1 or ends.dtype != torch.int32:
@@ -137,7 +141,7 @@ class GroupedQuantizer:
             _grouped_nvfp4_kernel, (source, ends, partial, out_arg, source.numel() // BLOCK), dict(
                 BLOCKS_PER_ROW=n_cols // BLOCK, NUM_EXPERTS=num_experts,
                 EXPERTS_POW2=triton.next_power_of_2(num_experts), SPLIT=split, BLOCKS=BLOCKS,
-                OUT_IS_BF16=out_arg.dtype == torch.int16, NATIVE=self.native),
+                OUT_IS_BF16=out_arg.dtype == torch.int16, NATIVE=native),
             direct=direct, num_warps=WARPS)
 
         def run(x: torch.Tensor, ends: torch.Tensor, partial: torch.Tensor, out: torch.Tensor) -> None:

@@ -15,12 +15,13 @@ The quantize kernels are instruction-bound on an H200 (perf/RESULTS.md), so inst
 these helpers economise.
 
 E4M3 encode/decode and the bfloat16 output cast have two bit-identical implementations, chosen per launch
-by the constexpr NATIVE (see `native_casts()`): the hardware conversions on a GPU (`cvt.rn.satfinite` to
+by the constexpr NATIVE (see `native_casts(device)`): the hardware conversions on a GPU (`cvt.rn.satfinite` to
 e4m3, exact e4m3 -> f32, `cvt.rn` to bf16; one instruction each), or integer bit arithmetic, which
 Triton's CPU interpreter needs (its bf16 cast truncates) and which LOWBIT_TRITON_BIT_CASTS=1 forces on a
 GPU to cross-check the two.
 """
 
+import functools
 import os
 import struct
 
@@ -319,16 +320,39 @@ def store_values(out_ptr, offsets, values, mask, OUT_IS_BF16: tl.constexpr):
         tl.store(out_ptr + offsets, values.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def native_casts() -> bool:
-    """Whether kernels may use the GPU's conversion instructions (see the module docstring)."""
+# Triton has E4M3 (float8e4nv) from compute capability 8.9 (Ada, Hopper, Blackwell), and max.xorsign.abs on
+# bf16x2 / f16x2 exists from 8.6: the GPU paths of the kernels need 8.9; older GPUs run the bit-arithmetic twins
+NATIVE_CAPABILITY = (8, 9)
+
+
+def native_casts_allowed() -> bool:
+    """Whether the environment lets kernels use GPU instructions: not in Triton's interpreter, and not with
+    LOWBIT_TRITON_BIT_CASTS=1 (which forces the bit-arithmetic twins on a GPU, to cross-check them)."""
     return os.environ.get("TRITON_INTERPRET") != "1" and os.environ.get("LOWBIT_TRITON_BIT_CASTS") != "1"
+
+
+def native_casts(device: torch.device) -> bool:
+    """Whether kernels on `device` use the GPU's own conversion and paired-maximum instructions (the module
+    docstring): where the environment allows it (native_casts_allowed) on a GPU of compute capability 8.9 and
+    up. Elsewhere the kernels run the bit-arithmetic twins, bit-identical and slower."""
+    return native_casts_allowed() and has_native_instructions(device)
+
+
+def has_native_instructions(device: torch.device) -> bool:
+    """Whether `device` is a GPU with the instructions the kernels' native paths compile to."""
+    return device.type == "cuda" and _capability(device.index) >= NATIVE_CAPABILITY
+
+
+@functools.cache
+def _capability(index: int | None) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
 
 
 def output_view(out: torch.Tensor, native: bool | None = None) -> tuple:
     """(tensor to pass to a kernel, OUT_IS_BF16) for an output allocated in its final dtype: bfloat16
-    outputs go through the int16 bit path unless the native cast is used (`native`: native_casts())."""
+    outputs go through the int16 bit path unless the native cast is used (`native`: native_casts(out.device))."""
     if native is None:
-        native = native_casts()
+        native = native_casts(out.device)
     if out.dtype == torch.bfloat16 and not native:
         return out.view(torch.int16), True
     return out, False

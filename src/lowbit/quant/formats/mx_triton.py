@@ -100,7 +100,7 @@ def quantize_triton(
         x, data.view(torch.int32) if is_fp4 else data, scale, n_blocks,
         BLOCKS=blocks, IS_FP4=is_fp4, ELEMENT_EMAX=layout.ELEMENT_EMAX[element],
         ELEMENT_MAX=layout.ELEMENT_MAX[element],
-        RULE=mft.RULE_IDS[scale_rule], NATIVE=mft.native_casts(), num_warps=warps,
+        RULE=mft.RULE_IDS[scale_rule], NATIVE=mft.native_casts(x.device), num_warps=warps,
     )
     return layout.MXWeight(data if is_fp4 else data.view(torch.float8_e4m3fn), scale)
 
@@ -118,7 +118,7 @@ def dequantize_triton(
     blocks, warps = DEQUANTIZE_LAUNCH[element]
     _dequantize_kernel[(triton.cdiv(n_blocks, blocks),)](
         data.view(torch.int32) if element == "fp4" else data, q.scale.contiguous(), out_arg, n_blocks,
-        BLOCKS=blocks, IS_FP4=element == "fp4", OUT_IS_BF16=out_is_bf16, NATIVE=mft.native_casts(),
+        BLOCKS=blocks, IS_FP4=element == "fp4", OUT_IS_BF16=out_is_bf16, NATIVE=mft.native_casts(data.device),
         num_warps=warps,
     )
     return out

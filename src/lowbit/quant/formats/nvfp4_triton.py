@@ -95,7 +95,7 @@ def _quantize(x: torch.Tensor, global_scale: torch.Tensor, amax_bits: torch.Tens
     _quantize_kernel[grid](
         x, global_scale, amax_bits, packed.view(torch.int32), scale, n_blocks,
         BLOCKS=QUANTIZE_BLOCKS, GLOBAL_FROM_AMAX=global_from_amax, FLAG_NONFINITE=flag_nonfinite,
-        NATIVE=mft.native_casts(), num_warps=QUANTIZE_WARPS,
+        NATIVE=mft.native_casts(x.device), num_warps=QUANTIZE_WARPS,
     )
     return layout.NVFP4Weight(packed, scale.view(torch.float8_e4m3fn), global_scale)
 
@@ -135,6 +135,6 @@ def dequantize_triton(q: layout.NVFP4Weight, out_dtype: torch.dtype = torch.bflo
     out_arg, out_is_bf16 = mft.output_view(out)
     _dequantize_kernel[grid](
         packed.view(torch.int32), scale, global_scale, out_arg, n_blocks,
-        BLOCKS=DEQUANTIZE_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=mft.native_casts(), num_warps=DEQUANTIZE_WARPS,
+        BLOCKS=DEQUANTIZE_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=mft.native_casts(packed.device), num_warps=DEQUANTIZE_WARPS,
     )
     return out
