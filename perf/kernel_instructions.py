@@ -59,6 +59,7 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
                     "scale_ptr": "*u8", "n_blocks": "i32"}
     mx_blocks, mx_warps = mx_triton.QUANTIZE_LAUNCH["fp4"]
     int4_groups = integer_triton.GROUP_ELEMENTS_PER_PROGRAM // 128
+    bf16_bits_out = not native and dtype == "bf16"  # minifloat_triton.output_view's rule
     return [
         KernelCase("nvfp4 quantize (given global scale)", nvfp4_triton._quantize_kernel, nv_signature,
                    dict(BLOCKS=nv_blocks, GLOBAL_FROM_AMAX=False, FLAG_NONFINITE=False, NATIVE=native), nv_warps,
@@ -73,11 +74,12 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
         KernelCase("nvfp4 dequantize", nvfp4_triton._dequantize_kernel,
                    {"packed_ptr": "*i32", "scale_ptr": "*u8", "global_scale_ptr": "*fp32", "out_ptr": f"*{dtype}",
                     "n_blocks": "i32"},
-                   dict(BLOCKS=nvfp4_triton.DEQUANTIZE_BLOCKS, OUT_IS_BF16=not native and dtype == "bf16", NATIVE=native),
+                   dict(BLOCKS=nvfp4_triton.DEQUANTIZE_BLOCKS, OUT_IS_BF16=bf16_bits_out, NATIVE=native),
                    nvfp4_triton.DEQUANTIZE_WARPS, nvfp4_triton.DEQUANTIZE_BLOCKS * 16),
         KernelCase("mxfp4 dequantize", mx_triton._dequantize_kernel,
                    {"data_ptr": "*i32", "scale_ptr": "*u8", "out_ptr": f"*{dtype}", "n_blocks": "i32"},
-                   dict(BLOCKS=mx_triton.DEQUANTIZE_LAUNCH["fp4"][0], IS_FP4=True, OUT_IS_BF16=not native and dtype == "bf16", NATIVE=native),
+                   dict(BLOCKS=mx_triton.DEQUANTIZE_LAUNCH["fp4"][0], IS_FP4=True, OUT_IS_BF16=bf16_bits_out,
+                        NATIVE=native),
                    mx_triton.DEQUANTIZE_LAUNCH["fp4"][1], mx_triton.DEQUANTIZE_LAUNCH["fp4"][0] * 32),
         KernelCase("int4 quantize (group 128)", integer_triton._group_kernel,
                    {"x_ptr": f"*{dtype}", "out_ptr": "*i32", "scale_ptr": f"*{dtype}", "n_groups": "i32"},
@@ -90,9 +92,8 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
 
 def sass(case: KernelCase, arch: int) -> str:
     """The kernel's SASS for sm_<arch>, compiled as a launch with 16-byte-aligned pointers would be."""
-    constexprs = {k: v for k, v in case.constexprs.items() if k in case.kernel.arg_names}  # older kernels' subsets
     aligned = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(case.signature.values()) if kind[0] == "*"}
-    source = ASTSource(fn=case.kernel, signature=case.signature, constexprs=constexprs, attrs=aligned)
+    source = ASTSource(fn=case.kernel, signature=case.signature, constexprs=case.constexprs, attrs=aligned)
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": case.num_warps})
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
         cubin.write(compiled.asm["cubin"])

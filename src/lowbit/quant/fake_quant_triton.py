@@ -196,8 +196,8 @@ class ActivationQuantizer:
         self.fmt = self.spec.name
         self.family = kernel_family(self.spec)
         self.direct_launch = direct_launch
-        self.native_allowed = mft.native_casts_allowed()  # read once: the environment lookup costs a microsecond
-        # signature -> (launch, whether it uses the GPU's own instructions: mft.native_casts for its device)
+        # signature -> (launch, whether it uses the GPU's own instructions: mft.native_casts, decided once per
+        # signature, since the environment lookup costs a microsecond)
         self._plans: dict[tuple, tuple[Callable[[torch.Tensor, torch.Tensor, int], None], bool]] = {}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +210,7 @@ class ActivationQuantizer:
                self._size_class(numel))
         entry = self._plans.get(key)
         if entry is None:
-            native = self.native_allowed and mft.has_native_instructions(source.device)
+            native = mft.native_casts(source.device)
             entry = self._plans[key] = (self._plan(source, mft.output_view(out, native)[0], native, key[-1]), native)
         plan, native = entry
         plan(source, mft.output_view(out, native)[0], numel)

@@ -101,8 +101,7 @@ class GroupedQuantizer:
         if fqt.kernel_family(fmt) != fqt.NVFP4_KERNEL:
             raise ValueError(f"format {fmt.name} is row-local: quantize its rows with fake_quant_triton directly")
         self.spec = fmt
-        self.native_allowed = mft.native_casts_allowed()  # read once, as in fake_quant_triton.ActivationQuantizer
-        # signature -> (launches, whether they use the GPU's own instructions: mft.native_casts for its device)
+        # signature -> (launches, whether they use the GPU's own instructions), as in ActivationQuantizer
         self._plans: dict[tuple, tuple[Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None],
                                        bool]] = {}
 
@@ -118,9 +117,9 @@ class GroupedQuantizer:
                aligned, source.numel() > triton_launch.INT32_MAX, split)
         entry = self._plans.get(key)
         if entry is None:
-            native = self.native_allowed and mft.has_native_instructions(source.device)
-            out_arg, _ = mft.output_view(out, native)
-            entry = self._plans[key] = (self._plan(source, ends, partial, out_arg, split, native), native)
+            native = mft.native_casts(source.device)
+            plan = self._plan(source, ends, partial, mft.output_view(out, native)[0], split, native)
+            entry = self._plans[key] = (plan, native)
         plan, native = entry
         plan(source, ends, partial, mft.output_view(out, native)[0])
         return out

@@ -120,23 +120,24 @@ def quantize_triton(weight: torch.Tensor, granularity: str = "channel") -> layou
     x = weight.contiguous()
     rows, cols = x.shape
     codes = torch.empty((rows, cols), dtype=torch.uint8, device=x.device)
+    native = mft.native_casts(x.device)
     if granularity == "block":
         tile_rows, tile_cols = layout.BLOCK_SHAPE
         scale = torch.empty((rows // tile_rows, cols // tile_cols), dtype=torch.float32, device=x.device)
         _block_kernel[scale.shape](
-            x, scale, codes, cols, TILE_ROWS=tile_rows, TILE_COLS=tile_cols, NATIVE=mft.native_casts(x.device), num_warps=8
+            x, scale, codes, cols, TILE_ROWS=tile_rows, TILE_COLS=tile_cols, NATIVE=native, num_warps=8
         )
     elif granularity == "channel":
         scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
         _rows_kernel[(rows,)](
             x, scale, scale, codes, cols, SCALE=SCALE_OF_ROW, FAKE_QUANT=False, OUT_IS_BF16=False,
-            CHUNK=ROW_CHUNK, NATIVE=mft.native_casts(x.device), num_warps=ROW_WARPS,
+            CHUNK=ROW_CHUNK, NATIVE=native, num_warps=ROW_WARPS,
         )
     else:
         scale = torch.empty(1, dtype=torch.float32, device=x.device)  # NaN/Inf give a NaN scale
         _rows_kernel[(rows,)](
             x, scale, amax_triton.amax_bits(x), codes, cols, SCALE=SCALE_OF_TENSOR_AMAX, FAKE_QUANT=False,
-            OUT_IS_BF16=False, CHUNK=ROW_CHUNK, NATIVE=mft.native_casts(x.device), num_warps=ROW_WARPS,
+            OUT_IS_BF16=False, CHUNK=ROW_CHUNK, NATIVE=native, num_warps=ROW_WARPS,
         )
     return layout.FP8Weight(codes.view(torch.float8_e4m3fn), scale)
 
@@ -148,12 +149,13 @@ def dequantize_triton(q: layout.FP8Weight, out_dtype: torch.dtype = torch.bfloat
     rows, cols = codes.shape
     scale = q.weight_scale.contiguous()
     out = torch.empty((rows, cols), dtype=out_dtype, device=codes.device)
-    out_arg, out_is_bf16 = mft.output_view(out)
+    native = mft.native_casts(codes.device)
+    out_arg, out_is_bf16 = mft.output_view(out, native)
     grid = (rows, triton.cdiv(cols, DEQUANT_CHUNK))
     _dequantize_kernel[grid](
         codes, scale, out_arg, cols, scale.shape[-1],
         GRANULARITY=GRANULARITY_IDS[granularity], OUT_IS_BF16=out_is_bf16, CHUNK=DEQUANT_CHUNK,
-        NATIVE=mft.native_casts(codes.device),
+        NATIVE=native,
     )
     return out
 
@@ -164,9 +166,10 @@ def fake_quantize_per_token_triton(x: torch.Tensor) -> tuple[torch.Tensor, torch
     rows = x.reshape(-1, x.shape[-1]).contiguous()
     scale = torch.empty((rows.shape[0], 1), dtype=torch.float32, device=x.device)
     out = torch.empty_like(rows)
-    out_arg, out_is_bf16 = mft.output_view(out)
+    native = mft.native_casts(rows.device)
+    out_arg, out_is_bf16 = mft.output_view(out, native)
     _rows_kernel[(rows.shape[0],)](
         rows, scale, scale, out_arg, rows.shape[1], SCALE=SCALE_OF_ROW, FAKE_QUANT=True, OUT_IS_BF16=out_is_bf16,
-        CHUNK=ROW_CHUNK, NATIVE=mft.native_casts(rows.device), num_warps=ROW_WARPS,
+        CHUNK=ROW_CHUNK, NATIVE=native, num_warps=ROW_WARPS,
     )
     return out.reshape(x.shape), scale

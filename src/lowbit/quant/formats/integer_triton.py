@@ -167,7 +167,8 @@ def _launch_groups(x, out, group: int, q_range: tuple[int, int], pack_int4: bool
         x, out, scale, n_groups,
         GROUP=group, BLOCKS=blocks, HALF_RANGE=(q_range[1] - q_range[0]) / 2,
         Q_MIN=q_range[0], Q_MAX=q_range[1], PACK_INT4=pack_int4,
-        FLOOR=layout.scale_floor(scale_dtype), DROP=SIGNIFICAND_BITS_DROPPED[scale_dtype], NATIVE=mft.native_casts(x.device),
+        FLOOR=layout.scale_floor(scale_dtype), DROP=SIGNIFICAND_BITS_DROPPED[scale_dtype],
+        NATIVE=mft.native_casts(x.device),
     )
     return scale
 

@@ -8,8 +8,8 @@ rounded once to fp32, is the correctly rounded fp32 quotient x / d. Proof: with 
 boundary of fp32 (a midpoint between neighbours) m = M*2^k (S < 2^24 and M < 2^25, odd), x - m*d is a
 nonzero multiple of 2^(k+l) or coarser, so x/d lies at least 2^-49 (relative) away from every midpoint,
 while the fp64 product is within 2^-52 of x/d: both round to the same fp32 value.
-E2M1 codes are computed by rounding on the grid (`encode_e2m1`, one fp32 addition of a power-of-two "magic"
-number) rather than by counting midpoints as the reference does; tests check the two agree on every tie and its
+E2M1 codes are computed by rounding on the grid (`encode_e2m1`, one fused multiply-add onto a power of two)
+rather than by counting midpoints as the reference does; tests check the two agree on every tie and its
 neighbours. Per-block maxima of 16-bit weights are taken two elements per instruction (`block_amax_bits`).
 The quantize kernels are instruction-bound on an H200 (perf/RESULTS.md), so instructions per element are what
 these helpers economise.
@@ -335,12 +335,7 @@ def native_casts(device: torch.device) -> bool:
     """Whether kernels on `device` use the GPU's own conversion and paired-maximum instructions (the module
     docstring): where the environment allows it (native_casts_allowed) on a GPU of compute capability 8.9 and
     up. Elsewhere the kernels run the bit-arithmetic twins, bit-identical and slower."""
-    return native_casts_allowed() and has_native_instructions(device)
-
-
-def has_native_instructions(device: torch.device) -> bool:
-    """Whether `device` is a GPU with the instructions the kernels' native paths compile to."""
-    return device.type == "cuda" and _capability(device.index) >= NATIVE_CAPABILITY
+    return native_casts_allowed() and device.type == "cuda" and _capability(device.index) >= NATIVE_CAPABILITY
 
 
 @functools.cache

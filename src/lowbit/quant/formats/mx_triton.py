@@ -114,11 +114,12 @@ def dequantize_triton(
     data = q.data.contiguous().view(torch.uint8)
     out = torch.empty((*data.shape[:-1], columns), dtype=out_dtype, device=data.device)
     n_blocks = out.numel() // layout.BLOCK_SIZE
-    out_arg, out_is_bf16 = mft.output_view(out)
+    native = mft.native_casts(data.device)
+    out_arg, out_is_bf16 = mft.output_view(out, native)
     blocks, warps = DEQUANTIZE_LAUNCH[element]
     _dequantize_kernel[(triton.cdiv(n_blocks, blocks),)](
         data.view(torch.int32) if element == "fp4" else data, q.scale.contiguous(), out_arg, n_blocks,
-        BLOCKS=blocks, IS_FP4=element == "fp4", OUT_IS_BF16=out_is_bf16, NATIVE=mft.native_casts(data.device),
+        BLOCKS=blocks, IS_FP4=element == "fp4", OUT_IS_BF16=out_is_bf16, NATIVE=native,
         num_warps=warps,
     )
     return out

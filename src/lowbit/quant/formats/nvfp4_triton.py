@@ -132,9 +132,10 @@ def dequantize_triton(q: layout.NVFP4Weight, out_dtype: torch.dtype = torch.bflo
     out = torch.empty((*packed.shape[:-1], packed.shape[-1] * 2), dtype=out_dtype, device=packed.device)
     grid = (triton.cdiv(n_blocks, DEQUANTIZE_BLOCKS),)
     scale = q.weight_scale.contiguous().view(torch.uint8)
-    out_arg, out_is_bf16 = mft.output_view(out)
+    native = mft.native_casts(packed.device)
+    out_arg, out_is_bf16 = mft.output_view(out, native)
     _dequantize_kernel[grid](
         packed.view(torch.int32), scale, global_scale, out_arg, n_blocks,
-        BLOCKS=DEQUANTIZE_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=mft.native_casts(packed.device), num_warps=DEQUANTIZE_WARPS,
+        BLOCKS=DEQUANTIZE_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=native, num_warps=DEQUANTIZE_WARPS,
     )
     return out
