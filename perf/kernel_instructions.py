@@ -55,18 +55,16 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
     GPU's own conversions (`native`) or their bit-arithmetic twins (what GPUs older than compute capability 8.9
     run)."""
     nv_blocks, nv_warps = nvfp4_triton.QUANTIZE_BLOCKS, nvfp4_triton.QUANTIZE_WARPS
-    nv_signature = {"x_ptr": f"*{dtype}", "global_scale_ptr": "*fp32", "amax_bits_ptr": "*i32", "packed_ptr": "*i32",
-                    "scale_ptr": "*u8", "n_blocks": "i32"}
+    nv_signature = {"x_ptr": f"*{dtype}", "global_scale_ptr": "*fp32", "divisor_table_ptr": "*fp64",
+                    "nonfinite_bits_ptr": "*i32", "packed_ptr": "*i32", "scale_ptr": "*u8", "n_blocks": "i32"}
     mx_blocks, mx_warps = mx_triton.QUANTIZE_LAUNCH["fp4"]
     int4_groups = integer_triton.GROUP_ELEMENTS_PER_PROGRAM // 128
     bf16_bits_out = not native and dtype == "bf16"  # minifloat_triton.output_view's rule
     return [
-        KernelCase("nvfp4 quantize (given global scale)", nvfp4_triton._quantize_kernel, nv_signature,
-                   dict(BLOCKS=nv_blocks, GLOBAL_FROM_AMAX=False, FLAG_NONFINITE=False, NATIVE=native), nv_warps,
-                   nv_blocks * 16),
-        KernelCase("nvfp4 quantize (scale from the amax)", nvfp4_triton._quantize_kernel, nv_signature,
-                   dict(BLOCKS=nv_blocks, GLOBAL_FROM_AMAX=True, FLAG_NONFINITE=False, NATIVE=native), nv_warps,
-                   nv_blocks * 16),
+        KernelCase("nvfp4 quantize (kernel alone)", nvfp4_triton._quantize_kernel, nv_signature,
+                   dict(BLOCKS=nv_blocks, FLAG_NONFINITE=False, NATIVE=native), nv_warps, nv_blocks * 16),
+        KernelCase("nvfp4 quantize (NaN/Inf flagged)", nvfp4_triton._quantize_kernel, nv_signature,
+                   dict(BLOCKS=nv_blocks, FLAG_NONFINITE=True, NATIVE=native), nv_warps, nv_blocks * 16),
         KernelCase("mxfp4 quantize (even)", mx_triton._quantize_kernel,
                    {"x_ptr": f"*{dtype}", "data_ptr": "*i32", "scale_ptr": "*u8", "n_blocks": "i32"},
                    dict(BLOCKS=mx_blocks, IS_FP4=True, ELEMENT_EMAX=2, ELEMENT_MAX=6.0, RULE=1, NATIVE=native),
@@ -83,7 +81,7 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
                    mx_triton.DEQUANTIZE_LAUNCH["fp4"][1], mx_triton.DEQUANTIZE_LAUNCH["fp4"][0] * 32),
         KernelCase("int4 quantize (group 128)", integer_triton._group_kernel,
                    {"x_ptr": f"*{dtype}", "out_ptr": "*i32", "scale_ptr": f"*{dtype}", "n_groups": "i32"},
-                   dict(GROUP=128, BLOCKS=int4_groups, HALF_RANGE=7.5, Q_MIN=-8, Q_MAX=7, PACK_INT4=True,
+                   dict(GROUP=128, BLOCKS=int4_groups, HALF_RANGE=7.5, Q_MAX=7, PACK_INT4=True,
                         FLOOR=integer_layout.scale_floor(TORCH_DTYPES[dtype]),
                         DROP=integer_triton.SIGNIFICAND_BITS_DROPPED[TORCH_DTYPES[dtype]], NATIVE=native),
                    4, int4_groups * 128),

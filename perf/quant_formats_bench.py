@@ -142,8 +142,8 @@ def build_cases(w: torch.Tensor) -> list[Case]:
     return cases
 
 
-def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float, blocks_options: list[int],
-                            warps_options: list[int], only: list[str]) -> None:
+def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float, time_ms: Callable[..., float],
+                            blocks_options: list[int], warps_options: list[int], only: list[str]) -> None:
     """Time the block kernels over BLOCKS (blocks per program) x num_warps, to pick the defaults."""
     from lowbit.quant.formats import minifloat_triton as mft
 
@@ -166,13 +166,14 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float, blocks_options: l
     even = mft.RULE_IDS["even"]
     native = mft.native_casts(w.device)
     amax_bits = torch.zeros(1, dtype=torch.int32, device=w.device)
+    nv_table = nvfp4_triton.divisor_table(g, amax_bits, global_from_amax=False, native=native)
     amax_programs = amax_triton._programs_per_slice(w.get_device())
 
     def launchers(blocks: int, warps: int) -> dict[str, tuple[Callable[[], object], int]]:
         grid16, grid32 = (triton.cdiv(n16, blocks),), (triton.cdiv(n32, blocks),)
         return {
             "nvfp4 quantize": (lambda: nvfp4_triton._quantize_kernel[grid16](
-                w, g, g, packed_words, scale16, n16, BLOCKS=blocks, GLOBAL_FROM_AMAX=False, FLAG_NONFINITE=False,
+                w, g, nv_table, amax_bits, packed_words, scale16, n16, BLOCKS=blocks, FLAG_NONFINITE=False,
                 NATIVE=native, num_warps=warps), nbytes(w, packed, scale16)),
             # amax reduction: CHUNK = 64 * BLOCKS elements per step, programs as amax_triton launches them
             "amax (whole tensor)": (lambda: amax_triton._amax_bits_kernel[(amax_programs, 1)](
@@ -199,7 +200,7 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float, blocks_options: l
             "int4 quantize (group 128)": (lambda: integer_triton._group_kernel[(triton.cdiv(w.numel() // 128,
                                                                                              max(1, blocks // 8)),)](
                 w, int4_words, int4_scale, w.numel() // 128, GROUP=128, BLOCKS=max(1, blocks // 8), HALF_RANGE=7.5,
-                Q_MIN=-8, Q_MAX=7, PACK_INT4=True, FLOOR=integer.scale_floor(torch.bfloat16),
+                Q_MAX=7, PACK_INT4=True, FLOOR=integer.scale_floor(torch.bfloat16),
                 DROP=integer_triton.SIGNIFICAND_BITS_DROPPED[torch.bfloat16], NATIVE=native, num_warps=warps),
                 nbytes(w, int4_words, int4_scale)),
             # dequantize kernel: CHUNK = 16 * BLOCKS columns per program
@@ -215,7 +216,7 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float, blocks_options: l
             for name, (launch, moved) in launchers(blocks, warps).items():
                 if only and not any(part in name for part in only):
                     continue
-                ms = do_bench(launch, return_mode="median")
+                ms = time_ms(launch)
                 results.setdefault(name, []).append((moved / ms / 1e6, blocks, warps))
     print("\nlaunch-parameter sweep (GB/s; best first, top 5):")
     for name, rows in results.items():
@@ -324,8 +325,8 @@ def main() -> None:
 
     print_kernel_table(w, copy_gbps, time_ms, args.skip_reference)
     print_end_to_end_table(w, copy_gbps, time_ms, args.smoke)
-    if args.sweep and not args.smoke:
-        sweep_launch_parameters(w, copy_gbps, args.sweep_blocks, args.sweep_warps, args.sweep_only)
+    if args.sweep:
+        sweep_launch_parameters(w, copy_gbps, time_ms, args.sweep_blocks, args.sweep_warps, args.sweep_only)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 Rounding: the fp32 scale is floored and rounded to the scale dtype in the kernel (integer arithmetic on its
 bits, see `_round_significand`), so storing it in that dtype is exact whatever the cast's rounding; codes
 are the correctly rounded x / scale (minifloat_triton.divide_exactly), then half to even with the 1.5 * 2**23
-trick (|q| <= 128 here).
+trick (|q| <= 128 here, `_biased_codes`); INT4 packs the sums' bits and subtracts the trick's bias once per word.
 A group holding NaN/Inf gets a NaN scale, which integer.quantize_* turns into the reference's ValueError.
 """
 
@@ -47,21 +47,25 @@ def _scale(amax, bad, HALF_RANGE: tl.constexpr, FLOOR: tl.constexpr, DROP: tl.co
 
 
 @triton.jit
-def _round_clamp(x, reciprocal, Q_MIN: tl.constexpr, Q_MAX: tl.constexpr):
-    """int32 codes of x / scale (IEEE fp32 quotient, see mft.divide_exactly) rounded half to even and clamped.
-    |x / scale| is at most about Q_MAX + 1 (NaN in a NaN group, whose codes are discarded), so adding 1.5 * 2**23
-    rounds it to an integer held in the sum's low bits: integer arithmetic from there, no float-to-int
-    conversion."""
+def _biased_codes(x, reciprocal, Q_MAX: tl.constexpr, OFFSET: tl.constexpr):
+    """int32 fp32 bits whose value minus ROUND_HALF_EVEN_MAGIC_BITS is the code of x / scale (IEEE fp32 quotient,
+    see mft.divide_exactly) rounded half to even, clamped to at most Q_MAX, plus an even OFFSET.
+
+    Adding 1.5 * 2**23 + OFFSET to the quotient rounds it to an integer held in the sum's low bits (an even
+    OFFSET keeps the parity that half-to-even looks at), so there is no float-to-int conversion and the clamp is
+    integer. Only the upper bound is clamped: the scale is at least amax / HALF_RANGE rounded down by at most
+    2**-8 (bf16), so |quotient| <= HALF_RANGE * 1.004 < -Q_MIN + 0.5 and the lowest code is never passed (NaN
+    in a NaN group, whose codes are discarded)."""
     q = mft.divide_exactly(x, reciprocal)
-    integer = mft.float_bits(q + mft.ROUND_HALF_EVEN_MAGIC) - mft.ROUND_HALF_EVEN_MAGIC_BITS
-    return tl.minimum(tl.maximum(integer, Q_MIN), Q_MAX)
+    biased = mft.float_bits(q + (mft.ROUND_HALF_EVEN_MAGIC + OFFSET))
+    return tl.minimum(biased, mft.ROUND_HALF_EVEN_MAGIC_BITS + (Q_MAX + OFFSET))
 
 
 @triton.jit
 def _group_kernel(
     x_ptr, out_ptr, scale_ptr, n_groups,
     GROUP: tl.constexpr, BLOCKS: tl.constexpr, HALF_RANGE: tl.constexpr,
-    Q_MIN: tl.constexpr, Q_MAX: tl.constexpr, PACK_INT4: tl.constexpr, FLOOR: tl.constexpr, DROP: tl.constexpr,
+    Q_MAX: tl.constexpr, PACK_INT4: tl.constexpr, FLOOR: tl.constexpr, DROP: tl.constexpr,
     NATIVE: tl.constexpr,
 ):
     """Each group is read as (GROUP / 8, 8): INT4 packs each row of 8 codes into one int32 word. The scale is
@@ -75,11 +79,14 @@ def _group_kernel(
     x = x.to(tl.float32)
     bad = amax_bits >= mft.F32_INF_BITS  # a NaN or Inf in the group: NaN scale (quantize_* raises)
     scale = _scale(mft.bits_to_float(tl.where(bad, 0, amax_bits)), bad, HALF_RANGE, FLOOR, DROP)
-    q = _round_clamp(x, mft.reciprocal64(scale)[:, None, None], Q_MIN, Q_MAX)
+    reciprocal = mft.reciprocal64(scale)[:, None, None]
     if PACK_INT4:
+        biased = _biased_codes(x, reciprocal, Q_MAX, INT4_OFFSET)  # nibble + ROUND_HALF_EVEN_MAGIC_BITS
         word_offsets = group[:, None] * (GROUP // 8) + tl.arange(0, GROUP // 8)[None, :]
-        tl.store(out_ptr + word_offsets, mft.pack_nibbles(q + INT4_OFFSET), mask=in_range[:, None])
+        words = mft.pack_biased_nibbles(biased, mft.ROUND_HALF_EVEN_MAGIC_BITS)
+        tl.store(out_ptr + word_offsets, words, mask=in_range[:, None])
     else:
+        q = _biased_codes(x, reciprocal, Q_MAX, 0) - mft.ROUND_HALF_EVEN_MAGIC_BITS
         tl.store(out_ptr + offsets, q.to(tl.int8), mask=in_range[:, None, None])
     tl.store(scale_ptr + group, scale.to(scale_ptr.dtype.element_ty), mask=in_range)
 
@@ -102,7 +109,7 @@ def _channel_kernel(x_ptr, out_ptr, scale_ptr, n_cols: tl.constexpr, HALF_RANGE:
     for start in range(0, n_cols, CHUNK):
         mask = start + columns < n_cols
         x = tl.load(x_ptr + row_start + start + columns, mask=mask, other=0.0).to(tl.float32)
-        q = _round_clamp(x, reciprocal, -128, 127)
+        q = _biased_codes(x, reciprocal, 127, 0) - mft.ROUND_HALF_EVEN_MAGIC_BITS
         tl.store(out_ptr + row_start + start + columns, q.to(tl.int8), mask=mask)
 
 
@@ -166,7 +173,7 @@ def _launch_groups(x, out, group: int, q_range: tuple[int, int], pack_int4: bool
     _group_kernel[(triton.cdiv(n_groups, blocks),)](
         x, out, scale, n_groups,
         GROUP=group, BLOCKS=blocks, HALF_RANGE=(q_range[1] - q_range[0]) / 2,
-        Q_MIN=q_range[0], Q_MAX=q_range[1], PACK_INT4=pack_int4,
+        Q_MAX=q_range[1], PACK_INT4=pack_int4,
         FLOOR=layout.scale_floor(scale_dtype), DROP=SIGNIFICAND_BITS_DROPPED[scale_dtype],
         NATIVE=mft.native_casts(x.device),
     )

@@ -126,6 +126,21 @@ def pack_nibbles(codes):
 
 
 @triton.jit
+def pack_biased_nibbles(biased, BIAS: tl.constexpr):
+    """pack_nibbles of biased - BIAS (each 0..15) with the subtraction done once per word instead of once per
+    code: shifting and adding are exact modulo 2**32, so sum((c + BIAS) << 4j) - BIAS * 0x11111111 wraps to
+    sum(c << 4j)."""
+    shifts = (tl.arange(0, 8) * 4)[None, None, :]
+    return tl.sum(biased << shifts, axis=2) - _wrapped_int32(BIAS * 0x11111111)
+
+
+@triton.constexpr_function
+def _wrapped_int32(value):
+    """value modulo 2**32 as a signed int32 constant."""
+    return (value + 2**31) % 2**32 - 2**31
+
+
+@triton.jit
 def encode_e2m1(x):
     """int32 E2M1 codes of finite fp32 x, equal to quantize_e2m1 (round half to even, saturate, sign kept),
     by rounding on the grid instead of counting midpoints. The grid step is 2**(e - 1) for |x| in [2**e,

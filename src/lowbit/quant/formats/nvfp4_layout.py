@@ -12,6 +12,7 @@ BLOCK_SIZE = 16
 GLOBAL_SCALE_NUMERATOR = mf.E4M3_MAX * mf.E2M1_MAX  # 2688
 AMAX_FLOOR = 2.0**-100
 ZERO_BLOCK_SCALE = 0.125  # compressed-tensors replaces a zero E4M3 scale with torch.finfo(e4m3fn).eps
+ZERO_BLOCK_SCALE_CODE = 0x20  # its E4M3 byte: exponent field 4 (2**(4 - 7)), mantissa 0
 
 
 class NVFP4Weight(NamedTuple):

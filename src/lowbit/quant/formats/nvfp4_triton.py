@@ -3,10 +3,17 @@
 Each program handles BLOCKS consecutive 16-element blocks of the flattened weight. The wrappers do no
 synchronizing value checks (nvfp4.quantize / dequantize do), so they can be timed as kernels.
 
+Quantizing is two launches. A block's divisor, E4M3 scale / global scale, takes one of only 128 values per
+tensor (one per non-negative E4M3 code), so a one-program launch first tabulates their fp64 reciprocals
+(`_divisor_table_kernel`: the IEEE division and the exact fp64 reciprocal that `divide_exactly` needs, done 128
+times instead of once per block), and the quantize kernel looks each block's up by its scale code. That takes
+about a tenth of the quantize kernel's instructions away, and the kernel is instruction-bound on an H200
+(perf/RESULTS.md).
+
 `quantize_unchecked_triton` is nvfp4.quantize's whole device side: a one-word zero fill, at most one reduction
-launch and one quantize launch, none of them waiting for the GPU:
-- no global scale given: `amax_triton.amax_bits` reduces the weight to its amax, and every quantize program
-  derives the global scale 2688 / max(amax, AMAX_FLOOR) from it (one scalar division); program 0 stores it;
+launch, the table and the quantize launch, none of them waiting for the GPU:
+- no global scale given: `amax_triton.amax_bits` reduces the weight to its amax, and the table launch derives
+  the global scale 2688 / max(amax, AMAX_FLOOR) from it and stores it for the quantize kernel;
 - a global scale given: the quantize kernel reads it, and programs whose blocks hold a NaN or an Inf record
   that with an atomic (none in a finite weight), so no separate pass over the weight looks for them.
 Either way the returned int32 word, viewed as float32, is finite exactly when the weight is; nvfp4.quantize
@@ -28,46 +35,62 @@ DEQUANTIZE_BLOCKS, DEQUANTIZE_WARPS = 64, 2
 ZERO_BLOCK_SCALE = tl.constexpr(layout.ZERO_BLOCK_SCALE)
 AMAX_FLOOR = tl.constexpr(layout.AMAX_FLOOR)
 GLOBAL_SCALE_NUMERATOR = tl.constexpr(layout.GLOBAL_SCALE_NUMERATOR)
+ZERO_BLOCK_SCALE_CODE = tl.constexpr(layout.ZERO_BLOCK_SCALE_CODE)
+SCALE_CODES = tl.constexpr(128)  # the E4M3 codes of non-negative scales: 0x00 .. 0x7F
+SCALE_CODE_MASK = tl.constexpr(SCALE_CODES.value - 1)
+
+
+@triton.jit
+def _divisor_table_kernel(global_scale_ptr, amax_bits_ptr, table_ptr, GLOBAL_FROM_AMAX: tl.constexpr,
+                          NATIVE: tl.constexpr):
+    """table_ptr: fp64 (SCALE_CODES,), entry c the reciprocal64 of a block's divisor when its E4M3 scale code is
+    c: decode(c) / global_scale in IEEE fp32 (code 0 stands for ZERO_BLOCK_SCALE, the scale it is stored as).
+
+    GLOBAL_FROM_AMAX: amax_bits_ptr holds the weight's amax bits (amax_triton); the global scale is derived
+    from them and stored to global_scale_ptr, where the quantize kernel reads it. Else it is read from there."""
+    code = tl.arange(0, SCALE_CODES)
+    if GLOBAL_FROM_AMAX:
+        amax = tl.maximum(amax_triton.finite_amax(tl.load(amax_bits_ptr)), AMAX_FLOOR)
+        global_scale = tl.math.div_rn(tl.full([], GLOBAL_SCALE_NUMERATOR, tl.float32), amax)
+        tl.store(global_scale_ptr, global_scale)
+    else:
+        global_scale = tl.load(global_scale_ptr)
+    block_scale = tl.where(code == 0, ZERO_BLOCK_SCALE, mft.decode_e4m3(code, NATIVE))
+    divisor = tl.math.div_rn(block_scale, tl.full(block_scale.shape, 1.0, tl.float32) * global_scale)
+    tl.store(table_ptr + code, mft.reciprocal64(divisor))
 
 
 @triton.jit
 def _quantize_kernel(
-    x_ptr, global_scale_ptr, amax_bits_ptr, packed_ptr, scale_ptr, n_blocks,
-    BLOCKS: tl.constexpr, GLOBAL_FROM_AMAX: tl.constexpr, FLAG_NONFINITE: tl.constexpr, NATIVE: tl.constexpr,
+    x_ptr, global_scale_ptr, divisor_table_ptr, nonfinite_bits_ptr, packed_ptr, scale_ptr, n_blocks,
+    BLOCKS: tl.constexpr, FLAG_NONFINITE: tl.constexpr, NATIVE: tl.constexpr,
 ):
-    """packed_ptr: the uint8 output viewed as int32, two words (eight codes each) per 16-element block.
-
-    GLOBAL_FROM_AMAX: amax_bits_ptr holds the weight's amax bits (amax_triton) and the global scale is derived
-    here and stored to global_scale_ptr; else it is read from global_scale_ptr. FLAG_NONFINITE: atomic_max
-    the bits of this program's NaN/Inf into amax_bits_ptr (zero-initialised), if it meets any."""
+    """packed_ptr: the uint8 output viewed as int32, two words (eight codes each) per 16-element block;
+    divisor_table_ptr: `_divisor_table_kernel`'s table for this global scale. FLAG_NONFINITE: atomic_max the
+    bits of a block's NaN/Inf into nonfinite_bits_ptr (zero-initialised), if it meets any."""
     block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)  # (BLOCKS,)
     in_range = block < n_blocks
     word = tl.arange(0, 2)[None, :, None]
     offsets = block[:, None, None] * 16 + word * 8 + tl.arange(0, 8)[None, None, :]  # (BLOCKS, 2, 8)
     x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0)
-    if GLOBAL_FROM_AMAX:
-        amax = tl.maximum(amax_triton.finite_amax(tl.load(amax_bits_ptr)), AMAX_FLOOR)
-        global_scale = tl.math.div_rn(tl.full([], GLOBAL_SCALE_NUMERATOR, tl.float32), amax)
-        tl.store(global_scale_ptr, global_scale, mask=tl.program_id(0) == 0)
-    else:
-        global_scale = tl.load(global_scale_ptr)
+    global_scale = tl.load(global_scale_ptr)
 
     block_bits = mft.block_amax_bits(x, NATIVE)  # (BLOCKS,)
-    if FLAG_NONFINITE:
-        program_bits = tl.max(block_bits, axis=0)
-        tl.atomic_max(amax_bits_ptr, program_bits, mask=amax_triton.nonfinite(program_bits))
+    if FLAG_NONFINITE:  # one predicated atomic per block, taken only by blocks holding a NaN or an Inf
+        tl.atomic_max(nonfinite_bits_ptr + tl.zeros_like(block_bits), block_bits,
+                      mask=amax_triton.nonfinite(block_bits), sem="relaxed")
     block_amax = mft.bits_to_float(block_bits)  # the codes of a weight holding NaN/Inf are discarded
     e2m1_max = tl.full(block_amax.shape, mft.E2M1_MAX, tl.float32)
     # block_amax / 6 exactly, as a multiplication: the fp64 reciprocal of the constant 6 is folded at compile time
     unrounded_scale = mft.divide_exactly(block_amax, mft.reciprocal64(e2m1_max)) * global_scale
-    block_scale = mft.decode_e4m3(mft.encode_e4m3(unrounded_scale, NATIVE), NATIVE)  # E4M3 rounding
-    block_scale = tl.where(block_scale == 0.0, ZERO_BLOCK_SCALE, block_scale)
-    effective = tl.math.div_rn(block_scale, tl.full(block_scale.shape, 1.0, tl.float32) * global_scale)
-    codes = mft.encode_e2m1(mft.divide_exactly(x.to(tl.float32), mft.reciprocal64(effective)[:, None, None]))
+    scale_code = mft.encode_e4m3(unrounded_scale, NATIVE) & SCALE_CODE_MASK  # E4M3 rounding; >= 0, sign bit clear
+    reciprocal = tl.load(divisor_table_ptr + scale_code)  # of the divisor block scale / global scale
+    codes = mft.encode_e2m1(mft.divide_exactly(x.to(tl.float32), reciprocal[:, None, None]))
 
     word_offsets = block[:, None] * 2 + tl.arange(0, 2)[None, :]
     tl.store(packed_ptr + word_offsets, mft.pack_nibbles(codes), mask=in_range[:, None])
-    tl.store(scale_ptr + block, mft.encode_e4m3(block_scale, NATIVE).to(tl.uint8), mask=in_range)
+    stored_code = tl.where(scale_code == 0, ZERO_BLOCK_SCALE_CODE, scale_code)
+    tl.store(scale_ptr + block, stored_code.to(tl.uint8), mask=in_range)
 
 
 @triton.jit
@@ -86,16 +109,27 @@ def _dequantize_kernel(
     mft.dequantize_e2m1_sixteens(packed_ptr, out_ptr, block, in_range, effective, OUT_IS_BF16)
 
 
+def divisor_table(global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool,
+                  native: bool) -> torch.Tensor:
+    """fp64 (SCALE_CODES,) table the quantize kernel takes (`_divisor_table_kernel`); with global_from_amax it
+    also stores the global scale derived from amax_bits into global_scale."""
+    table = torch.empty(SCALE_CODES.value, dtype=torch.float64, device=global_scale.device)
+    _divisor_table_kernel[(1,)](global_scale, amax_bits, table, GLOBAL_FROM_AMAX=global_from_amax, NATIVE=native,
+                                num_warps=4)
+    return table
+
+
 def _quantize(x: torch.Tensor, global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool,
               flag_nonfinite: bool) -> layout.NVFP4Weight:
+    native = mft.native_casts(x.device)
+    table = divisor_table(global_scale, amax_bits, global_from_amax=global_from_amax, native=native)
     n_blocks = x.numel() // layout.BLOCK_SIZE
     packed = torch.empty((*x.shape[:-1], x.shape[-1] // 2), dtype=torch.uint8, device=x.device)
     scale = torch.empty((*x.shape[:-1], x.shape[-1] // layout.BLOCK_SIZE), dtype=torch.uint8, device=x.device)
     grid = (triton.cdiv(n_blocks, QUANTIZE_BLOCKS),)
     _quantize_kernel[grid](
-        x, global_scale, amax_bits, packed.view(torch.int32), scale, n_blocks,
-        BLOCKS=QUANTIZE_BLOCKS, GLOBAL_FROM_AMAX=global_from_amax, FLAG_NONFINITE=flag_nonfinite,
-        NATIVE=mft.native_casts(x.device), num_warps=QUANTIZE_WARPS,
+        x, global_scale, table, amax_bits, packed.view(torch.int32), scale, n_blocks,
+        BLOCKS=QUANTIZE_BLOCKS, FLAG_NONFINITE=flag_nonfinite, NATIVE=native, num_warps=QUANTIZE_WARPS,
     )
     return layout.NVFP4Weight(packed, scale.view(torch.float8_e4m3fn), global_scale)
 
