@@ -45,10 +45,10 @@ from lowbit.quant import fake_quant_experts
 from lowbit.quant.formats import registry
 from lowbit.quant.formats.backend import BACKENDS, check_backend, triton_available
 from lowbit.quant.formats.spec import FormatSpec
-from lowbit.quant.module_patterns import compile_patterns
+from lowbit.quant.module_patterns import NEVER_QUANTIZED, compile_patterns, searchable
 
 DEFAULT_TARGETS = (r"(^|\.)layers\.\d+\.",)  # every Linear and experts module inside a decoder layer
-DEFAULT_IGNORE = (r"(^|\.)lm_head$", r"\.mlp\.gate$", r"shared_expert_gate$", r"router$")  # MoE routers stay exact
+DEFAULT_IGNORE = searchable(NEVER_QUANTIZED)  # quant_ignore is matched with re.search
 FUSED_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 

@@ -44,9 +44,10 @@ from lowbit.quant.calibration import (
 )
 from lowbit.quant.formats import registry
 from lowbit.quant.formats.spec import FormatSpec
+from lowbit.quant.module_patterns import NEVER_QUANTIZED
 
 METHODS = ("rtn", "gptq")
-DEFAULT_IGNORE = ("lm_head", r"re:.*mlp\.gate$", r"re:.*shared_expert_gate$", r"re:.*router$")
+DEFAULT_IGNORE = tuple(f"re:{pattern}" for pattern in NEVER_QUANTIZED)  # llm-compressor's "re:" selectors
 ATTENTION = r"re:.*self_attn\..*"
 
 

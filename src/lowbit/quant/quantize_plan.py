@@ -14,7 +14,7 @@ import torch
 
 from lowbit.errors import UsageError
 from lowbit.quant import gpt_oss_mxfp4
-from lowbit.quant.module_patterns import compile_patterns
+from lowbit.quant.module_patterns import NEVER_QUANTIZED, compile_patterns
 from lowbit.quant.pipeline import ReadUnit
 from lowbit.quant.safetensors_io import FLOAT_DTYPES, CheckpointReader
 from lowbit.quant.schemes import fused_group, get_scheme
@@ -25,8 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Regexes over module names, matched from the start as compressed-tensors and vLLM match "re:" patterns.
-DEFAULT_IGNORE = (r"(.*\.)?lm_head$", r".*embed", r".*norm$", r".*mlp\.gate$", r".*router$",
-                  r".*shared_expert_gate$")
+DEFAULT_IGNORE = (*NEVER_QUANTIZED, r".*embed", r".*norm$")
 QUANT_METHOD = "compressed-tensors"
 
 
