@@ -182,3 +182,25 @@ def test_triton_matches_reference_on_every_rounding_edge():
     out = nvfp4.quantize(w, global_scale, backend="triton")
     assert_bits_equal(out.weight_packed, ref.weight_packed)
     assert_bits_equal(out.weight_scale, ref.weight_scale)
+
+
+@requires_triton
+def test_triton_matches_reference_with_blocks_on_every_scale_code():
+    """One block per E4M3 scale code the quantize kernel can meet (0, which is stored as ZERO_BLOCK_SCALE, up to
+    saturation at 448): each block's divisor comes from its own entry of the kernel's divisor table."""
+    from lowbit.quant.formats import minifloat as mf
+    from lowbit.quant.formats import nvfp4_triton
+
+    global_scale = torch.tensor([2688.0 / 3.7])
+    codes = torch.arange(nvfp4_triton.SCALE_CODES.value - 1, dtype=torch.uint8)  # 0x7F is NaN, never a scale
+    scales = codes.view(torch.float8_e4m3fn).to(torch.float32)
+    block_amax = scales * mf.E2M1_MAX / global_scale  # an amax whose scale rounds to the code
+    block_amax = torch.cat([block_amax, block_amax[-1:] * 4])  # and one past 448, which saturates
+    generator = torch.Generator().manual_seed(5)
+    elements = (torch.rand(block_amax.numel(), 15, generator=generator) * 2 - 1) * block_amax[:, None]
+    w = torch.cat([block_amax[:, None], elements], dim=1).to(torch.bfloat16).to(DEVICE)
+    ref = nvfp4.quantize(w, global_scale, backend="ref")
+    out = nvfp4.quantize(w, global_scale, backend="triton")
+    assert_bits_equal(out.weight_packed, ref.weight_packed)
+    assert_bits_equal(out.weight_scale, ref.weight_scale)
+    assert set(ref.weight_scale.view(torch.uint8).flatten().tolist()) == set(range(1, 0x7F))  # 0 is stored as 0x20
