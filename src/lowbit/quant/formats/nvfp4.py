@@ -97,8 +97,9 @@ def quantize(weight: torch.Tensor, global_scale: torch.Tensor | None = None, *, 
     """NVFP4-quantize `weight`; without `global_scale` one is computed from this tensor alone.
 
     A given global scale (e.g. shared by q/k/v) skips the amax pass, so NaN/Inf are then checked here.
-    On the Triton backend the device work is one amax launch (none with a given scale) and one quantize
-    launch, and the NaN/Inf and global-scale checks read their results once, after both (nvfp4_triton.py).
+    On the Triton backend the device work is one amax launch (none with a given scale), the one-program divisor
+    table and the quantize launch, and the NaN/Inf and global-scale checks read their results once, after them
+    (nvfp4_triton.py).
     """
     check_backend(backend, weight)
     check_weight(weight)
