@@ -51,7 +51,7 @@ if [[ $part == kernels ]]; then
         "nvfp4 quantize" --sweep-blocks 64,128,256 --sweep-warps 1,2,4
 else
     rm -rf "$shm"
-    step quantize-qwen3-4b 120 python3 perf/quantize_checkpoint_bench.py --shape qwen3-4b --device cuda \
+    step quantize-qwen3-4b 150 python3 perf/quantize_checkpoint_bench.py --shape qwen3-4b --device cuda \
         --backend triton --generate-on cuda --workdir "$shm" --json "$out/quantize-qwen3-4b.json"
     rm -rf "$shm"
     step quantize-qwen3-30b-a3b 220 python3 perf/quantize_checkpoint_bench.py --shape qwen3-30b-a3b --device cuda \
