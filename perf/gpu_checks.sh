@@ -54,10 +54,11 @@ else
     step quantize-qwen3-4b 150 python3 perf/quantize_checkpoint_bench.py --shape qwen3-4b --device cuda \
         --backend triton --generate-on cuda --workdir "$shm" --json "$out/quantize-qwen3-4b.json"
     rm -rf "$shm"
+    df -h /dev/shm /tmp | tail -n 2  # the 61 GB source goes to RAM-backed /dev/shm, the outputs to disk
     step quantize-qwen3-30b-a3b 220 python3 perf/quantize_checkpoint_bench.py --shape qwen3-30b-a3b --device cuda \
-        --backend triton --generate-on cuda --workdir "$shm" --copy-gb 12 --schemes nvfp4,w4a16 \
-        --json "$out/quantize-qwen3-30b-a3b.json"
-    rm -rf "$shm"
+        --backend triton --generate-on cuda --workdir "$shm" --out-dir /tmp/lowbit_gpu_checks_out --copy-gb 12 \
+        --schemes nvfp4,w4a16 --json "$out/quantize-qwen3-30b-a3b.json"
+    rm -rf "$shm" /tmp/lowbit_gpu_checks_out
     step act-quant-dense 110 python3 perf/act_quant_bench.py --backends triton --decode-steps 32 --reps 3 \
         --json "$out/act-quant-dense.json"
     step act-quant-moe 110 python3 perf/moe_fake_quant_bench.py --part steps --formats nvfp4 mxfp4 fp8 --repeats 8 \

@@ -16,7 +16,7 @@ first one costs (the warm-up's seconds, compiles included, are printed and recor
     python perf/quantize_checkpoint_bench.py --shape qwen3-4b --device cuda --backend triton
     python perf/quantize_checkpoint_bench.py --workdir /scratch/qbench --keep --json results.json
     python perf/quantize_checkpoint_bench.py --shape qwen3-30b-a3b --device cuda --backend triton \
-        --generate-on cuda --workdir /dev/shm/qbench --copy-gb 12 --schemes nvfp4,w4a16
+        --generate-on cuda --workdir /dev/shm/qbench --out-dir /tmp/qbench_out --copy-gb 12 --schemes nvfp4,w4a16
 
 The source stays in --workdir between runs with --keep (it is regenerated only when its shape changes).
 --layers defaults to the shape's own layer count.
@@ -73,6 +73,17 @@ def tensor_shapes(c: dict, layers: int) -> list[tuple[str, tuple[int, ...]]]:
     if not c["tie_word_embeddings"]:
         shapes.append(("lm_head.weight", (c["vocab_size"], hidden)))
     return shapes
+
+
+def checkpoint_bytes(config: dict, layers: int) -> int:
+    """Bytes of the bf16 tensors of the checkpoint `generate` writes."""
+    total = 0
+    for _, size in tensor_shapes(config, layers):
+        elements = 1
+        for dim in size:
+            elements *= dim
+        total += 2 * elements
+    return total
 
 
 def generate(source: Path, shape: str, layers: int, shard_bytes: int, device: str) -> None:
@@ -165,7 +176,9 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="ref", choices=["ref", "triton"])
     parser.add_argument("--shard-mb", type=int, default=1024, help="output shard size (also the source's)")
-    parser.add_argument("--workdir", default="/tmp/lowbit_quantize_bench")
+    parser.add_argument("--workdir", default="/tmp/lowbit_quantize_bench", help="where the source checkpoint goes")
+    parser.add_argument("--out-dir", help="where each run writes its output, removed after it (default: WORKDIR/out; "
+                                          "put it on another file system when the source fills the workdir's)")
     parser.add_argument("--keep", action="store_true", help="keep the generated source checkpoint")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--generate-on", default="cpu", help="where the random values are drawn (cuda: much faster)")
@@ -189,6 +202,15 @@ def main() -> int:
 
     work = Path(args.workdir)
     source, shard_bytes = work / "source", args.shard_mb * 2**20
+    out = Path(args.out_dir) if args.out_dir else work / "out"
+    needed = checkpoint_bytes(SHAPES[args.shape], layers)
+    if args.backend == "triton":
+        needed += checkpoint_bytes(SHAPES[args.shape], 1)  # the warm-up twin
+    existing = next(p for p in (work, *work.parents) if p.exists())
+    free = shutil.disk_usage(existing).free + sum(p.stat().st_size for p in source.glob("*.safetensors"))
+    if free < needed:
+        raise SystemExit(f"--workdir {work} has {free / 1e9:.1f} GB free for a {needed / 1e9:.1f} GB source: choose "
+                         "a larger file system or fewer --layers")
     start = time.perf_counter()
     generate(source, args.shape, layers, shard_bytes, args.generate_on)
     source_bytes = sum(p.stat().st_size for p in source.glob("*.safetensors"))
@@ -197,14 +219,15 @@ def main() -> int:
           f"{torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}")
     results = {"shape": args.shape, "layers": layers, "source_bytes": source_bytes, "device": args.device, "backend": args.backend,
                "runs": {}}
-    shutil.rmtree(work / "out", ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
     copy_bytes = None if args.copy_gb is None else int(args.copy_gb * 1e9)
-    copy = in_fresh_process(run_copy, str(source), str(work / "out"), shard_bytes, copy_bytes)
-    shutil.rmtree(work / "out", ignore_errors=True)
-    if copy["bytes_written"] < source_bytes:  # a partial copy: the floor at its rate
+    copy = in_fresh_process(run_copy, str(source), str(out), shard_bytes, copy_bytes)
+    shutil.rmtree(out, ignore_errors=True)
+    tensor_bytes = checkpoint_bytes(SHAPES[args.shape], layers)  # what the copy writes (the files add headers)
+    if copy["bytes_written"] < tensor_bytes:  # a partial copy (--copy-gb): the floor at its rate
         print(f"copy floor from the first {copy['bytes_written'] / 1e9:.1f} GB: {copy['seconds']:.1f} s, scaled")
-        copy = {**copy, "seconds": copy["seconds"] * source_bytes / copy["bytes_written"], "scaled_from_bytes":
-                copy["bytes_written"], "bytes_written": source_bytes}
+        copy = {**copy, "seconds": copy["seconds"] * tensor_bytes / copy["bytes_written"], "scaled_from_bytes":
+                copy["bytes_written"], "bytes_written": tensor_bytes}
     results["runs"]["copy"] = copy
     print(f"{'run':<10} {'seconds':>8} {'x copy':>7} {'GB/s in':>8} {'out GB':>7} {'peak RSS GiB':>13} {'GPU GiB':>8}")
     print(f"{'copy':<10} {copy['seconds']:8.1f} {1.0:7.2f} {source_bytes / 1e9 / copy['seconds']:8.2f} "
@@ -214,14 +237,14 @@ def main() -> int:
         generate(warm_source, args.shape, 1, shard_bytes, args.generate_on)
     for scheme in schemes:
         if args.backend == "triton":
-            warm = in_fresh_process(run_quantize, str(warm_source), str(work / "out"), scheme, args.device,
+            warm = in_fresh_process(run_quantize, str(warm_source), str(out), scheme, args.device,
                                     args.backend, shard_bytes)
-            shutil.rmtree(work / "out", ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
             results["runs"][f"{scheme} warm-up"] = warm
             print(f"{scheme + ' warm-up':<10} {warm['seconds']:8.1f} (one layer, compiling what the cache lacks)")
-        run = in_fresh_process(run_quantize, str(source), str(work / "out"), scheme, args.device, args.backend,
+        run = in_fresh_process(run_quantize, str(source), str(out), scheme, args.device, args.backend,
                                shard_bytes)
-        shutil.rmtree(work / "out", ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
         results["runs"][scheme] = run
         gpu = f"{run['gpu_peak_gib']:8.2f}" if run["gpu_peak_gib"] is not None else f"{'-':>8}"
         print(f"{scheme:<10} {run['seconds']:8.1f} {run['seconds'] / copy['seconds']:7.2f} "
