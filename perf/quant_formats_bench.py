@@ -297,6 +297,8 @@ def main() -> None:
                         help="num_warps values the sweep tries (comma-separated)")
     parser.add_argument("--sweep-only", nargs="*", default=[],
                         help="sweep only the kernels whose names contain one of these, e.g. dequantize")
+    parser.add_argument("--sweep-alone", action="store_true",
+                        help="with --sweep: time only the launch parameters (no kernel or end-to-end table)")
     parser.add_argument("--smoke", action="store_true",
                         help=f"run every case once on a {SMOKE_SHAPE[0]}x{SMOKE_SHAPE[1]} weight on the CPU")
     args = parser.parse_args()
@@ -327,8 +329,9 @@ def main() -> None:
     print(f"device fill (write only): {fill_ms:.3f} ms, {nbytes(w) / fill_ms / 1e6:.0f} GB/s "
           f"({100 * nbytes(w) / fill_ms / 1e6 / copy_gbps:.0f}% of copy)\n")
 
-    print_kernel_table(w, copy_gbps, time_ms, args.skip_reference)
-    print_end_to_end_table(w, copy_gbps, time_ms, args.smoke)
+    if not (args.sweep and args.sweep_alone):
+        print_kernel_table(w, copy_gbps, time_ms, args.skip_reference)
+        print_end_to_end_table(w, copy_gbps, time_ms, args.smoke)
     if args.sweep:
         sweep_launch_parameters(w, copy_gbps, time_ms, args.sweep_blocks, args.sweep_warps, args.sweep_only)
 

@@ -1,6 +1,7 @@
 """perf/quant_formats_bench.py, which the GPU runs record figures with, launches the kernels by their raw
-signatures in its launch-parameter sweep; its --smoke mode runs every case and every sweep launch once on a
-small weight through Triton's interpreter, so a kernel whose signature changes breaks CI, not a GPU session."""
+signatures in its launch-parameter sweep (its tables go through the wrappers, which the format tests cover); its
+--smoke mode runs each sweep launch once on a small weight through Triton's interpreter, so a kernel whose
+signature changes breaks CI, not a GPU session."""
 
 import subprocess
 import sys
@@ -16,15 +17,14 @@ SWEPT_KERNELS = ["nvfp4 quantize", "amax (whole tensor)", "nvfp4 dequantize", "m
                  "int4 dequantize (group 128)"]
 
 
-def test_every_case_and_every_sweep_launch_runs():
+def test_every_sweep_launch_runs():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "perf" / "quant_formats_bench.py"), "--smoke", "--skip-reference", "--sweep",
+        [sys.executable, str(ROOT / "perf" / "quant_formats_bench.py"), "--smoke", "--sweep", "--sweep-alone",
          "--sweep-blocks", "16", "--sweep-warps", "2"],
         capture_output=True, text=True, timeout=600, env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    table = [line for line in result.stdout.splitlines() if line.startswith("| ") and " ms " not in line]
-    assert sum("quantize" in line for line in table) >= 8 and sum("dequantize" in line for line in table) >= 5
+    assert "device fill (write only)" in result.stdout and "| operation |" not in result.stdout
     sweep = result.stdout.split("launch-parameter sweep", 1)[1]
     for kernel in SWEPT_KERNELS:
         assert f"  {kernel}: BLOCKS=16 warps=2: " in sweep, kernel
