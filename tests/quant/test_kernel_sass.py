@@ -58,3 +58,31 @@ def test_older_gpus_compile_the_bit_arithmetic_paths(arch, dtype, tmp_path):
     for listing in sorted((tmp_path / "sass").glob("*.sass")):
         text = listing.read_text()
         assert "HMNMX2" not in text and "E4M3" not in text, listing.name
+
+
+TABLE_KERNEL = """
+import sys
+sys.path.insert(0, {perf!r})
+import kernel_instructions as ki
+from lowbit.quant.formats import nvfp4_triton
+for arch, native in ((90, True), (80, False)):
+    for from_amax in (False, True):
+        case = ki.KernelCase("table", nvfp4_triton._divisor_table_kernel,
+                             {{"global_scale_ptr": "*fp32", "amax_bits_ptr": "*i32", "table_ptr": "*fp64"}},
+                             dict(GLOBAL_FROM_AMAX=from_amax, NATIVE=native), 4, 128)
+        listing = ki.sass(case, arch)
+        print(arch, from_amax, "E4M3" in listing, sum(1 for op in ki.straight_line(listing) if op.startswith("STG")))
+"""
+
+
+def test_the_nvfp4_divisor_table_kernel_compiles_natively_and_in_bit_arithmetic(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(TRITON_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT / "src"))
+    result = subprocess.run([sys.executable, "-c", TABLE_KERNEL.format(perf=str(ROOT / "perf"))],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.splitlines()]
+    # sm_90 decodes the scale codes with the E4M3 conversion, sm_80 in integer arithmetic; each stores its table,
+    # and from the amax also the global scale
+    assert rows == [["90", "False", "True", "1"], ["90", "True", "True", "2"],
+                    ["80", "False", "False", "1"], ["80", "True", "False", "2"]]
