@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import platform
 import shutil
@@ -77,13 +78,7 @@ def tensor_shapes(c: dict, layers: int) -> list[tuple[str, tuple[int, ...]]]:
 
 def checkpoint_bytes(config: dict, layers: int) -> int:
     """Bytes of the bf16 tensors of the checkpoint `generate` writes."""
-    total = 0
-    for _, size in tensor_shapes(config, layers):
-        elements = 1
-        for dim in size:
-            elements *= dim
-        total += 2 * elements
-    return total
+    return sum(2 * math.prod(size) for _, size in tensor_shapes(config, layers))
 
 
 def generate(source: Path, shape: str, layers: int, shard_bytes: int, device: str) -> None:
@@ -203,7 +198,8 @@ def main() -> int:
     work = Path(args.workdir)
     source, shard_bytes = work / "source", args.shard_mb * 2**20
     out = Path(args.out_dir) if args.out_dir else work / "out"
-    needed = checkpoint_bytes(SHAPES[args.shape], layers)
+    tensor_bytes = checkpoint_bytes(SHAPES[args.shape], layers)  # what the copy writes (the files add headers)
+    needed = tensor_bytes
     if args.backend == "triton":
         needed += checkpoint_bytes(SHAPES[args.shape], 1)  # the warm-up twin
     existing = next(p for p in (work, *work.parents) if p.exists())
@@ -223,7 +219,6 @@ def main() -> int:
     copy_bytes = None if args.copy_gb is None else int(args.copy_gb * 1e9)
     copy = in_fresh_process(run_copy, str(source), str(out), shard_bytes, copy_bytes)
     shutil.rmtree(out, ignore_errors=True)
-    tensor_bytes = checkpoint_bytes(SHAPES[args.shape], layers)  # what the copy writes (the files add headers)
     if copy["bytes_written"] < tensor_bytes:  # a partial copy (--copy-gb): the floor at its rate
         print(f"copy floor from the first {copy['bytes_written'] / 1e9:.1f} GB: {copy['seconds']:.1f} s, scaled")
         copy = {**copy, "seconds": copy["seconds"] * tensor_bytes / copy["bytes_written"], "scaled_from_bytes":

@@ -130,8 +130,7 @@ def pack_biased_nibbles(biased, BIAS: tl.constexpr):
     """pack_nibbles of biased - BIAS (each 0..15) with the subtraction done once per word instead of once per
     code: shifting and adding are exact modulo 2**32, so sum((c + BIAS) << 4j) - BIAS * 0x11111111 wraps to
     sum(c << 4j)."""
-    shifts = (tl.arange(0, 8) * 4)[None, None, :]
-    return tl.sum(biased << shifts, axis=2) - _wrapped_int32(BIAS * 0x11111111)
+    return pack_nibbles(biased) - _wrapped_int32(BIAS * 0x11111111)
 
 
 @triton.constexpr_function
