@@ -11,7 +11,9 @@ kernel's straight-line path: its body up to the last EXIT, without the out-of-li
     python perf/kernel_instructions.py --arch 100 --sass /tmp/sass    # another target; keep the listings
 
 A static count, not a timing: it says how the kernels' work per element changes, and the GPU benchmark
-(perf/quant_formats_bench.py) says what that is worth.
+(perf/quant_formats_bench.py) says what that is worth. The tool also fails (exit 1) when a kernel's machine
+code reads a register before anything wrote it (`registers_read_before_written`), a compiler fault that only
+the GPU would otherwise show.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from lowbit.quant.formats import integer_layout, integer_triton, mx_triton, nvfp4_triton  # noqa: E402
 
 NVDISASM = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
-TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 INSTRUCTION = re.compile(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)")
 
 
@@ -51,7 +53,7 @@ class KernelCase:
 
 
 def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
-    """The kernels as their wrappers launch them, for weights of `dtype` ("bf16" or "fp16") in and out, with the
+    """The kernels as their wrappers launch them, for weights of `dtype` ("bf16", "fp16", "fp32") in and out, with the
     GPU's own conversions (`native`) or their bit-arithmetic twins (what GPUs older than compute capability 8.9
     run)."""
     nv_blocks, nv_warps = nvfp4_triton.QUANTIZE_BLOCKS, nvfp4_triton.QUANTIZE_WARPS
@@ -112,6 +114,57 @@ def straight_line(listing: str) -> list[str]:
     return opcodes[: last_exit + 1]
 
 
+REGISTER = re.compile(r"\bR(\d+)\b")
+PAIR_DESTINATIONS = re.compile(r"^(?:DMUL|DADD|DFMA|F2F\.F64|I2F\.F64|IMAD\.WIDE|CS2R(?!\.32))|\.64\b")
+
+
+def _operands(text: str) -> list[str]:
+    """An instruction's operands, split at the commas outside brackets."""
+    return [operand.strip() for operand in re.split(r",(?![^\[]*\])", text) if operand.strip()]
+
+
+def _merges_into_itself(opcode: str) -> bool:
+    """PRMT or F2FP...MERGE_C naming its destination as a source: a 16-bit write into half of the register,
+    the other half kept whatever it holds (how ptxas writes 16-bit values); not a read of the value."""
+    return opcode.startswith("PRMT") or "MERGE_C" in opcode
+
+
+def registers_read_before_written(listing: str) -> list[str]:
+    """Instructions of the kernel body (entry to last EXIT, in program order) that read a general register no
+    earlier instruction wrote: an uninitialised read, which no correct compilation makes. ptxas 12.8 made one
+    for sm_90 (the upper half of an F2FP...MERGE_C taken from a register never written), so a kernel can be
+    wrong on the GPU while its PTX and the interpreter are right. Approximate by design: a write anywhere
+    earlier in the listing counts, a 16-bit write merging into its own register is no read, and checking stops
+    at the first subroutine call."""
+    written: set[int] = set()
+    found: list[str] = []
+    for line in listing.splitlines():
+        if line.lstrip().startswith(".weak") and written:
+            break
+        match = re.match(r"\s*/\*[0-9a-f]+\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*(.*?)\s*;", line)
+        if not match:
+            continue
+        predicate, opcode, rest = match.groups()
+        if opcode.startswith("CALL"):
+            break
+        operands = _operands(rest.replace(".reuse", ""))
+        if operands and re.fullmatch(r"!?U?P(T|\d+)", operands[0]):  # a predicate written beside the register
+            operands = operands[1:]
+        destination = REGISTER.fullmatch(operands[0]) if operands else None
+        for operand in operands[1:] if destination else operands:
+            if destination and operand == destination.group(0) and _merges_into_itself(opcode):
+                continue
+            if any(int(r) not in written for r in REGISTER.findall(operand)):
+                found.append(line.strip())
+                break
+        if destination:
+            width = 4 if ".128" in opcode else 2 if PAIR_DESTINATIONS.search(opcode) else 1
+            written.update(range(int(destination.group(1)), int(destination.group(1)) + width))
+        if opcode == "EXIT" and not predicate:
+            break
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100 / H200)")
@@ -124,8 +177,10 @@ def main() -> int:
           f"triton {triton.__version__}")
     print("| kernel | instructions per thread | elements per thread | per element | most frequent |")
     print("|---|---:|---:|---:|---|")
+    miscompiled: list[str] = []
     for case in cases(args.dtype, native=not args.bit_casts):
         listing = sass(case, args.arch)
+        miscompiled += [f"{case.name}: {line}" for line in registers_read_before_written(listing)]
         if args.sass:
             args.sass.mkdir(parents=True, exist_ok=True)
             (args.sass / (re.sub(r"\W+", "_", case.name).strip("_") + ".sass")).write_text(listing)
@@ -134,7 +189,9 @@ def main() -> int:
         frequent = collections.Counter(op.split(".")[0] for op in opcodes).most_common(5)
         print(f"| {case.name} | {len(opcodes)} | {per_thread:.0f} | {len(opcodes) / per_thread:.1f} | "
               f"{', '.join(f'{op} {n}' for op, n in frequent)} |")
-    return 0
+    for line in miscompiled:
+        print(f"reads a register no instruction wrote (a miscompilation): {line}", file=sys.stderr)
+    return 1 if miscompiled else 0
 
 
 if __name__ == "__main__":

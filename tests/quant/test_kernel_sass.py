@@ -32,20 +32,21 @@ def compile_kernels(tmp_path: Path, *options: str) -> list[str]:
     return rows
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16", "fp32"])
 def test_quantize_kernels_assemble_for_sm90_with_packed_maxima(dtype, tmp_path):
+    """The tool's exit status also says no kernel reads a register before writing it (see the next test)."""
     rows = compile_kernels(tmp_path, "--dtype", dtype)
     for row in rows:
         per_element = float(row.split("|")[4])  # kernel | per thread | elements | per element | opcodes
         assert 5 < per_element < 40, row  # a parse that caught the kernel's body, not a fragment or a stub
     listings = sorted((tmp_path / "sass").glob("*.sass"))
     assert len(listings) == KERNELS
-    expected = "HMNMX2.BF16_V2.NAN.XORSIGN" if dtype == "bf16" else "HMNMX2.NAN.XORSIGN"
+    expected = {"bf16": {"HMNMX2.BF16_V2.NAN.XORSIGN"}, "fp16": {"HMNMX2.NAN.XORSIGN"}, "fp32": set()}[dtype]
     for listing in listings:
         text = listing.read_text()
         if listing.name.startswith(("nvfp4_quantize", "mxfp4_quantize", "int4_quantize")):
             maxima = set(re.findall(r"\b(HMNMX2[A-Z0-9_.]*)", text))
-            assert maxima == {expected}, (listing.name, maxima)
+            assert maxima == expected, (listing.name, maxima)
             assert "LDG.E.128" in text, listing.name  # the weight read in 16-byte loads
         else:
             assert "STG.E.128" in text, listing.name  # the weight written in 16-byte stores
@@ -86,3 +87,35 @@ def test_the_nvfp4_divisor_table_kernel_compiles_natively_and_in_bit_arithmetic(
     # and from the amax also the global scale
     assert rows == [["90", "False", "True", "1"], ["90", "True", "True", "2"],
                     ["80", "False", "False", "1"], ["80", "True", "False", "2"]]
+
+
+# ptxas 12.8's code for the NVFP4 quantize kernel on float32 weights before encode_e4m3 converted in its own
+# inline assembly (abridged): the second block's scale code, R5's upper half, came from R6, computed from R7,
+# which nothing wrote. On an H100 half of the block scales were garbage; the PTX and the interpreter were right.
+MISCOMPILED = """
+        /*0000*/                   LDC R1, c[0x0][0x28] ;
+        /*0010*/                   S2R R3, SR_TID.X ;
+        /*0060*/                   CS2R R12, SRZ ;
+        /*04c0*/                   F2F.F64.F32 R28, R13 ;
+        /*04d0*/                   LOP3.LUT R6, R7, 0xffff, RZ, 0xc0, !PT ;
+        /*04e0*/                   IMAD.SHL.U32 R7, R3.reuse, 0x2, RZ ;
+        /*0510*/                   SHF.R.U32.HI R6, RZ, 0x8, R6 ;
+        /*0670*/                   F2FP.SATFINITE.E4M3.F32.PACK_AB_MERGE_C R5, R28, R29, R6 ;
+        /*0690*/                   PRMT R7, R5, 0x7610, R7 ;
+        /*0780*/                   LOP3.LUT R5, R5, 0x7f007f, RZ, 0xc0, !PT ;
+        /*07a0*/                   SHFL.BFLY PT, R9, R5, 0x1, 0x1f ;
+        /*0800*/                   STG.E.U8 desc[UR6][R12.64], R9 ;
+        /*0810*/                   EXIT ;
+"""
+
+
+def test_the_register_check_finds_the_read_ptxas_miscompiled():
+    sys.path.insert(0, str(ROOT / "perf"))
+    import kernel_instructions
+
+    found = kernel_instructions.registers_read_before_written(MISCOMPILED)
+    assert found == ["/*04d0*/                   LOP3.LUT R6, R7, 0xffff, RZ, 0xc0, !PT ;"]
+    # once R7 is written first, the rest reads only what earlier instructions wrote: register pairs (F2F.F64,
+    # CS2R), a predicate before the destination (SHFL) and 16-bit merges into the destination itself (PRMT)
+    repaired = MISCOMPILED.replace("/*04c0*/", "/*04b0*/ MOV R7, RZ ;\n        /*04c0*/")
+    assert kernel_instructions.registers_read_before_written(repaired) == []

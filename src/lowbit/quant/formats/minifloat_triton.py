@@ -257,10 +257,17 @@ def e4m3_decode(code):
 
 @triton.jit
 def encode_e4m3(x, NATIVE: tl.constexpr):
-    """int32 E4M3 bytes of finite fp32 x, saturating at +-448: hardware cvt or quantize_e4m3."""
+    """int32 E4M3 bytes of finite fp32 x, saturating at +-448: hardware cvt or quantize_e4m3.
+
+    The hardware path converts pairs with `cvt.rn.satfinite.e4m3x2.f32` (saturating, so no clamp) in its own
+    inline assembly, which widens both bytes to int32 itself. Through Triton's float8 cast, ptxas 12.8 took the
+    pair's second byte from a register nothing wrote, in the NVFP4 quantize kernel on float32 weights (half of
+    the block scales wrong on an H100); perf/kernel_instructions.py now checks every kernel for such reads."""
     if NATIVE:
-        clamped = tl.minimum(tl.maximum(x, -E4M3_MAX), E4M3_MAX)
-        return clamped.to(tl.float8e4nv).to(tl.uint8, bitcast=True).to(tl.int32)
+        return tl.inline_asm_elementwise(
+            "{ .reg .b16 pair; cvt.rn.satfinite.e4m3x2.f32 pair, $3, $2; cvt.u32.u16 $0, pair; "
+            "shr.u32 $1, $0, 8; and.b32 $0, $0, 255; }",
+            "=r,=r,r,r", [x], dtype=tl.int32, is_pure=True, pack=2)
     else:
         return quantize_e4m3(x)
 
