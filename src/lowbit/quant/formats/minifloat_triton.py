@@ -210,14 +210,22 @@ def unpack_e2m1(words):
 
 
 @triton.jit
-def dequantize_e2m1_sixteens(words_ptr, out_ptr, sixteen, in_range, scale, OUT_IS_BF16: tl.constexpr):
-    """Dequantize runs of 16 packed E2M1 codes: run i (of `sixteen`, int64 (N,), masked by `in_range`) is words
-    2i and 2i + 1 of words_ptr (the uint8 codes viewed as int32), times scale[i], stored at out_ptr[16i:16i + 16]."""
-    word_offsets = sixteen[:, None] * 2 + tl.arange(0, 2)[None, :]
-    words = tl.load(words_ptr + word_offsets, mask=in_range[:, None], other=0)
-    values = unpack_e2m1(words) * scale[:, None, None]  # (N, 2, 8)
-    offsets = sixteen[:, None, None] * 16 + tl.arange(0, 2)[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]
-    store_values(out_ptr, offsets, values, in_range[:, None, None], OUT_IS_BF16)
+def words_per_lane(first_word, WORDS: tl.constexpr, n_words):
+    """(int64 indices, mask) of the WORDS packed int32 words from first_word, one word per lane: the contiguity
+    hint of 1 keeps Triton from vectorising the word loads, which would hand a thread several consecutive words.
+    So a warp's store of the eight values each word holds writes 32 x 8 contiguous values (16-byte stores,
+    lane after lane) instead of two stores per thread 32 bytes apart, which cost twice the L2 write requests."""
+    word = tl.max_contiguous(first_word + tl.arange(0, WORDS), 1)
+    return word, word < n_words
+
+
+@triton.jit
+def dequantize_e2m1_words(words_ptr, out_ptr, word, in_range, scale, OUT_IS_BF16: tl.constexpr):
+    """Dequantize packed words of eight E2M1 codes (`words_per_lane`): word i of words_ptr (the uint8 codes
+    viewed as int32) times scale[i], stored at out_ptr[8i:8i + 8]."""
+    words = tl.load(words_ptr + word, mask=in_range, other=0)
+    values = tl.reshape(unpack_e2m1(words[:, None]), (word.shape[0], 8)) * scale[:, None]
+    store_values(out_ptr, word[:, None] * 8 + tl.arange(0, 8)[None, :], values, in_range[:, None], OUT_IS_BF16)
 
 
 @triton.jit

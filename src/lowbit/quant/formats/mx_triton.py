@@ -14,8 +14,9 @@ from lowbit.quant.formats.backend import check_out_dtype
 
 # launch parameters from the BLOCKS x num_warps sweep in perf/quant_formats_bench.py (H100, 2026-11-26)
 QUANTIZE_LAUNCH = {"fp4": (128, 4), "fp8": (128, 2)}  # element -> (BLOCKS, num_warps)
-# element -> (BLOCKS, num_warps); FP4 from the H200 sweep of its half-block kernel (82% of copy)
-DEQUANTIZE_LAUNCH = {"fp4": (32, 2), "fp8": (256, 2)}
+# element -> (BLOCKS, num_warps); FP4 from the H100 sweep of its word-per-lane kernel (2026-12-05: 97% of copy,
+# two words per lane)
+DEQUANTIZE_LAUNCH = {"fp4": (64, 4), "fp8": (256, 2)}
 E8M0_NAN = tl.constexpr(mf.E8M0_NAN)
 
 
@@ -69,11 +70,10 @@ def _dequantize_kernel(
     data_ptr, scale_ptr, out_ptr, n_blocks,
     BLOCKS: tl.constexpr, IS_FP4: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr,
 ):
-    if IS_FP4:  # data_ptr: the uint8 codes viewed as int32; each block's 16 bytes read as two 16-element halves
-        half = tl.program_id(0).to(tl.int64) * (2 * BLOCKS) + tl.arange(0, 2 * BLOCKS)
-        half_in_range = half < 2 * n_blocks
-        half_scale = mft.e8m0_decode(tl.load(scale_ptr + half // 2, mask=half_in_range, other=0).to(tl.int32))
-        mft.dequantize_e2m1_sixteens(data_ptr, out_ptr, half, half_in_range, half_scale, OUT_IS_BF16)
+    if IS_FP4:  # data_ptr: the uint8 codes viewed as int32, four words per block, one word per lane
+        word, in_range = mft.words_per_lane(tl.program_id(0).to(tl.int64) * (4 * BLOCKS), 4 * BLOCKS, 4 * n_blocks)
+        scale = mft.e8m0_decode(tl.load(scale_ptr + word // 4, mask=in_range, other=0).to(tl.int32))
+        mft.dequantize_e2m1_words(data_ptr, out_ptr, word, in_range, scale, OUT_IS_BF16)
     else:
         block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
         in_range = block < n_blocks
