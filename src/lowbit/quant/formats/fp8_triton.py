@@ -1,7 +1,7 @@
 """Triton kernels for FP8 E4M3 (see fp8.py for the convention); bit-identical to fp8.quantize_ref.
 
 - channel / per-token: one program per row, two passes over the row (amax, then cast; the second pass
-  reads the row back from L2); the row length is an argument, so a checkpoint's widths share one compile;
+  reads the row back from L2); the row length is a compile-time constant (one compile per shape);
 - block: one program per 128x128 tile, one pass;
 - tensor: `amax_triton.amax_bits` reduces the weight to its amax on the device, then the row kernel, each
   program deriving the scale amax / 448 from it (program 0 stores it): two launches and a zero fill, no
@@ -44,7 +44,7 @@ def bits_nan(like):
 
 @triton.jit
 def _rows_kernel(
-    x_ptr, scale_ptr, amax_bits_ptr, out_ptr, n_cols,
+    x_ptr, scale_ptr, amax_bits_ptr, out_ptr, n_cols: tl.constexpr,
     SCALE: tl.constexpr, FAKE_QUANT: tl.constexpr, OUT_IS_BF16: tl.constexpr, CHUNK: tl.constexpr,
     NATIVE: tl.constexpr,
 ):

@@ -1,7 +1,7 @@
 """Triton kernels for INT8 / INT4 (see integer.py for the convention); bit-identical to the references.
 
 - per-group (INT8 or INT4, power-of-two group): one program per BLOCKS consecutive groups, one pass;
-- per-channel INT8: one program per row, two passes (amax, then cast); the row length is an argument;
+- per-channel INT8: one program per row, two passes (amax, then cast); row length is a compile-time constant;
 - dequantize: one program per (row, chunk of columns).
 Rounding: the fp32 scale is floored and rounded to the scale dtype in the kernel (integer arithmetic on its
 bits, see `_round_significand`), so storing it in that dtype is exact whatever the cast's rounding; codes
@@ -92,7 +92,7 @@ def _group_kernel(
 
 
 @triton.jit
-def _channel_kernel(x_ptr, out_ptr, scale_ptr, n_cols, HALF_RANGE: tl.constexpr, CHUNK: tl.constexpr,
+def _channel_kernel(x_ptr, out_ptr, scale_ptr, n_cols: tl.constexpr, HALF_RANGE: tl.constexpr, CHUNK: tl.constexpr,
                     FLOOR: tl.constexpr):
     """fp32 scale per row (the per-channel scale dtype)."""
     row_start = tl.program_id(0).to(tl.int64) * n_cols
