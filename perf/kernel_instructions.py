@@ -86,7 +86,7 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
                    dict(GROUP=128, BLOCKS=int4_groups, HALF_RANGE=7.5, Q_MAX=7, PACK_INT4=True,
                         FLOOR=integer_layout.scale_floor(TORCH_DTYPES[dtype]),
                         DROP=integer_triton.SIGNIFICAND_BITS_DROPPED[TORCH_DTYPES[dtype]], NATIVE=native),
-                   4, int4_groups * 128),
+                   integer_triton.GROUP_WARPS, int4_groups * 128),
     ]
 
 
