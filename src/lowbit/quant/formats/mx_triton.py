@@ -15,7 +15,7 @@ from lowbit.quant.formats.backend import check_out_dtype
 # launch parameters from the BLOCKS x num_warps sweep in perf/quant_formats_bench.py (H100, 2026-11-26; FP8
 # 2026-12-05: 100% of copy against 75% with (128, 2) since the block maxima became paired)
 QUANTIZE_LAUNCH = {"fp4": (128, 4), "fp8": (64, 4)}  # element -> (BLOCKS, num_warps)
-# element -> (BLOCKS, num_warps); FP4 from the H100 sweep of its word-per-lane kernel (2026-12-05: 97% of copy,
+# element -> (BLOCKS, num_warps); FP4 from the H100 sweep of its word-per-lane kernel (2026-12-05: 95-97% of copy,
 # two words per lane)
 DEQUANTIZE_LAUNCH = {"fp4": (64, 4), "fp8": (256, 2)}
 E8M0_NAN = tl.constexpr(mf.E8M0_NAN)
