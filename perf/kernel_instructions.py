@@ -1,4 +1,5 @@
-"""Instructions per element of the 4-bit format kernels, from their SASS, without a GPU.
+"""Instructions per element of the format kernels (the quantize kernels, FP4 dequantize), from their SASS,
+without a GPU.
 
 The 4-bit quantize kernels are instruction-bound on an H200 (perf/RESULTS.md): at its memory bandwidth they must
 issue at most about 20 instructions per element. This compiles each kernel as its wrapper launches it (same
@@ -35,7 +36,14 @@ from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from lowbit.quant.formats import integer_layout, integer_triton, mx_triton, nvfp4_triton  # noqa: E402
+from lowbit.quant.formats import (  # noqa: E402
+    fp8_layout,
+    fp8_triton,
+    integer_layout,
+    integer_triton,
+    mx_triton,
+    nvfp4_triton,
+)
 
 NVDISASM = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -50,6 +58,8 @@ class KernelCase:
     constexprs: dict[str, Any]
     num_warps: int
     elements_per_program: int
+    multiples_of_16: tuple[str, ...] = ()  # integer arguments every launch passes as multiples of 16 (Triton
+    # specializes those as divisible by 16, which lets it vectorise)
 
 
 def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
@@ -60,6 +70,8 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
     nv_signature = {"x_ptr": f"*{dtype}", "global_scale_ptr": "*fp32", "divisor_table_ptr": "*fp64",
                     "nonfinite_bits_ptr": "*i32", "packed_ptr": "*i32", "scale_ptr": "*u8", "n_blocks": "i32"}
     mx_blocks, mx_warps = mx_triton.QUANTIZE_LAUNCH["fp4"]
+    mx8_blocks, mx8_warps = mx_triton.QUANTIZE_LAUNCH["fp8"]
+    tile_rows, tile_cols = fp8_layout.BLOCK_SHAPE
     int4_groups = integer_triton.GROUP_ELEMENTS_PER_PROGRAM // 128
     bf16_bits_out = not native and dtype == "bf16"  # minifloat_triton.output_view's rule
     return [
@@ -81,6 +93,20 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
                    dict(BLOCKS=mx_triton.DEQUANTIZE_LAUNCH["fp4"][0], IS_FP4=True, OUT_IS_BF16=bf16_bits_out,
                         NATIVE=native),
                    mx_triton.DEQUANTIZE_LAUNCH["fp4"][1], mx_triton.DEQUANTIZE_LAUNCH["fp4"][0] * 32),
+        KernelCase("mxfp8 quantize (even)", mx_triton._quantize_kernel,
+                   {"x_ptr": f"*{dtype}", "data_ptr": "*u8", "scale_ptr": "*u8", "n_blocks": "i32"},
+                   dict(BLOCKS=mx8_blocks, IS_FP4=False, ELEMENT_EMAX=8, ELEMENT_MAX=448.0, RULE=1, NATIVE=native),
+                   mx8_warps, mx8_blocks * 32),
+        # one row of ROW_CHUNK columns: each of the kernel's two passes over the row runs once
+        KernelCase("fp8 quantize (channel)", fp8_triton._rows_kernel,
+                   {"x_ptr": f"*{dtype}", "scale_ptr": "*fp32", "amax_bits_ptr": "*i32", "out_ptr": "*u8"},
+                   dict(n_cols=fp8_triton.ROW_CHUNK, SCALE=fp8_triton.SCALE_OF_ROW, FAKE_QUANT=False,
+                        OUT_IS_BF16=False, CHUNK=fp8_triton.ROW_CHUNK, NATIVE=native),
+                   fp8_triton.ROW_WARPS, fp8_triton.ROW_CHUNK),
+        KernelCase("fp8 quantize (block 128x128)", fp8_triton._block_kernel,
+                   {"x_ptr": f"*{dtype}", "scale_ptr": "*fp32", "out_ptr": "*u8", "n_cols": "i32"},
+                   dict(TILE_ROWS=tile_rows, TILE_COLS=tile_cols, NATIVE=native), 8, tile_rows * tile_cols,
+                   multiples_of_16=("n_cols",)),  # the block layout takes multiples of 128 columns only
         KernelCase("int4 quantize (group 128)", integer_triton._group_kernel,
                    {"x_ptr": f"*{dtype}", "out_ptr": "*i32", "scale_ptr": f"*{dtype}", "n_groups": "i32"},
                    dict(GROUP=128, BLOCKS=int4_groups, HALF_RANGE=7.5, Q_MAX=7, PACK_INT4=True,
@@ -92,7 +118,8 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
 
 def sass(case: KernelCase, arch: int) -> str:
     """The kernel's SASS for sm_<arch>, compiled as a launch with 16-byte-aligned pointers would be."""
-    aligned = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(case.signature.values()) if kind[0] == "*"}
+    aligned = {(i,): [["tt.divisibility", 16]] for i, (name, kind) in enumerate(case.signature.items())
+               if kind[0] == "*" or name in case.multiples_of_16}
     source = ASTSource(fn=case.kernel, signature=case.signature, constexprs=case.constexprs, attrs=aligned)
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": case.num_warps})
     with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
@@ -134,8 +161,9 @@ def registers_read_before_written(listing: str) -> list[str]:
     earlier instruction wrote: an uninitialised read, which no correct compilation makes. ptxas 12.8 made one
     for sm_90 (the upper half of an F2FP...MERGE_C taken from a register never written), so a kernel can be
     wrong on the GPU while its PTX and the interpreter are right. Approximate by design: a write anywhere
-    earlier in the listing counts, a 16-bit write merging into its own register is no read, and checking stops
-    at the first subroutine call."""
+    earlier in the listing counts, a 16-bit write merging into its own register is no read, nor is a spill to
+    local memory (ptxas spills registers that only a predicated write defines, such as a cross-warp reduction's
+    shared-memory load in the lanes that take part), and checking stops at the first subroutine call."""
     written: set[int] = set()
     found: list[str] = []
     for line in listing.splitlines():
@@ -147,6 +175,8 @@ def registers_read_before_written(listing: str) -> list[str]:
         predicate, opcode, rest = match.groups()
         if opcode.startswith("CALL"):
             break
+        if opcode.startswith("STL"):  # a spill: of a value a predicated write may leave undefined, harmlessly
+            continue
         operands = _operands(rest.replace(".reuse", ""))
         if operands and re.fullmatch(r"!?U?P(T|\d+)", operands[0]):  # a predicate written beside the register
             operands = operands[1:]
