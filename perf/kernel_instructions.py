@@ -47,7 +47,8 @@ from lowbit.quant.formats import (  # noqa: E402
 
 NVDISASM = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-INSTRUCTION = re.compile(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)")
+# a SASS listing line: /*address*/ [@predicate] OPCODE operands ;
+INSTRUCTION = re.compile(r"\s*/\*[0-9a-f]+\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*(.*?)\s*;")
 
 
 @dataclass(frozen=True)
@@ -128,15 +129,22 @@ def sass(case: KernelCase, arch: int) -> str:
         return subprocess.run([str(NVDISASM), "-c", cubin.name], capture_output=True, text=True, check=True).stdout
 
 
-def straight_line(listing: str) -> list[str]:
-    """Opcodes of the kernel body: from its entry to its last EXIT, stopping at the first subroutine."""
-    opcodes: list[str] = []
+def _kernel_instructions(listing: str) -> list[re.Match]:
+    """The kernel's own instructions, from its entry up to its first subroutine (INSTRUCTION's matches: the
+    predicate, opcode and operands groups)."""
+    matches: list[re.Match] = []
     for line in listing.splitlines():
-        if line.lstrip().startswith(".weak") and opcodes:
+        if line.lstrip().startswith(".weak") and matches:
             break
         match = INSTRUCTION.match(line)
         if match:
-            opcodes.append(match.group(1))
+            matches.append(match)
+    return matches
+
+
+def straight_line(listing: str) -> list[str]:
+    """Opcodes of the kernel body: from its entry to its last EXIT, stopping at the first subroutine."""
+    opcodes = [match.group(2) for match in _kernel_instructions(listing)]
     last_exit = max(i for i, op in enumerate(opcodes) if op == "EXIT")
     return opcodes[: last_exit + 1]
 
@@ -166,12 +174,7 @@ def registers_read_before_written(listing: str) -> list[str]:
     shared-memory load in the lanes that take part), and checking stops at the first subroutine call."""
     written: set[int] = set()
     found: list[str] = []
-    for line in listing.splitlines():
-        if line.lstrip().startswith(".weak") and written:
-            break
-        match = re.match(r"\s*/\*[0-9a-f]+\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*(.*?)\s*;", line)
-        if not match:
-            continue
+    for match in _kernel_instructions(listing):
         predicate, opcode, rest = match.groups()
         if opcode.startswith("CALL"):
             break
@@ -185,7 +188,7 @@ def registers_read_before_written(listing: str) -> list[str]:
             if destination and operand == destination.group(0) and _merges_into_itself(opcode):
                 continue
             if any(int(r) not in written for r in REGISTER.findall(operand)):
-                found.append(line.strip())
+                found.append(match.group(0).strip())
                 break
         if destination:
             width = 4 if ".128" in opcode else 2 if PAIR_DESTINATIONS.search(opcode) else 1
