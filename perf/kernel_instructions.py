@@ -1,5 +1,5 @@
-"""Instructions per element of the format kernels (the quantize kernels, FP4 dequantize), from their SASS,
-without a GPU.
+"""Instructions per element of the format kernels (the quantize kernels, FP4 dequantize, the amax), from their
+SASS, without a GPU.
 
 The 4-bit quantize kernels are instruction-bound on an H200 (perf/RESULTS.md): at its memory bandwidth they must
 issue at most about 20 instructions per element. This compiles each kernel as its wrapper launches it (same
@@ -37,6 +37,7 @@ from triton.compiler import ASTSource
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lowbit.quant.formats import (  # noqa: E402
+    amax_triton,
     fp8_layout,
     fp8_triton,
     integer_layout,
@@ -114,6 +115,11 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
                         FLOOR=integer_layout.scale_floor(TORCH_DTYPES[dtype]),
                         DROP=integer_triton.SIGNIFICAND_BITS_DROPPED[TORCH_DTYPES[dtype]], NATIVE=native),
                    integer_triton.GROUP_WARPS, int4_groups * 128),
+        # the per-tensor scales' amax (NVFP4 global, FP8 tensor): the straight line is one step of its loop
+        KernelCase("amax (one step)", amax_triton._amax_bits_kernel,
+                   {"x_ptr": f"*{dtype}", "amax_bits_ptr": "*i32", "slice_numel": "i32", "chunks_per_slice": "i32"},
+                   dict(CHUNK=amax_triton.CHUNK, NATIVE=native), amax_triton.WARPS, amax_triton.CHUNK,
+                   multiples_of_16=("slice_numel",)),  # weights' and activations' sizes: Triton specializes them
     ]
 
 

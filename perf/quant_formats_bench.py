@@ -177,7 +177,8 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float, time_ms: Callable
                 NATIVE=native, num_warps=warps), nbytes(w, packed, scale16)),
             # amax reduction: CHUNK = 64 * BLOCKS elements per step, programs as amax_triton launches them
             "amax (whole tensor)": (lambda: amax_triton._amax_bits_kernel[(amax_programs, 1)](
-                w, amax_bits, w.numel(), triton.cdiv(w.numel(), 64 * blocks), CHUNK=64 * blocks, num_warps=warps),
+                w, amax_bits, w.numel(), triton.cdiv(w.numel(), 64 * blocks), CHUNK=64 * blocks, NATIVE=native,
+                num_warps=warps),
                 nbytes(w)),
             "nvfp4 dequantize": (lambda: nvfp4_triton._dequantize_kernel[grid16](
                 q_nv.weight_packed.view(torch.int32), q_nv.weight_scale.view(torch.uint8), g, out, n16, BLOCKS=blocks,

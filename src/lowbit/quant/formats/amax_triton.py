@@ -29,21 +29,29 @@ PROGRAMS_PER_SM = 8  # programs per slice on a GPU: 8 x 8 warps fill an SM, many
 INTERPRETER_PROGRAMS = 4
 
 
-@triton.jit(do_not_specialize=["slice_numel", "chunks_per_slice"])
-def _amax_bits_kernel(x_ptr, amax_bits_ptr, slice_numel, chunks_per_slice, CHUNK: tl.constexpr):
-    """Program (p, s) folds chunks p, p + P, ... of slice s into amax_bits[s] (P = programs per slice)."""
+@triton.jit(do_not_specialize=["chunks_per_slice"])
+def _amax_bits_kernel(x_ptr, amax_bits_ptr, slice_numel, chunks_per_slice, CHUNK: tl.constexpr,
+                      NATIVE: tl.constexpr):
+    """Program (p, s) folds chunks p, p + P, ... of slice s into amax_bits[s] (P = programs per slice).
+
+    The offsets come from the loop's chunk index and slice_numel stays specialised, so where the slice length is
+    a multiple of 16 (Triton's divisibility key) the compiler knows whole 16-byte runs share one mask bit and
+    loads them as vectors; a 16-bit x keeps a running magnitude maximum in its own dtype (two elements per
+    instruction on a GPU) and widens once, after the loop."""
     part, slice_index = tl.program_id(0), tl.program_id(1)
-    slice_start = slice_index.to(tl.int64) * slice_numel
+    slice_ptr = x_ptr + slice_index.to(tl.int64) * slice_numel
     columns = tl.arange(0, CHUNK)
-    bits = tl.zeros((CHUNK,), tl.int32)
-    start = part.to(tl.int64) * CHUNK  # in int64, as the loop advances it: slices may pass 2**31 elements
-    step = tl.num_programs(0).to(tl.int64) * CHUNK
-    for _ in range(part, chunks_per_slice, tl.num_programs(0)):
-        offsets = start + columns
-        x = tl.load(x_ptr + slice_start + offsets, mask=offsets < slice_numel, other=0.0).to(tl.float32)
-        bits = tl.maximum(bits, mft.abs_bits(x))
-        start += step
-    tl.atomic_max(amax_bits_ptr + slice_index, tl.max(bits, axis=0))
+    running = tl.zeros((CHUNK,), x_ptr.dtype.element_ty)
+    for chunk in range(part, chunks_per_slice, tl.num_programs(0)):
+        offsets = tl.cast(chunk, tl.int64) * CHUNK + columns  # int64: slices may pass 2**31 elements
+        x = tl.load(slice_ptr + offsets, mask=offsets < slice_numel, other=0.0)
+        if x.dtype == tl.float32:
+            running = tl.maximum(running.to(tl.int32, bitcast=True), mft.abs_bits(x)).to(tl.float32, bitcast=True)
+        else:
+            running = mft.max_magnitudes(running, x, NATIVE)
+    if running.dtype != tl.float32:
+        running = (running.to(tl.int16, bitcast=True) & 0x7FFF).to(running.dtype, bitcast=True).to(tl.float32)
+    tl.atomic_max(amax_bits_ptr + slice_index, tl.max(mft.abs_bits(running), axis=0))
 
 
 @functools.cache
@@ -64,7 +72,8 @@ def amax_bits(x: torch.Tensor, slices: int = 1) -> torch.Tensor:
     chunks = triton.cdiv(slice_numel, chunk)
     programs = max(1, min(chunks, triton.cdiv(_programs_per_slice(x.get_device()), slices)))
     bits = torch.zeros(slices, dtype=torch.int32, device=x.device)
-    _amax_bits_kernel[(programs, slices)](x, bits, slice_numel, chunks, CHUNK=chunk, num_warps=warps)
+    _amax_bits_kernel[(programs, slices)](x, bits, slice_numel, chunks, CHUNK=chunk,
+                                          NATIVE=mft.native_casts(x.device), num_warps=warps)
     return bits
 
 

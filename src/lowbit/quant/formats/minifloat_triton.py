@@ -166,19 +166,19 @@ def abs_bits(x):
 def block_amax_bits(x, NATIVE: tl.constexpr):
     """int32 bits of max |x| over each row of x (R, C, 8), as fp32 whatever x's dtype: ordered like the
     magnitudes, a row holding NaN or Inf giving bits >= F32_INF_BITS. A 16-bit x first has each run of 8 (one
-    thread's 16-byte load) halved twice against itself, to 2 (`_max_magnitudes`: on a GPU two elements per
+    thread's 16-byte load) halved twice against itself, to 2 (`max_magnitudes`: on a GPU two elements per
     instruction); the rest compares |x|'s fp32 bits as integers (abs_bits), as float32 inputs do throughout."""
     if x.dtype != tl.float32:
         for _ in tl.static_range(2):  # 8 -> 4 -> 2: each register's pair against the other half's
             halves = tl.reshape(x, (x.shape[0], x.shape[1], 2, x.shape[2] // 2))
             first, second = tl.split(tl.permute(halves, (0, 1, 3, 2)))
-            x = _max_magnitudes(first, second, NATIVE)
+            x = max_magnitudes(first, second, NATIVE)
         x = (x.to(tl.int16, bitcast=True) & 0x7FFF).to(x.dtype, bitcast=True)
     return tl.max(tl.max(abs_bits(x.to(tl.float32)), axis=2), axis=1)
 
 
 @triton.jit
-def _max_magnitudes(a, b, NATIVE: tl.constexpr):
+def max_magnitudes(a, b, NATIVE: tl.constexpr):
     """Per element of two bfloat16 / float16 tensors, a value of their dtype whose magnitude is the larger of
     |a| and |b| (its sign means nothing), NaN if either is NaN. On a GPU `max.NaN.xorsign.abs` on bf16x2 / f16x2
     does two elements per instruction; elsewhere the magnitudes' 15 bits are compared as integers (NaN's above
