@@ -89,6 +89,35 @@ def test_pipelined_output_on_the_gpu_is_byte_identical_to_a_sequential_conversio
     assert weight_files(tmp_path / "q") == weight_files(tmp_path / "seq")
 
 
+def mapped_files(directory: Path) -> set[str]:
+    """Files under `directory` that this process has memory-mapped now (Linux's /proc/self/maps)."""
+    prefix = str(directory.resolve())
+    return {line.split(maxsplit=5)[5].strip() for line in Path("/proc/self/maps").read_text().splitlines()
+            if len(line.split(maxsplit=5)) == 6 and line.split(maxsplit=5)[5].startswith(prefix)}
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux's /proc/self/maps")
+def test_the_reader_keeps_only_its_most_recent_files_mapped(tmp_path):
+    """A tensor read is a view of its file's mapping, and the pages read stay resident while the file is mapped:
+    a reader that kept every file open would hold a whole checkpoint in its resident set by the end."""
+    source = model(tmp_path, layers=3, shards=5)
+    reader = CheckpointReader(source)
+    seen: set[str] = set()
+    for name in reader.names():
+        tensor = reader.get(name)
+        assert tensor.float().abs().sum() >= 0  # the pages are touched
+        del tensor
+        now = mapped_files(source)
+        assert len(now) <= CheckpointReader.OPEN_FILES, now
+        seen |= now
+    assert len(seen) == 5  # every file was read, each mapped in its turn
+    kept = reader.get(reader.names()[0])  # a tensor keeps its file's mapping alive after the handle goes
+    reader.close()
+    assert len(mapped_files(source)) == 1
+    del kept
+    assert mapped_files(source) == set()
+
+
 def test_fused_siblings_close_together_are_read_once_and_far_apart_in_a_first_pass(tmp_path, monkeypatch):
     reads: list[str] = []
     original = CheckpointReader.get

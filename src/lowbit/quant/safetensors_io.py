@@ -17,6 +17,8 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -39,7 +41,16 @@ DEFAULT_MAX_SHARD_BYTES = 2 * 2**30
 # --- reading ---------------------------------------------------------------------------------------------------
 
 class CheckpointReader:
-    """A checkpoint directory's config.json and tensors, read one tensor at a time."""
+    """A checkpoint directory's config.json and tensors, read one tensor at a time.
+
+    safe_open maps a whole file, and the tensors it returns are views of that mapping: every page read stays in
+    the process's resident set until the file's handle and all its tensors are gone. So only the OPEN_FILES
+    most recently read files keep a handle (readers go file by file, `names()`' order); a file read again is
+    opened again (its header only). Without that, quantizing a 61 GB checkpoint peaks at 59 GiB of RSS (mapped
+    source pages) while the memory it actually holds is a few tensors and one output shard.
+    """
+
+    OPEN_FILES = 2
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -50,7 +61,8 @@ class CheckpointReader:
             raise UsageError(f"{self.path} has no config.json: give a Hugging Face checkpoint directory")
         self.config: dict[str, Any] = json.loads(config.read_text())
         self.file_of = self._weight_map()
-        self._handles: dict[str, Any] = {}
+        self._handles: OrderedDict[str, Any] = OrderedDict()  # least recently read first
+        self._handles_lock = threading.Lock()  # prefetching threads read concurrently
 
     def _weight_map(self) -> dict[str, str]:
         index = self.path / INDEX
@@ -80,11 +92,16 @@ class CheckpointReader:
         return [name for file in sorted(by_file) for name in sorted(by_file[file])]
 
     def _handle(self, file: str):
-        if file not in self._handles:
+        with self._handles_lock:
+            if file in self._handles:
+                self._handles.move_to_end(file)
+                return self._handles[file]
             from safetensors import safe_open
 
-            self._handles[file] = safe_open(self.path / file, framework="pt")
-        return self._handles[file]
+            handle = self._handles[file] = safe_open(self.path / file, framework="pt")
+            while len(self._handles) > self.OPEN_FILES:
+                self._handles.popitem(last=False)  # its mapping goes once the tensors read from it are freed
+            return handle
 
     def info(self, name: str) -> tuple[str, tuple[int, ...]]:
         """(safetensors dtype string, shape) without reading the data."""
@@ -95,7 +112,8 @@ class CheckpointReader:
         return self._handle(self.file_of[name]).get_tensor(name)
 
     def close(self) -> None:
-        self._handles.clear()
+        with self._handles_lock:
+            self._handles.clear()
 
 
 def safetensors_names(path: Path) -> list[str]:
