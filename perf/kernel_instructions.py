@@ -1,5 +1,5 @@
-"""Instructions per element of the format kernels (the quantize kernels, FP4 dequantize, the amax), from their
-SASS, without a GPU.
+"""Instructions per element of the format kernels (the quantize kernels, FP4 and INT4 dequantize, the amax), from
+their SASS, without a GPU.
 
 The 4-bit quantize kernels are instruction-bound on an H200 (perf/RESULTS.md): at its memory bandwidth they must
 issue at most about 20 instructions per element. This compiles each kernel as its wrapper launches it (same
@@ -115,6 +115,12 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
                         FLOOR=integer_layout.scale_floor(TORCH_DTYPES[dtype]),
                         DROP=integer_triton.SIGNIFICAND_BITS_DROPPED[TORCH_DTYPES[dtype]], NATIVE=native),
                    integer_triton.GROUP_WARPS, int4_groups * 128),
+        KernelCase("int4 dequantize (group 128)", integer_triton._dequantize_kernel,
+                   {"q_ptr": "*i32", "scale_ptr": f"*{dtype}", "out_ptr": f"*{dtype}", "n_cols": "i32",
+                    "n_scale_cols": "i32"},
+                   dict(GROUP=128, IS_INT4=True, OUT_IS_BF16=bf16_bits_out, CHUNK=integer_triton.DEQUANT_CHUNK),
+                   integer_triton.DEQUANT_WARPS, integer_triton.DEQUANT_CHUNK,
+                   multiples_of_16=("n_cols", "n_scale_cols")),  # real widths: multiples of 128 and of 16 groups
         # the per-tensor scales' amax (NVFP4 global, FP8 tensor): the straight line is one step of its loop
         KernelCase("amax (one step)", amax_triton._amax_bits_kernel,
                    {"x_ptr": f"*{dtype}", "amax_bits_ptr": "*i32", "slice_numel": "i32", "chunks_per_slice": "i32"},

@@ -85,6 +85,17 @@ def test_triton_matches_reference(quantize, dequantize, group_size, case):
 
 
 @requires_triton
+@pytest.mark.parametrize("cols, group_size", [(100, None), (96, 12), (260, 4)])
+def test_triton_dequantizes_int8_groups_that_split_the_kernels_runs_of_8(cols, group_size):
+    """The kernel reads one scale per run of 8 columns where the group is a multiple of 8; other groups (and rows
+    whose length is not a multiple of 8) take a scale per column."""
+    ref = integer.quantize_int8(make_weight("student_t", (5, cols)), group_size)
+    for out_dtype in (torch.bfloat16, torch.float16):
+        assert_values_equal(integer.dequantize_int8(ref, out_dtype, backend="triton"),
+                            integer.dequantize_int8(ref, out_dtype))
+
+
+@requires_triton
 def test_triton_rejects_nonfinite_like_the_reference():
     with pytest.raises(ValueError, match="NaN or Inf"):
         integer.quantize_int4(make_weight("nan_inf", (4, 128)), 32, backend="triton")

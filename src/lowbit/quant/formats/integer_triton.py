@@ -122,17 +122,23 @@ def _dequantize_kernel(
     q_ptr, scale_ptr, out_ptr, n_cols, n_scale_cols,
     GROUP: tl.constexpr, IS_INT4: tl.constexpr, OUT_IS_BF16: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    """Columns are handled as (CHUNK / 8, 8): INT4 loads each int32 word once and unpacks its 8 nibbles."""
+    """Columns are handled as (CHUNK / 8, 8) runs of 8: INT4 loads each run's int32 word once and unpacks its 8
+    nibbles. Where GROUP is a multiple of 8 (INT4 always) no group splits a run, and each run loads its scale
+    once instead of once per column."""
     row = tl.program_id(0).to(tl.int64)
-    word = tl.program_id(1).to(tl.int64) * (CHUNK // 8) + tl.arange(0, CHUNK // 8)  # (CHUNK / 8,)
-    cols = word[:, None] * 8 + tl.arange(0, 8)[None, :]  # (CHUNK / 8, 8)
+    run = tl.program_id(1).to(tl.int64) * (CHUNK // 8) + tl.arange(0, CHUNK // 8)  # (CHUNK / 8,)
+    cols = run[:, None] * 8 + tl.arange(0, 8)[None, :]  # (CHUNK / 8, 8)
     mask = cols < n_cols
-    if IS_INT4:
-        words = tl.load(q_ptr + row * (n_cols // 8) + word, mask=word < n_cols // 8, other=0)
+    if IS_INT4:  # n_cols is a multiple of 8
+        words = tl.load(q_ptr + row * (n_cols // 8) + run, mask=run < n_cols // 8, other=0)
         q = ((words[:, None] >> (tl.arange(0, 8) * 4)[None, :]) & 0xF) - INT4_OFFSET
     else:
         q = tl.load(q_ptr + row * n_cols + cols, mask=mask, other=0).to(tl.int32)
-    scale = tl.load(scale_ptr + row * n_scale_cols + cols // GROUP, mask=mask, other=1.0).to(tl.float32)
+    scale_row = scale_ptr + row * n_scale_cols
+    if GROUP % 8 == 0:
+        scale = tl.load(scale_row + run * 8 // GROUP, mask=run * 8 < n_cols, other=1.0).to(tl.float32)[:, None]
+    else:
+        scale = tl.load(scale_row + cols // GROUP, mask=mask, other=1.0).to(tl.float32)
     mft.store_values(out_ptr, row * n_cols + cols, q.to(tl.float32) * scale, mask, OUT_IS_BF16)
 
 
