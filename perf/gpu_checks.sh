@@ -3,7 +3,7 @@
 # ten-minute run:
 #   kernels    the format kernels bit for bit on the GPU (native conversions, then LOWBIT_TRITON_BIT_CASTS=1), the
 #              instruction counts they are compiled to, and the formats bench (kernels and end to end vs copy,
-#              the NVFP4 / INT4 / MXFP8 quantize and FP4 dequantize kernels over launch parameters)
+#              the NVFP4 / INT4 / MXFP8 quantize, FP4 / INT4 dequantize and amax kernels over launch parameters)
 #   pipelines  streaming `lowbit quantize` against the copy floor (Qwen3-4B shape; Qwen3-30B-A3B shape, 61 GB,
 #              in /dev/shm) and the activation fake-quant overhead (dense Qwen3-1.7B shape; MoE decode steps)
 # Each step's whole output goes to OUT/<step>.txt (JSON results beside it where the bench writes them); this
@@ -48,7 +48,7 @@ if [[ $part == kernels ]]; then
         tests/quant/test_gpu_formats.py
     step kernel-instructions 60 python3 perf/kernel_instructions.py
     step formats-bench 200 python3 perf/quant_formats_bench.py --skip-reference --sweep --sweep-only "int4 quantize" \
-        "nvfp4 quantize" "fp4 dequantize" "mxfp8 quantize" "amax" --sweep-blocks 32,64,128,256 --sweep-warps 1,2,4
+        "nvfp4 quantize" "fp4 dequantize" "mxfp8 quantize" "amax" "int4 dequantize" --sweep-blocks 32,64,128,256 --sweep-warps 1,2,4
 else
     rm -rf "$shm"
     step quantize-qwen3-4b 150 python3 perf/quantize_checkpoint_bench.py --shape qwen3-4b --device cuda \
