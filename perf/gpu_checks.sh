@@ -48,7 +48,8 @@ if [[ $part == kernels ]]; then
         tests/quant/test_gpu_formats.py
     step kernel-instructions 60 python3 perf/kernel_instructions.py
     step formats-bench 200 python3 perf/quant_formats_bench.py --skip-reference --sweep --sweep-only "int4 quantize" \
-        "nvfp4 quantize" "fp4 dequantize" "mxfp8 quantize" "amax" "int4 dequantize" --sweep-blocks 32,64,128,256 --sweep-warps 1,2,4
+        "nvfp4 quantize" "fp4 dequantize" "mxfp8 quantize" "amax" "int4 dequantize" --sweep-blocks 32,64,128,256 \
+        --sweep-warps 1,2,4
 else
     rm -rf "$shm"
     step quantize-qwen3-4b 150 python3 perf/quantize_checkpoint_bench.py --shape qwen3-4b --device cuda \
