@@ -92,8 +92,8 @@ def test_pipelined_output_on_the_gpu_is_byte_identical_to_a_sequential_conversio
 def mapped_files(directory: Path) -> set[str]:
     """Files under `directory` that this process has memory-mapped now (Linux's /proc/self/maps)."""
     prefix = str(directory.resolve())
-    return {line.split(maxsplit=5)[5].strip() for line in Path("/proc/self/maps").read_text().splitlines()
-            if len(line.split(maxsplit=5)) == 6 and line.split(maxsplit=5)[5].startswith(prefix)}
+    fields = (line.split(maxsplit=5) for line in Path("/proc/self/maps").read_text().splitlines())
+    return {f[5].strip() for f in fields if len(f) == 6 and f[5].startswith(prefix)}
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux's /proc/self/maps")

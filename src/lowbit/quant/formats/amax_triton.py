@@ -44,12 +44,9 @@ def _amax_bits_kernel(x_ptr, amax_bits_ptr, slice_numel, chunks_per_slice, CHUNK
     running = tl.zeros((CHUNK,), x_ptr.dtype.element_ty)
     for chunk in range(part, chunks_per_slice, tl.num_programs(0)):
         offsets = tl.cast(chunk, tl.int64) * CHUNK + columns  # int64: slices may pass 2**31 elements
-        x = tl.load(slice_ptr + offsets, mask=offsets < slice_numel, other=0.0)
-        if x.dtype == tl.float32:
-            running = tl.maximum(running.to(tl.int32, bitcast=True), mft.abs_bits(x)).to(tl.float32, bitcast=True)
-        else:
-            running = mft.max_magnitudes(running, x, NATIVE)
-    if running.dtype != tl.float32:
+        running = mft.max_magnitudes(running, tl.load(slice_ptr + offsets, mask=offsets < slice_numel, other=0.0),
+                                     NATIVE)
+    if running.dtype != tl.float32:  # a 16-bit magnitude (the native maximum leaves a meaningless sign)
         running = (running.to(tl.int16, bitcast=True) & 0x7FFF).to(running.dtype, bitcast=True).to(tl.float32)
     tl.atomic_max(amax_bits_ptr + slice_index, tl.max(mft.abs_bits(running), axis=0))
 

@@ -179,21 +179,23 @@ def block_amax_bits(x, NATIVE: tl.constexpr):
 
 @triton.jit
 def max_magnitudes(a, b, NATIVE: tl.constexpr):
-    """Per element of two bfloat16 / float16 tensors, a value of their dtype whose magnitude is the larger of
-    |a| and |b| (its sign means nothing), NaN if either is NaN. On a GPU `max.NaN.xorsign.abs` on bf16x2 / f16x2
-    does two elements per instruction; elsewhere the magnitudes' 15 bits are compared as integers (NaN's above
-    Inf's), which is what the interpreter tests check the reduction with."""
-    if NATIVE:
-        if a.dtype == tl.bfloat16:
-            return tl.inline_asm_elementwise("max.NaN.xorsign.abs.bf16x2 $0, $1, $2;", "=r,r,r", [a, b],
-                                             dtype=tl.bfloat16, is_pure=True, pack=2)
-        else:
-            return tl.inline_asm_elementwise("max.NaN.xorsign.abs.f16x2 $0, $1, $2;", "=r,r,r", [a, b],
-                                             dtype=tl.float16, is_pure=True, pack=2)
+    """Per element of two bfloat16 / float16 / float32 tensors, a value of their dtype whose magnitude is the
+    larger of |a| and |b| (its sign means nothing), NaN if either is NaN. On a GPU `max.NaN.xorsign.abs` on
+    bf16x2 / f16x2 does two 16-bit elements per instruction; elsewhere, and for float32, the magnitudes' bits are
+    compared as integers (NaN's above Inf's), which is what the interpreter tests check the reduction with."""
+    if a.dtype == tl.float32:
+        larger = tl.maximum(abs_bits(a), abs_bits(b)).to(tl.float32, bitcast=True)
+    elif NATIVE and a.dtype == tl.bfloat16:
+        larger = tl.inline_asm_elementwise("max.NaN.xorsign.abs.bf16x2 $0, $1, $2;", "=r,r,r", [a, b],
+                                           dtype=tl.bfloat16, is_pure=True, pack=2)
+    elif NATIVE:
+        larger = tl.inline_asm_elementwise("max.NaN.xorsign.abs.f16x2 $0, $1, $2;", "=r,r,r", [a, b],
+                                           dtype=tl.float16, is_pure=True, pack=2)
     else:
         magnitude_a = a.to(tl.int16, bitcast=True) & 0x7FFF
         magnitude_b = b.to(tl.int16, bitcast=True) & 0x7FFF
-        return tl.maximum(magnitude_a, magnitude_b).to(a.dtype, bitcast=True)
+        larger = tl.maximum(magnitude_a, magnitude_b).to(a.dtype, bitcast=True)
+    return larger
 
 
 @triton.jit
