@@ -8,17 +8,28 @@
 #              in /dev/shm) and the activation fake-quant overhead (dense Qwen3-1.7B shape; MoE decode steps)
 # Each step's whole output goes to OUT/<step>.txt (JSON results beside it where the bench writes them); this
 # prints each step's exit status, seconds and last lines. A step past its time limit is stopped and the next
-# one runs.
+# one runs. Step names after OUT_DIR run only those steps of the part.
 #
 #   PYTHONPATH=src bash perf/gpu_checks.sh kernels /tmp/gpu_out
 #   PYTHONPATH=src bash perf/gpu_checks.sh pipelines /tmp/gpu_out
+#   PYTHONPATH=src bash perf/gpu_checks.sh pipelines /tmp/gpu_out quantize-qwen3-4b act-quant-dense
 set -u
 part=${1:-}
 out=${2:-}
 if [[ -z "$part" || -z "$out" || ! "$part" =~ ^(kernels|pipelines)$ ]]; then
-    echo "usage: bash perf/gpu_checks.sh kernels|pipelines OUT_DIR" >&2
+    echo "usage: bash perf/gpu_checks.sh kernels|pipelines OUT_DIR [STEP ...]" >&2
     exit 2
 fi
+shift 2
+declare -A STEPS=([kernels]="tests-native tests-bit-casts kernel-instructions formats-bench"
+                  [pipelines]="quantize-qwen3-4b quantize-qwen3-30b-a3b act-quant-dense act-quant-moe")
+for name in "$@"; do
+    if [[ " ${STEPS[$part]} " != *" $name "* ]]; then
+        echo "perf/gpu_checks.sh: no step '$name' in $part; its steps are: ${STEPS[$part]}" >&2
+        exit 2
+    fi
+done
+only=" ${*:-${STEPS[$part]}} "  # the steps to run: those named, else all of the part
 if ! python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     echo "perf/gpu_checks.sh: no CUDA GPU visible to torch; run it on a GPU machine" >&2
     exit 2
@@ -29,6 +40,7 @@ cd "$(dirname "$0")/.."
 step() {  # step NAME SECONDS COMMAND...
     local name=$1 limit=$2 start
     shift 2
+    [[ "$only" == *" $name "* ]] || return 0
     start=$(date +%s)
     timeout "$limit" "$@" > "$out/$name.txt" 2>&1
     echo "=== $name: exit $?, $(( $(date +%s) - start )) s"

@@ -1,6 +1,7 @@
 """perf/gpu_checks.sh refuses what it cannot run with one line and exit status 2, before writing anything."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,15 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_a_missing_or_unknown_part_prints_the_usage(args):
     result = _run(*args)
     assert result.returncode == 2
-    assert result.stderr.strip() == "usage: bash perf/gpu_checks.sh kernels|pipelines OUT_DIR"
+    assert result.stderr.strip() == "usage: bash perf/gpu_checks.sh kernels|pipelines OUT_DIR [STEP ...]"
+
+
+def test_a_step_the_part_lacks_is_named_with_the_part_s_steps(tmp_path):
+    result = _run("kernels", str(tmp_path / "out"), "formats-bench", "act-quant-dense")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("perf/gpu_checks.sh: no step 'act-quant-dense' in kernels; its steps are: "
+                                     "tests-native tests-bit-casts kernel-instructions formats-bench")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(subprocess.run([sys.executable, "-c", "import torch, sys; sys.exit(torch.cuda.is_available())"])
@@ -29,3 +38,11 @@ def test_without_a_gpu_it_says_so_and_writes_nothing(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == "perf/gpu_checks.sh: no CUDA GPU visible to torch; run it on a GPU machine"
     assert not (tmp_path / "out").exists()
+
+
+def test_every_step_the_script_runs_is_one_its_parts_list():
+    """A step missing from STEPS would never run, since only listed steps are selected."""
+    text = SCRIPT.read_text()
+    run = set(re.findall(r"^\s+step ([\w-]+) \d+ ", text, flags=re.MULTILINE))
+    listed = set(" ".join(re.findall(r'\[(?:kernels|pipelines)\]="([^"]+)"', text)).split())
+    assert run == listed and len(run) == 8
