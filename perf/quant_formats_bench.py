@@ -169,7 +169,8 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float, time_ms: Callable
     even = mft.RULE_IDS["even"]
     native = mft.native_casts(w.device)
     amax_bits = torch.zeros(1, dtype=torch.int32, device=w.device)
-    nv_table = nvfp4_triton.divisor_table(g, amax_bits, global_from_amax=False, native=native)
+    nv_table = nvfp4_triton.divisor_table(g, amax_bits, global_from_amax=False, for_quantize=True, native=native)
+    nv_dequantize_table = nvfp4_triton.divisor_table(g, g, global_from_amax=False, for_quantize=False, native=native)
     amax_programs = amax_triton._programs_per_slice(w.get_device())
 
     def launchers(blocks: int, warps: int) -> dict[str, tuple[Callable[[], object], int]]:
@@ -184,8 +185,8 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float, time_ms: Callable
                 num_warps=warps),
                 nbytes(w)),
             "nvfp4 dequantize": (lambda: nvfp4_triton._dequantize_kernel[grid16](
-                q_nv.weight_packed.view(torch.int32), q_nv.weight_scale.view(torch.uint8), g, out, n16, BLOCKS=blocks,
-                OUT_IS_BF16=not native, NATIVE=native, num_warps=warps), nbytes(w, packed, scale16)),
+                q_nv.weight_packed.view(torch.int32), q_nv.weight_scale.view(torch.uint8), nv_dequantize_table, out,
+                n16, BLOCKS=blocks, OUT_IS_BF16=not native, num_warps=warps), nbytes(w, packed, scale16)),
             "mxfp4 quantize": (lambda: mx_triton._quantize_kernel[grid32](
                 w, packed_words, scale32, n32, BLOCKS=blocks, IS_FP4=True, ELEMENT_EMAX=2, ELEMENT_MAX=6.0,
                 RULE=even, NATIVE=native, num_warps=warps), nbytes(w, packed, scale32)),

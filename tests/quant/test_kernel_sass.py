@@ -68,12 +68,14 @@ sys.path.insert(0, {perf!r})
 import kernel_instructions as ki
 from lowbit.quant.formats import nvfp4_triton
 for arch, native in ((90, True), (80, False)):
-    for from_amax in (False, True):
+    for from_amax, for_quantize in ((False, True), (True, True), (False, False)):
         case = ki.KernelCase("table", nvfp4_triton._divisor_table_kernel,
-                             {{"global_scale_ptr": "*fp32", "amax_bits_ptr": "*i32", "table_ptr": "*fp64"}},
-                             dict(GLOBAL_FROM_AMAX=from_amax, NATIVE=native), 4, 128)
+                             {{"global_scale_ptr": "*fp32", "amax_bits_ptr": "*i32",
+                               "table_ptr": "*fp64" if for_quantize else "*fp32"}},
+                             dict(GLOBAL_FROM_AMAX=from_amax, FOR_QUANTIZE=for_quantize, NATIVE=native), 4, 128)
         listing = ki.sass(case, arch)
-        print(arch, from_amax, "E4M3" in listing, sum(1 for op in ki.straight_line(listing) if op.startswith("STG")))
+        stores = [op for op in ki.straight_line(listing) if op.startswith("STG")]
+        print(arch, from_amax, for_quantize, "E4M3" in listing, len(stores))
 """
 
 
@@ -86,8 +88,10 @@ def test_the_nvfp4_divisor_table_kernel_compiles_natively_and_in_bit_arithmetic(
     rows = [line.split() for line in result.stdout.splitlines()]
     # sm_90 decodes the scale codes with the E4M3 conversion, sm_80 in integer arithmetic; each stores its table,
     # and from the amax also the global scale
-    assert rows == [["90", "False", "True", "1"], ["90", "True", "True", "2"],
-                    ["80", "False", "False", "1"], ["80", "True", "False", "2"]]
+    assert rows == [["90", "False", "True", "True", "1"], ["90", "True", "True", "True", "2"],
+                    ["90", "False", "False", "True", "1"],
+                    ["80", "False", "True", "False", "1"], ["80", "True", "True", "False", "2"],
+                    ["80", "False", "False", "False", "1"]]
 
 
 # ptxas 12.8's code for the NVFP4 quantize kernel on float32 weights before encode_e4m3 converted in its own

@@ -8,7 +8,8 @@ tensor (one per non-negative E4M3 code), so a one-program launch first tabulates
 (`_divisor_table_kernel`: the IEEE division and the exact fp64 reciprocal that `divide_exactly` needs, done 128
 times instead of once per block), and the quantize kernel looks each block's up by its scale code. That takes
 about a tenth of the quantize kernel's instructions away, and the kernel is instruction-bound on an H200
-(perf/RESULTS.md).
+(perf/RESULTS.md). Dequantizing is two launches the same way: the table holds the divisors themselves, for all
+256 bytes a stored scale may hold, so each packed word's scale is one load instead of a decode and a division.
 
 `quantize_unchecked_triton` is nvfp4.quantize's whole device side: a one-word zero fill, at most one reduction
 launch, the table and the quantize launch, none of them waiting for the GPU:
@@ -39,27 +40,39 @@ AMAX_FLOOR = tl.constexpr(layout.AMAX_FLOOR)
 GLOBAL_SCALE_NUMERATOR = tl.constexpr(layout.GLOBAL_SCALE_NUMERATOR)
 ZERO_BLOCK_SCALE_CODE = tl.constexpr(layout.ZERO_BLOCK_SCALE_CODE)
 SCALE_CODES = tl.constexpr(128)  # the E4M3 codes of non-negative scales: 0x00 .. 0x7F
+DEQUANTIZE_SCALE_CODES = tl.constexpr(256)  # every byte a stored scale may hold
 SCALE_CODE_MASK = tl.constexpr(SCALE_CODES.value - 1)
 
 
 @triton.jit
 def _divisor_table_kernel(global_scale_ptr, amax_bits_ptr, table_ptr, GLOBAL_FROM_AMAX: tl.constexpr,
-                          NATIVE: tl.constexpr):
-    """table_ptr: fp64 (SCALE_CODES,), entry c the reciprocal64 of a block's divisor when its E4M3 scale code is
-    c: decode(c) / global_scale in IEEE fp32 (code 0 stands for ZERO_BLOCK_SCALE, the scale it is stored as).
+                          FOR_QUANTIZE: tl.constexpr, NATIVE: tl.constexpr):
+    """A block's divisor, decode(c) / global_scale in IEEE fp32, for each E4M3 scale code c, into table_ptr:
+    - FOR_QUANTIZE: fp64 (SCALE_CODES,), the reciprocal64 of each divisor (what `divide_exactly` takes), code 0
+      standing for ZERO_BLOCK_SCALE (the scale it is stored as);
+    - else: fp32 (DEQUANTIZE_SCALE_CODES,), the divisor itself for every byte a stored scale may hold (negative,
+      zero and NaN codes too), what the dequantize kernel multiplies by.
 
     GLOBAL_FROM_AMAX: amax_bits_ptr holds the weight's amax bits (amax_triton); the global scale is derived
     from them and stored to global_scale_ptr, where the quantize kernel reads it. Else it is read from there."""
-    code = tl.arange(0, SCALE_CODES)
+    if FOR_QUANTIZE:
+        code = tl.arange(0, SCALE_CODES)
+    else:
+        code = tl.arange(0, DEQUANTIZE_SCALE_CODES)
     if GLOBAL_FROM_AMAX:
         amax = tl.maximum(amax_triton.finite_amax(tl.load(amax_bits_ptr)), AMAX_FLOOR)
         global_scale = tl.math.div_rn(tl.full([], GLOBAL_SCALE_NUMERATOR, tl.float32), amax)
         tl.store(global_scale_ptr, global_scale)
     else:
         global_scale = tl.load(global_scale_ptr)
-    block_scale = tl.where(code == 0, ZERO_BLOCK_SCALE, mft.decode_e4m3(code, NATIVE))
+    block_scale = mft.decode_e4m3(code, NATIVE)
+    if FOR_QUANTIZE:
+        block_scale = tl.where(code == 0, ZERO_BLOCK_SCALE, block_scale)
     divisor = tl.math.div_rn(block_scale, tl.full(block_scale.shape, 1.0, tl.float32) * global_scale)
-    tl.store(table_ptr + code, mft.reciprocal64(divisor))
+    if FOR_QUANTIZE:
+        tl.store(table_ptr + code, mft.reciprocal64(divisor))
+    else:
+        tl.store(table_ptr + code, divisor)
 
 
 @triton.jit
@@ -97,34 +110,32 @@ def _quantize_kernel(
 
 @triton.jit
 def _dequantize_kernel(
-    packed_ptr, scale_ptr, global_scale_ptr, out_ptr, n_blocks,
-    BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr,
+    packed_ptr, scale_ptr, divisor_table_ptr, out_ptr, n_blocks, BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr,
 ):
     """packed_ptr: the uint8 codes viewed as int32, two words (eight codes each) per 16-element block, one word
-    per lane (`minifloat_triton.words_per_lane`)."""
+    per lane (`minifloat_triton.words_per_lane`); divisor_table_ptr: `_divisor_table_kernel`'s dequantize table
+    for this global scale, which each word's scale code indexes."""
     word, in_range = mft.words_per_lane(tl.program_id(0).to(tl.int64) * (2 * BLOCKS), 2 * BLOCKS, 2 * n_blocks)
     scale_code = tl.load(scale_ptr + word // 2, mask=in_range, other=0).to(tl.int32)
-    global_scale = tl.load(global_scale_ptr)
-    effective = tl.math.div_rn(
-        mft.decode_e4m3(scale_code, NATIVE), tl.full(scale_code.shape, 1.0, tl.float32) * global_scale
-    )
-    mft.dequantize_e2m1_words(packed_ptr, out_ptr, word, in_range, effective, OUT_IS_BF16)
+    mft.dequantize_e2m1_words(packed_ptr, out_ptr, word, in_range, tl.load(divisor_table_ptr + scale_code),
+                              OUT_IS_BF16)
 
 
-def divisor_table(global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool,
+def divisor_table(global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool, for_quantize: bool,
                   native: bool) -> torch.Tensor:
-    """fp64 (SCALE_CODES,) table the quantize kernel takes (`_divisor_table_kernel`); with global_from_amax it
-    also stores the global scale derived from amax_bits into global_scale."""
-    table = torch.empty(SCALE_CODES.value, dtype=torch.float64, device=global_scale.device)
-    _divisor_table_kernel[(1,)](global_scale, amax_bits, table, GLOBAL_FROM_AMAX=global_from_amax, NATIVE=native,
-                                num_warps=4)
+    """The table the quantize kernel (for_quantize) or the dequantize kernel takes (`_divisor_table_kernel`); with
+    global_from_amax it also stores the global scale derived from amax_bits into global_scale."""
+    entries, dtype = (SCALE_CODES.value, torch.float64) if for_quantize else (DEQUANTIZE_SCALE_CODES.value, torch.float32)
+    table = torch.empty(entries, dtype=dtype, device=global_scale.device)
+    _divisor_table_kernel[(1,)](global_scale, amax_bits, table, GLOBAL_FROM_AMAX=global_from_amax,
+                                FOR_QUANTIZE=for_quantize, NATIVE=native, num_warps=4)
     return table
 
 
 def _quantize(x: torch.Tensor, global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool,
               flag_nonfinite: bool) -> layout.NVFP4Weight:
     native = mft.native_casts(x.device)
-    table = divisor_table(global_scale, amax_bits, global_from_amax=global_from_amax, native=native)
+    table = divisor_table(global_scale, amax_bits, global_from_amax=global_from_amax, for_quantize=True, native=native)
     n_blocks = x.numel() // layout.BLOCK_SIZE
     packed = torch.empty((*x.shape[:-1], x.shape[-1] // 2), dtype=torch.uint8, device=x.device)
     scale = torch.empty((*x.shape[:-1], x.shape[-1] // layout.BLOCK_SIZE), dtype=torch.uint8, device=x.device)
@@ -169,9 +180,10 @@ def dequantize_triton(q: layout.NVFP4Weight, out_dtype: torch.dtype = torch.bflo
     grid = (triton.cdiv(n_blocks, DEQUANTIZE_BLOCKS),)
     scale = q.weight_scale.contiguous().view(torch.uint8)
     native = mft.native_casts(packed.device)
+    table = divisor_table(global_scale, global_scale, global_from_amax=False, for_quantize=False, native=native)
     out_arg, out_is_bf16 = mft.output_view(out, native)
     _dequantize_kernel[grid](
-        packed.view(torch.int32), scale, global_scale, out_arg, n_blocks,
-        BLOCKS=DEQUANTIZE_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=native, num_warps=DEQUANTIZE_WARPS,
+        packed.view(torch.int32), scale, table, out_arg, n_blocks,
+        BLOCKS=DEQUANTIZE_BLOCKS, OUT_IS_BF16=out_is_bf16, num_warps=DEQUANTIZE_WARPS,
     )
     return out
