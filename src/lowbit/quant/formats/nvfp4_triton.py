@@ -125,8 +125,10 @@ def divisor_table(global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global
                   native: bool) -> torch.Tensor:
     """The table the quantize kernel (for_quantize) or the dequantize kernel takes (`_divisor_table_kernel`); with
     global_from_amax it also stores the global scale derived from amax_bits into global_scale."""
-    entries, dtype = (SCALE_CODES.value, torch.float64) if for_quantize else (DEQUANTIZE_SCALE_CODES.value, torch.float32)
-    table = torch.empty(entries, dtype=dtype, device=global_scale.device)
+    if for_quantize:
+        table = torch.empty(SCALE_CODES.value, dtype=torch.float64, device=global_scale.device)
+    else:
+        table = torch.empty(DEQUANTIZE_SCALE_CODES.value, dtype=torch.float32, device=global_scale.device)
     _divisor_table_kernel[(1,)](global_scale, amax_bits, table, GLOBAL_FROM_AMAX=global_from_amax,
                                 FOR_QUANTIZE=for_quantize, NATIVE=native, num_warps=4)
     return table
