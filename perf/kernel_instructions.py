@@ -107,7 +107,8 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
                    fp8_triton.ROW_WARPS, fp8_triton.ROW_CHUNK),
         KernelCase("fp8 quantize (block 128x128)", fp8_triton._block_kernel,
                    {"x_ptr": f"*{dtype}", "scale_ptr": "*fp32", "out_ptr": "*u8", "n_cols": "i32"},
-                   dict(TILE_ROWS=tile_rows, TILE_COLS=tile_cols, NATIVE=native), 8, tile_rows * tile_cols,
+                   dict(TILE_ROWS=tile_rows, TILE_COLS=tile_cols, NATIVE=native), fp8_triton.BLOCK_WARPS,
+                   tile_rows * tile_cols,
                    multiples_of_16=("n_cols",)),  # the block layout takes multiples of 128 columns only
         KernelCase("int4 quantize (group 128)", integer_triton._group_kernel,
                    {"x_ptr": f"*{dtype}", "out_ptr": "*i32", "scale_ptr": f"*{dtype}", "n_groups": "i32"},

@@ -18,9 +18,11 @@ from lowbit.quant.formats import amax_triton
 from lowbit.quant.formats import fp8_layout as layout
 from lowbit.quant.formats import minifloat_triton as mft
 from lowbit.quant.formats.backend import check_float_tensor, check_out_dtype
+from lowbit.quant.formats.launch import launch_parameters
 
 # row kernel launch from the CHUNK x num_warps sweep in perf/quant_formats_bench.py (H100, 2026-11-27)
 ROW_CHUNK, ROW_WARPS = 4096, 8
+BLOCK_WARPS = 8  # one 128x128 tile per program; other GPUs' choices in launch.py
 DEQUANT_CHUNK = 1024
 SCALE_FLOOR = tl.constexpr(layout.SCALE_FLOOR)
 BLOCK_ROWS = tl.constexpr(layout.BLOCK_SHAPE[0])
@@ -88,11 +90,12 @@ def _block_kernel(
     rows = tile_row.to(tl.int64) * TILE_ROWS + tl.arange(0, TILE_ROWS)
     cols = tile_col.to(tl.int64) * TILE_COLS + tl.arange(0, TILE_COLS)
     offsets = rows[:, None] * n_cols + cols[None, :]  # (TILE_ROWS, TILE_COLS)
-    x = tl.load(x_ptr + offsets).to(tl.float32)
-    amax_bits = tl.max(tl.max(mft.abs_bits(x), axis=1), axis=0)
+    x = tl.load(x_ptr + offsets)  # kept in its dtype until the division: half the registers of fp32 for 16-bit x
+    runs = tl.reshape(x, (TILE_ROWS, TILE_COLS // 8, 8))  # a thread's 16-byte loads, halved two elements at a time
+    amax_bits = tl.max(mft.block_amax_bits(runs, NATIVE), axis=0)
     bad = amax_bits >= mft.F32_INF_BITS  # a NaN or Inf in the tile
     scale = _scale_from_amax(mft.bits_to_float(tl.where(bad, 0, amax_bits)), bad)
-    codes = mft.encode_e4m3(mft.divide_exactly(x, mft.reciprocal64(scale)), NATIVE)
+    codes = mft.encode_e4m3(mft.divide_exactly(x.to(tl.float32), mft.reciprocal64(scale)), NATIVE)
     tl.store(out_ptr + offsets, codes.to(tl.uint8))
     tl.store(scale_ptr + tile_row * tl.num_programs(1) + tile_col, scale)
 
@@ -124,8 +127,9 @@ def quantize_triton(weight: torch.Tensor, granularity: str = "channel") -> layou
     if granularity == "block":
         tile_rows, tile_cols = layout.BLOCK_SHAPE
         scale = torch.empty((rows // tile_rows, cols // tile_cols), dtype=torch.float32, device=x.device)
+        _, warps = launch_parameters("fp8 block quantize", (tile_rows, BLOCK_WARPS), x.device)
         _block_kernel[scale.shape](
-            x, scale, codes, cols, TILE_ROWS=tile_rows, TILE_COLS=tile_cols, NATIVE=native, num_warps=8
+            x, scale, codes, cols, TILE_ROWS=tile_rows, TILE_COLS=tile_cols, NATIVE=native, num_warps=warps
         )
     elif granularity == "channel":
         scale = torch.empty((rows, 1), dtype=torch.float32, device=x.device)
