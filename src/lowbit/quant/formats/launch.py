@@ -17,9 +17,6 @@ BY_DEVICE: dict[str, dict[str, tuple[int, int]]] = {
     # kernel (2026-12-05); for the 16-byte-load kernel the sweep puts 8192 elements on 1 warp first (95%, 2 warps
     # 92%; 2026-12-05, later)
     "amax": {"NVIDIA H200": (8192, 1)},
-    # H200, 2026-12-05: 88-89% of copy on 4 warps against 80% on the default 8 (bf16 and float16); size is the
-    # tile's side, fixed by the format
-    "fp8 block quantize": {"NVIDIA H200": (128, 4)},
 }
 
 
