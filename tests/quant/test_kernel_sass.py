@@ -48,7 +48,7 @@ def test_quantize_kernels_assemble_for_sm90_with_packed_maxima(dtype, tmp_path):
             assert "STG.E.128" in text, listing.name  # the weight written in 16-byte stores
             continue
         assert "LDG.E.128" in text and "LDG.E.U16" not in text, listing.name  # the weight read in 16-byte loads
-        if not listing.name.startswith("fp8_"):  # block maxima (FP8 takes row and tile maxima in fp32)
+        if not listing.name.startswith("fp8_"):  # block maxima (FP8's row kernel takes its maxima in fp32)
             maxima = set(re.findall(r"\b(HMNMX2[A-Z0-9_.]*)", text))
             assert maxima == expected, (listing.name, maxima)
 

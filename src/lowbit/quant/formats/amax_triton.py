@@ -47,7 +47,7 @@ def _amax_bits_kernel(x_ptr, amax_bits_ptr, slice_numel, chunks_per_slice, CHUNK
         running = mft.max_magnitudes(running, tl.load(slice_ptr + offsets, mask=offsets < slice_numel, other=0.0),
                                      NATIVE)
     if running.dtype != tl.float32:  # a 16-bit magnitude (the native maximum leaves a meaningless sign)
-        running = (running.to(tl.int16, bitcast=True) & 0x7FFF).to(running.dtype, bitcast=True).to(tl.float32)
+        running = mft.abs16_bits(running).to(running.dtype, bitcast=True).to(tl.float32)
     tl.atomic_max(amax_bits_ptr + slice_index, tl.max(mft.abs_bits(running), axis=0))
 
 

@@ -163,6 +163,12 @@ def abs_bits(x):
 
 
 @triton.jit
+def abs16_bits(x):
+    """int16 bits of |x| for bfloat16 / float16 x: abs_bits of a 16-bit float (NaN's above Inf's)."""
+    return x.to(tl.int16, bitcast=True) & 0x7FFF
+
+
+@triton.jit
 def block_amax_bits(x, NATIVE: tl.constexpr):
     """int32 bits of max |x| over each row of x (R, C, 8), as fp32 whatever x's dtype: ordered like the
     magnitudes, a row holding NaN or Inf giving bits >= F32_INF_BITS. A 16-bit x first has each run of 8 (one
@@ -173,7 +179,7 @@ def block_amax_bits(x, NATIVE: tl.constexpr):
             halves = tl.reshape(x, (x.shape[0], x.shape[1], 2, x.shape[2] // 2))
             first, second = tl.split(tl.permute(halves, (0, 1, 3, 2)))
             x = max_magnitudes(first, second, NATIVE)
-        x = (x.to(tl.int16, bitcast=True) & 0x7FFF).to(x.dtype, bitcast=True)
+        x = abs16_bits(x).to(x.dtype, bitcast=True)
     return tl.max(tl.max(abs_bits(x.to(tl.float32)), axis=2), axis=1)
 
 
@@ -192,9 +198,7 @@ def max_magnitudes(a, b, NATIVE: tl.constexpr):
         larger = tl.inline_asm_elementwise("max.NaN.xorsign.abs.f16x2 $0, $1, $2;", "=r,r,r", [a, b],
                                            dtype=tl.float16, is_pure=True, pack=2)
     else:
-        magnitude_a = a.to(tl.int16, bitcast=True) & 0x7FFF
-        magnitude_b = b.to(tl.int16, bitcast=True) & 0x7FFF
-        larger = tl.maximum(magnitude_a, magnitude_b).to(a.dtype, bitcast=True)
+        larger = tl.maximum(abs16_bits(a), abs16_bits(b)).to(a.dtype, bitcast=True)
     return larger
 
 

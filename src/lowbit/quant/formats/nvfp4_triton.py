@@ -121,8 +121,8 @@ def _dequantize_kernel(
                               OUT_IS_BF16)
 
 
-def divisor_table(global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool, for_quantize: bool,
-                  native: bool) -> torch.Tensor:
+def divisor_table(global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool,
+                  for_quantize: bool, native: bool) -> torch.Tensor:
     """The table the quantize kernel (for_quantize) or the dequantize kernel takes (`_divisor_table_kernel`); with
     global_from_amax it also stores the global scale derived from amax_bits into global_scale."""
     if for_quantize:
@@ -182,6 +182,7 @@ def dequantize_triton(q: layout.NVFP4Weight, out_dtype: torch.dtype = torch.bflo
     grid = (triton.cdiv(n_blocks, DEQUANTIZE_BLOCKS),)
     scale = q.weight_scale.contiguous().view(torch.uint8)
     native = mft.native_casts(packed.device)
+    # no amax is read where the global scale is given: its pointer argument takes the global scale's
     table = divisor_table(global_scale, global_scale, global_from_amax=False, for_quantize=False, native=native)
     out_arg, out_is_bf16 = mft.output_view(out, native)
     _dequantize_kernel[grid](
