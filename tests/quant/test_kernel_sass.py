@@ -17,7 +17,8 @@ triton = pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parents[2]
 NVDISASM = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
 pytestmark = pytest.mark.skipif(not NVDISASM.is_file(), reason="this triton build ships no nvdisasm (CUDA tools)")
-KERNELS = 11  # the rows perf/kernel_instructions.py reports: seven quantize kernels, three dequantize, the amax
+KERNELS = 12  # the rows perf/kernel_instructions.py reports: seven quantize kernels, three dequantize, the amax and
+# NVFP4 activation fake-quant past one program
 
 
 def compile_kernels(tmp_path: Path, *options: str) -> list[str]:
@@ -48,7 +49,7 @@ def test_quantize_kernels_assemble_for_sm90_with_packed_maxima(dtype, tmp_path):
             assert "STG.E.128" in text, listing.name  # the weight written in 16-byte stores
             continue
         assert "LDG.E.128" in text and "LDG.E.U16" not in text, listing.name  # the weight read in 16-byte loads
-        if not listing.name.startswith("fp8_"):  # block maxima (FP8's row kernel takes its maxima in fp32)
+        if listing.name != "fp8_quantize_channel.sass":  # block maxima (FP8's row maxima are taken in fp32)
             maxima = set(re.findall(r"\b(HMNMX2[A-Z0-9_.]*)", text))
             assert maxima == expected, (listing.name, maxima)
 
@@ -68,14 +69,16 @@ sys.path.insert(0, {perf!r})
 import kernel_instructions as ki
 from lowbit.quant.formats import nvfp4_triton
 for arch, native in ((90, True), (80, False)):
-    for from_amax, for_quantize in ((False, True), (True, True), (False, False)):
+    for from_amax, purpose in ((False, "quantize"), (True, "quantize"), (False, "dequantize"), (True, "fake quantize")):
+        for_quantize, reciprocals, divisors = nvfp4_triton.TABLES[purpose]
         case = ki.KernelCase("table", nvfp4_triton._divisor_table_kernel,
                              {{"global_scale_ptr": "*fp32", "amax_bits_ptr": "*i32",
-                               "table_ptr": "*fp64" if for_quantize else "*fp32"}},
-                             dict(GLOBAL_FROM_AMAX=from_amax, FOR_QUANTIZE=for_quantize, NATIVE=native), 4, 128)
+                               "reciprocals_ptr": "*fp64", "divisors_ptr": "*fp32"}},
+                             dict(GLOBAL_FROM_AMAX=from_amax, FOR_QUANTIZE=for_quantize, RECIPROCALS=reciprocals,
+                                  DIVISORS=divisors, NATIVE=native), 4, 128)
         listing = ki.sass(case, arch)
         stores = [op for op in ki.straight_line(listing) if op.startswith("STG")]
-        print(arch, from_amax, for_quantize, "E4M3" in listing, len(stores))
+        print(arch, from_amax, purpose.replace(" ", "-"), "E4M3" in listing, len(stores))
 """
 
 
@@ -86,12 +89,12 @@ def test_the_nvfp4_divisor_table_kernel_compiles_natively_and_in_bit_arithmetic(
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line.split() for line in result.stdout.splitlines()]
-    # sm_90 decodes the scale codes with the E4M3 conversion, sm_80 in integer arithmetic; each stores its table,
-    # and from the amax also the global scale
-    assert rows == [["90", "False", "True", "True", "1"], ["90", "True", "True", "True", "2"],
-                    ["90", "False", "False", "True", "1"],
-                    ["80", "False", "True", "False", "1"], ["80", "True", "True", "False", "2"],
-                    ["80", "False", "False", "False", "1"]]
+    # sm_90 decodes the scale codes with the E4M3 conversion, sm_80 in integer arithmetic; each stores its tables
+    # (fake quantize: both), and from the amax also the global scale
+    assert rows == [[arch, from_amax, purpose, e4m3, stores]
+                    for arch, e4m3 in (("90", "True"), ("80", "False"))
+                    for from_amax, purpose, stores in (("False", "quantize", "1"), ("True", "quantize", "2"),
+                                                       ("False", "dequantize", "1"), ("True", "fake-quantize", "3"))]
 
 
 # ptxas 12.8's code for the NVFP4 quantize kernel on float32 weights before encode_e4m3 converted in its own

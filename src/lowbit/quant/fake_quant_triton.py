@@ -7,8 +7,10 @@ format follows from its spec's structure (`kernel_family`).
 - mxfp8 / mxfp4 / nvfp4: each program handles BLOCKS consecutive blocks of the flattened input, which keeps
   the block structure of the weight kernels (mx_triton.py, nvfp4_triton.py) but writes values, not codes.
 - nvfp4 needs the tensor's amax first. Up to NVFP4_ONE_PROGRAM_BLOCKS blocks (decode-sized inputs) one
-  program reads the tensor twice, amax then values, in the same launch; larger inputs take the amax from a
-  torch reduction and spread the blocks over many programs.
+  program reads the tensor twice, amax then values, in the same launch; larger inputs (prefill) take the
+  weight path's pieces: the amax reduction (amax_triton), a one-program launch that derives the global scale
+  and tabulates each scale code's exact reciprocal and divisor (nvfp4_triton.divisor_tables), and a kernel
+  with the weight quantize kernel's layout that looks each block's up: four launches, no per-block division.
 No synchronizing checks: a row / block (NVFP4: tensor) holding NaN or Inf is written as NaN.
 Format arithmetic (E2M1 / E4M3 / E8M0 rounding, exact division) comes from minifloat_triton, as in the
 weight kernels.
@@ -24,7 +26,15 @@ import torch
 import triton
 import triton.language as tl
 
-from lowbit.quant.formats import fp8_layout, mx_layout, nvfp4_layout, registry, triton_launch
+from lowbit.quant.formats import (
+    amax_triton,
+    fp8_layout,
+    mx_layout,
+    nvfp4_layout,
+    nvfp4_triton,
+    registry,
+    triton_launch,
+)
 from lowbit.quant.formats import minifloat_triton as mft
 from lowbit.quant.formats.backend import check_float_tensor, check_last_dim_divisible
 from lowbit.quant.formats.spec import FormatSpec
@@ -33,17 +43,13 @@ ROW_CHUNK = 2048
 MX_BLOCKS, MX_WARPS = 64, 4
 NVFP4_BLOCKS, NVFP4_WARPS = 128, 4
 NVFP4_ONE_PROGRAM_BLOCKS = 8192  # up to 131072 elements (e.g. 16 decode rows of 6144): amax in the same launch
+NVFP4_TABLE_BLOCKS, NVFP4_TABLE_WARPS = nvfp4_triton.QUANTIZE_BLOCKS, nvfp4_triton.QUANTIZE_WARPS  # its layout
+NVFP4_SCALE_CODES = nvfp4_triton.SCALE_CODES
 INT8_MAX = tl.constexpr(127.0)
 FP8_SCALE_FLOOR = tl.constexpr(fp8_layout.SCALE_FLOOR)
 NVFP4_AMAX_FLOOR = tl.constexpr(nvfp4_layout.AMAX_FLOOR)
 NVFP4_GLOBAL_NUMERATOR = tl.constexpr(nvfp4_layout.GLOBAL_SCALE_NUMERATOR)
 NVFP4_ZERO_BLOCK_SCALE = tl.constexpr(nvfp4_layout.ZERO_BLOCK_SCALE)
-
-
-@triton.jit
-def _e2m1_value(x):
-    """fp32 x rounded half to even onto the E2M1 grid, saturating at +-6, sign kept."""
-    return mft.e2m1_decode(mft.encode_e2m1(x))
 
 
 @triton.jit
@@ -103,7 +109,7 @@ def _mx_kernel(
     first, second = mft.inverse_e8m0_factors(code)
     scaled = (x * first[:, None]) * second[:, None]
     if IS_FP4:
-        elements = _e2m1_value(scaled)
+        elements = mft.round_to_e2m1(scaled)
     else:
         elements = mft.decode_e4m3(mft.encode_e4m3(scaled, NATIVE), NATIVE)
     values = elements * mft.e8m0_decode(code)[:, None]
@@ -129,19 +135,33 @@ def _nvfp4_blocks(
     block_scale = tl.where(block_scale == 0.0, NVFP4_ZERO_BLOCK_SCALE, block_scale)
     effective = tl.math.div_rn(block_scale, global_scale)
     quotient = mft.divide_exactly(x, mft.reciprocal64(effective)[:, None])
-    values = _e2m1_value(quotient) * effective[:, None]
+    values = mft.round_to_e2m1(quotient) * effective[:, None]
     values = tl.where(tensor_bad, _nan_like(values), values)
     mft.store_values(out_ptr, offsets, values, in_range[:, None], OUT_IS_BF16)
 
 
 @triton.jit(do_not_specialize=["n_blocks"])
-def _nvfp4_kernel(
-    x_ptr, amax_ptr, out_ptr, n_blocks, BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr
+def _nvfp4_tables_kernel(
+    x_ptr, amax_bits_ptr, global_scale_ptr, reciprocals_ptr, divisors_ptr, out_ptr, n_blocks,
+    BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr,
 ):
+    """Fake-quantize BLOCKS 16-blocks per program with the divisor tables of the tensor's global scale
+    (nvfp4_triton.divisor_tables, "fake quantize"): the weight quantize kernel's arithmetic (a thread's 16-byte
+    loads, block maxima two elements per instruction, each block's exact reciprocal and divisor looked up by
+    its scale code), writing values; a tensor holding NaN/Inf (amax bits) is written as NaN."""
     block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
-    tensor_amax = tl.load(amax_ptr).to(tl.float32)
-    _nvfp4_blocks(x_ptr, out_ptr, block, n_blocks, tensor_amax, ~mft.is_finite(tensor_amax), BLOCKS, OUT_IS_BF16,
-                  NATIVE)
+    in_range = block < n_blocks
+    offsets = block[:, None, None] * 16 + tl.arange(0, 2)[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]
+    x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0)
+    block_amax = mft.bits_to_float(mft.block_amax_bits(x, NATIVE))  # (BLOCKS,)
+    e2m1_max = tl.full(block_amax.shape, mft.E2M1_MAX, tl.float32)
+    unrounded_scale = mft.divide_exactly(block_amax, mft.reciprocal64(e2m1_max)) * tl.load(global_scale_ptr)
+    scale_code = mft.encode_e4m3(unrounded_scale, NATIVE) & (NVFP4_SCALE_CODES - 1)  # E4M3 rounding, >= 0
+    reciprocal = tl.load(reciprocals_ptr + scale_code)[:, None, None]
+    divisor = tl.load(divisors_ptr + scale_code)[:, None, None]
+    values = mft.round_to_e2m1(mft.divide_exactly(x.to(tl.float32), reciprocal)) * divisor
+    values = tl.where(amax_triton.nonfinite(tl.load(amax_bits_ptr)), _nan_like(values), values)
+    mft.store_values(out_ptr, offsets, values, in_range[:, None, None], OUT_IS_BF16)
 
 
 @triton.jit(do_not_specialize=["n_blocks"])
@@ -252,13 +272,27 @@ class ActivationQuantizer:
             launch = triton_launch.Launch(_nvfp4_one_program_kernel, example, constexprs, direct=direct,
                                           num_warps=NVFP4_WARPS)
             return lambda x, out, numel: launch(1, x, out, numel // block)
-        amax = torch.linalg.vector_norm(source, ord=float("inf")).reshape(1)
-        launch = triton_launch.Launch(_nvfp4_kernel, (source, amax, out_arg, example[2]), constexprs, direct=direct,
-                                      num_warps=NVFP4_WARPS)
+        def table_args(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            """The tables kernel's arguments: amax bits, then the global scale and tables they fill."""
+            global_scale = torch.empty(1, dtype=torch.float32, device=x.device)
+            tables = nvfp4_triton.table_buffers("fake quantize", x.device)
+            return amax_triton.amax_bits(x), global_scale, *tables
+
+        example_tables = table_args(source)
+        args, table_constexprs = nvfp4_triton.divisor_table_args(
+            example_tables[1], example_tables[0], example_tables[2:], "fake quantize", global_from_amax=True,
+            native=native)
+        tables_launch = triton_launch.Launch(nvfp4_triton._divisor_table_kernel, args, table_constexprs,
+                                             direct=direct, num_warps=nvfp4_triton.TABLE_WARPS)
+        launch = triton_launch.Launch(_nvfp4_tables_kernel, (source, *example_tables, out_arg, example[2]),
+                                      dict(constexprs, BLOCKS=NVFP4_TABLE_BLOCKS), direct=direct,
+                                      num_warps=NVFP4_TABLE_WARPS)
 
         def many_programs(x: torch.Tensor, out: torch.Tensor, numel: int) -> None:
-            tensor_amax = torch.linalg.vector_norm(x, ord=float("inf")).reshape(1)  # NaN/Inf propagate
-            launch(triton.cdiv(numel // block, NVFP4_BLOCKS), x, tensor_amax, out, numel // block)
+            amax_bits, global_scale, reciprocals, divisors = table_args(x)
+            tables_launch(1, global_scale, amax_bits, reciprocals, divisors)
+            launch(triton.cdiv(numel // block, NVFP4_TABLE_BLOCKS), x, amax_bits, global_scale, reciprocals,
+                   divisors, out, numel // block)
 
         return many_programs
 

@@ -45,9 +45,11 @@ E2M1_MAX = tl.constexpr(mf.E2M1_MAX)
 E2M1_MBITS = tl.constexpr(mf.E2M1_MBITS)
 E2M1_SIGN_BIT = tl.constexpr(mf.E2M1_SIGN_BIT)
 E2M1_UNPACK_FACTOR = tl.constexpr(2.0 ** (F32_BIAS.value - 1))  # see unpack_e2m1
-E2M1_ROUNDING_SCALE = tl.constexpr(2.0 ** (E2M1_MBITS.value - F32_MBITS.value))  # see encode_e2m1
+E2M1_ROUNDING_SCALE = tl.constexpr(2.0 ** (E2M1_MBITS.value - F32_MBITS.value))  # see _e2m1_rounded_magnitude
+E2M1_UNROUNDING_SCALE = tl.constexpr(1.0 / E2M1_ROUNDING_SCALE.value)
 E2M1_CODE_UNIT = tl.constexpr(2.0 ** (1 - F32_BIAS.value + F32_MBITS.value - E2M1_MBITS.value))  # 2**-104
 F32_ONE_BITS = tl.constexpr(mf.F32_BIAS << mf.F32_MBITS)
+F32_SIGN_BIT_MASK = tl.constexpr(-(2**31))  # bit 31 of an int32
 E4M3_MBITS = tl.constexpr(mf.E4M3_MBITS)
 E4M3_EMIN = tl.constexpr(mf.E4M3_EMIN)
 E4M3_BIAS = tl.constexpr(mf.E4M3_BIAS)
@@ -140,20 +142,35 @@ def _wrapped_int32(value):
 
 
 @triton.jit
-def encode_e2m1(x):
-    """int32 E2M1 codes of finite fp32 x, equal to quantize_e2m1 (round half to even, saturate, sign kept),
-    by rounding on the grid instead of counting midpoints. The grid step is 2**(e - 1) for |x| in [2**e,
-    2**(e+1)) from 1 up, and 0.5 below 1 (e = 0). An fp32 number m = 2**max(e, 0) has ulp 2**(max(e, 0) - 23), so
-    one fused multiply-add |x| * 2**-22 + m rounds |x| * 2**-22 to that ulp once, half to even (E2M1's even codes
-    are the sums' even significands), and subtracting m again is exact. The rounded magnitude (0, 0.5, ..., 6)
-    times 2**-126 has its code in fp32 bits 22-24: unpack_e2m1 the other way round (0.5 becomes the subnormal
-    2**-127, 1 the smallest normal). Needs subnormals kept, as unpack_e2m1 does; seven instructions and the
-    sign's two."""
+def _e2m1_rounded_magnitude(x):
+    """|x| of finite fp32 x rounded half to even onto the E2M1 grid and saturated at 6, times 2**-22 (exact).
+
+    The grid step is 2**(e - 1) for |x| in [2**e, 2**(e+1)) from 1 up, and 0.5 below 1 (e = 0). An fp32 number
+    m = 2**max(e, 0) has ulp 2**(max(e, 0) - 23), so one fused multiply-add |x| * 2**-22 + m rounds |x| * 2**-22
+    to that ulp once, half to even (E2M1's even codes are the sums' even significands), and subtracting m again
+    is exact."""
     magnitude = tl.minimum(tl.abs(x), E2M1_MAX)
     binade = bits_to_float(tl.maximum(float_bits(magnitude) & F32_INF_BITS, F32_ONE_BITS))  # 2**max(e, 0)
-    rounded = tl.fma(magnitude, E2M1_ROUNDING_SCALE, binade) - binade  # the rounded magnitude times 2**-22
-    code = float_bits(rounded * E2M1_CODE_UNIT) >> (F32_MBITS - E2M1_MBITS)
+    return tl.fma(magnitude, E2M1_ROUNDING_SCALE, binade) - binade
+
+
+@triton.jit
+def encode_e2m1(x):
+    """int32 E2M1 codes of finite fp32 x, equal to quantize_e2m1 (round half to even, saturate, sign kept),
+    by rounding on the grid (`_e2m1_rounded_magnitude`) instead of counting midpoints. The rounded magnitude
+    (0, 0.5, ..., 6) times 2**-126 has its code in fp32 bits 22-24: unpack_e2m1 the other way round (0.5 becomes
+    the subnormal 2**-127, 1 the smallest normal). Needs subnormals kept, as unpack_e2m1 does; seven
+    instructions and the sign's two."""
+    code = float_bits(_e2m1_rounded_magnitude(x) * E2M1_CODE_UNIT) >> (F32_MBITS - E2M1_MBITS)
     return code | ((float_bits(x) >> 28) & E2M1_SIGN_BIT)  # arithmetic shift: 0x8 for a negative x
+
+
+@triton.jit
+def round_to_e2m1(x):
+    """Finite fp32 x rounded half to even onto the E2M1 grid, saturating at +-6, sign kept (-0.0 too): the value
+    of encode_e2m1(x), without forming the code (fake quantization needs only the value)."""
+    magnitude = _e2m1_rounded_magnitude(x) * E2M1_UNROUNDING_SCALE  # exact: a power of two
+    return bits_to_float(float_bits(magnitude) | (float_bits(x) & F32_SIGN_BIT_MASK))
 
 
 @triton.jit
@@ -208,7 +225,7 @@ def unpack_e2m1(words):
     4j..4j+3 (pack_nibbles' layout). The code's exponent and mantissa bits are placed at the fp32 exponent's
     lowest two bits and the mantissa's highest: that float is the E2M1 value times 2**-126 (code 1, 0.5, becomes
     the subnormal 2**-127), so one exact multiplication gives the value; the sign bit moves to bit 31. A few
-    integer operations per element where e2m1_decode needs about fifteen. Needs subnormals kept: Triton flushes
+    integer operations per element where decoding the fields one by one needs about fifteen. Needs subnormals kept: Triton flushes
     them only inside libdevice calls, and the interpreter computes in numpy."""
     codes = words[:, :, None] >> (tl.arange(0, 8) * 4)[None, None, :]
     bits = ((codes & 0x7) << (F32_MBITS - E2M1_MBITS)) | ((codes & E2M1_SIGN_BIT) << 28)
@@ -232,16 +249,6 @@ def dequantize_e2m1_words(words_ptr, out_ptr, word, in_range, scale, OUT_IS_BF16
     words = tl.load(words_ptr + word, mask=in_range, other=0)
     values = tl.reshape(unpack_e2m1(words[:, None]), (word.shape[0], 8)) * scale[:, None]
     store_values(out_ptr, word[:, None] * 8 + tl.arange(0, 8)[None, :], values, in_range[:, None], OUT_IS_BF16)
-
-
-@triton.jit
-def e2m1_decode(code):
-    """fp32 value of int32 4-bit E2M1 codes."""
-    exponent_field = (code >> 1) & 0x3
-    mantissa = code & 1
-    normal = bits_to_float(((exponent_field - 1 + F32_BIAS) << F32_MBITS) | (mantissa << (F32_MBITS - 1)))
-    magnitude = tl.where(exponent_field == 0, mantissa.to(tl.float32) * 0.5, normal)
-    return tl.where((code & E2M1_SIGN_BIT) != 0, -magnitude, magnitude)
 
 
 @triton.jit

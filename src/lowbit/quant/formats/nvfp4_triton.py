@@ -41,20 +41,24 @@ GLOBAL_SCALE_NUMERATOR = tl.constexpr(layout.GLOBAL_SCALE_NUMERATOR)
 ZERO_BLOCK_SCALE_CODE = tl.constexpr(layout.ZERO_BLOCK_SCALE_CODE)
 SCALE_CODES = tl.constexpr(128)  # the E4M3 codes of non-negative scales: 0x00 .. 0x7F
 DEQUANTIZE_SCALE_CODES = tl.constexpr(256)  # every byte a stored scale may hold
+TABLE_WARPS = 4
 SCALE_CODE_MASK = tl.constexpr(SCALE_CODES.value - 1)
 
 
 @triton.jit
-def _divisor_table_kernel(global_scale_ptr, amax_bits_ptr, table_ptr, GLOBAL_FROM_AMAX: tl.constexpr,
-                          FOR_QUANTIZE: tl.constexpr, NATIVE: tl.constexpr):
-    """A block's divisor, decode(c) / global_scale in IEEE fp32, for each E4M3 scale code c, into table_ptr:
-    - FOR_QUANTIZE: fp64 (SCALE_CODES,), the reciprocal64 of each divisor (what `divide_exactly` takes), code 0
-      standing for ZERO_BLOCK_SCALE (the scale it is stored as);
-    - else: fp32 (DEQUANTIZE_SCALE_CODES,), the divisor itself for every byte a stored scale may hold (negative,
-      zero and NaN codes too), what the dequantize kernel multiplies by.
+def _divisor_table_kernel(global_scale_ptr, amax_bits_ptr, reciprocals_ptr, divisors_ptr,
+                          GLOBAL_FROM_AMAX: tl.constexpr, FOR_QUANTIZE: tl.constexpr, RECIPROCALS: tl.constexpr,
+                          DIVISORS: tl.constexpr, NATIVE: tl.constexpr):
+    """A block's divisor, decode(c) / global_scale in IEEE fp32, for each E4M3 scale code c:
+    - FOR_QUANTIZE: the SCALE_CODES codes a quantizer computes, code 0 standing for ZERO_BLOCK_SCALE (the scale
+      it is stored as); else every byte a stored scale may hold (DEQUANTIZE_SCALE_CODES: negative, zero and NaN
+      codes too), as stored;
+    - RECIPROCALS: their reciprocal64 (fp64, what `divide_exactly` takes) into reciprocals_ptr; DIVISORS: the fp32
+      divisors themselves (what dequantizing multiplies by) into divisors_ptr.
 
-    GLOBAL_FROM_AMAX: amax_bits_ptr holds the weight's amax bits (amax_triton); the global scale is derived
-    from them and stored to global_scale_ptr, where the quantize kernel reads it. Else it is read from there."""
+    GLOBAL_FROM_AMAX: amax_bits_ptr holds the tensor's amax bits (amax_triton); the global scale is derived
+    from them and stored to global_scale_ptr, where the kernels after this one read it. Else it is read from
+    there."""
     if FOR_QUANTIZE:
         code = tl.arange(0, SCALE_CODES)
     else:
@@ -69,10 +73,10 @@ def _divisor_table_kernel(global_scale_ptr, amax_bits_ptr, table_ptr, GLOBAL_FRO
     if FOR_QUANTIZE:
         block_scale = tl.where(code == 0, ZERO_BLOCK_SCALE, block_scale)
     divisor = tl.math.div_rn(block_scale, tl.full(block_scale.shape, 1.0, tl.float32) * global_scale)
-    if FOR_QUANTIZE:
-        tl.store(table_ptr + code, mft.reciprocal64(divisor))
-    else:
-        tl.store(table_ptr + code, divisor)
+    if RECIPROCALS:
+        tl.store(reciprocals_ptr + code, mft.reciprocal64(divisor))
+    if DIVISORS:
+        tl.store(divisors_ptr + code, divisor)
 
 
 @triton.jit
@@ -121,23 +125,48 @@ def _dequantize_kernel(
                               OUT_IS_BF16)
 
 
-def divisor_table(global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool,
-                  for_quantize: bool, native: bool) -> torch.Tensor:
-    """The table the quantize kernel (for_quantize) or the dequantize kernel takes (`_divisor_table_kernel`); with
-    global_from_amax it also stores the global scale derived from amax_bits into global_scale."""
-    if for_quantize:
-        table = torch.empty(SCALE_CODES.value, dtype=torch.float64, device=global_scale.device)
-    else:
-        table = torch.empty(DEQUANTIZE_SCALE_CODES.value, dtype=torch.float32, device=global_scale.device)
-    _divisor_table_kernel[(1,)](global_scale, amax_bits, table, GLOBAL_FROM_AMAX=global_from_amax,
-                                FOR_QUANTIZE=for_quantize, NATIVE=native, num_warps=4)
-    return table
+TABLES = {  # what each table launch is for -> (FOR_QUANTIZE, RECIPROCALS, DIVISORS)
+    "quantize": (True, True, False),
+    "dequantize": (False, False, True),
+    "fake quantize": (True, True, True),
+}
+
+
+def table_buffers(purpose: str, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Empty (reciprocals, divisors) for `purpose` (a TABLES key), each None where it needs none."""
+    for_quantize, reciprocals, divisors = TABLES[purpose]
+    codes = SCALE_CODES.value if for_quantize else DEQUANTIZE_SCALE_CODES.value
+    return (torch.empty(codes, dtype=torch.float64, device=device) if reciprocals else None,
+            torch.empty(codes, dtype=torch.float32, device=device) if divisors else None)
+
+
+def divisor_table_args(global_scale: torch.Tensor, amax_bits: torch.Tensor, tables: tuple, purpose: str, *,
+                       global_from_amax: bool, native: bool) -> tuple[tuple, dict]:
+    """(runtime arguments, constexprs) of the `_divisor_table_kernel` launch that fills `tables`
+    (table_buffers(purpose)); a table it does not fill takes the other's pointer."""
+    for_quantize, reciprocals, divisors = TABLES[purpose]
+    reciprocal_table, divisor_table = tables
+    args = (global_scale, amax_bits, reciprocal_table if reciprocals else divisor_table,
+            divisor_table if divisors else reciprocal_table)
+    return args, dict(GLOBAL_FROM_AMAX=global_from_amax, FOR_QUANTIZE=for_quantize, RECIPROCALS=reciprocals,
+                      DIVISORS=divisors, NATIVE=native)
+
+
+def divisor_tables(global_scale: torch.Tensor, amax_bits: torch.Tensor, purpose: str, *, global_from_amax: bool,
+                   native: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(reciprocals, divisors) from one `_divisor_table_kernel` launch, each None where `purpose` (a TABLES key)
+    needs none; with global_from_amax it also stores the global scale derived from amax_bits into global_scale."""
+    tables = table_buffers(purpose, global_scale.device)
+    args, constexprs = divisor_table_args(global_scale, amax_bits, tables, purpose,
+                                          global_from_amax=global_from_amax, native=native)
+    _divisor_table_kernel[(1,)](*args, **constexprs, num_warps=TABLE_WARPS)
+    return tables
 
 
 def _quantize(x: torch.Tensor, global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool,
               flag_nonfinite: bool) -> layout.NVFP4Weight:
     native = mft.native_casts(x.device)
-    table = divisor_table(global_scale, amax_bits, global_from_amax=global_from_amax, for_quantize=True, native=native)
+    table, _ = divisor_tables(global_scale, amax_bits, "quantize", global_from_amax=global_from_amax, native=native)
     n_blocks = x.numel() // layout.BLOCK_SIZE
     packed = torch.empty((*x.shape[:-1], x.shape[-1] // 2), dtype=torch.uint8, device=x.device)
     scale = torch.empty((*x.shape[:-1], x.shape[-1] // layout.BLOCK_SIZE), dtype=torch.uint8, device=x.device)
@@ -182,8 +211,7 @@ def dequantize_triton(q: layout.NVFP4Weight, out_dtype: torch.dtype = torch.bflo
     grid = (triton.cdiv(n_blocks, DEQUANTIZE_BLOCKS),)
     scale = q.weight_scale.contiguous().view(torch.uint8)
     native = mft.native_casts(packed.device)
-    # no amax is read where the global scale is given: its pointer argument takes the global scale's
-    table = divisor_table(global_scale, global_scale, global_from_amax=False, for_quantize=False, native=native)
+    _, table = divisor_tables(global_scale, global_scale, "dequantize", global_from_amax=False, native=native)
     out_arg, out_is_bf16 = mft.output_view(out, native)
     _dequantize_kernel[grid](
         packed.view(torch.int32), scale, table, out_arg, n_blocks,
