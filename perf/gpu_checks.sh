@@ -73,7 +73,7 @@ else
         --schemes nvfp4,w4a16 --json "$out/quantize-qwen3-30b-a3b.json"
     rm -rf "$shm" /tmp/lowbit_gpu_checks_out
     step act-quant-dense 110 python3 perf/act_quant_bench.py --backends triton --decode-steps 32 --reps 3 \
-        --json "$out/act-quant-dense.json"
+        --decode-batches 1,16,64 --json "$out/act-quant-dense.json"
     step act-quant-moe 110 python3 perf/moe_fake_quant_bench.py --part steps --formats nvfp4 mxfp4 fp8 --repeats 8 \
         --json "$out/act-quant-moe.json"
 fi

@@ -128,9 +128,9 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
                    {"x_ptr": f"*{dtype}", "amax_bits_ptr": "*i32", "slice_numel": "i32", "chunks_per_slice": "i32"},
                    dict(CHUNK=amax_triton.CHUNK, NATIVE=native), amax_triton.WARPS, amax_triton.CHUNK,
                    multiples_of_16=("slice_numel",)),  # weights' and activations' sizes: Triton specializes them
-        # activation fake-quant of inputs past the one-program size (prefill), after the amax and the tables
+        # activation fake-quant of inputs past the one-program size (prefill), after the amax-and-tables launch
         KernelCase("nvfp4 fake quantize (many programs)", fake_quant_triton._nvfp4_tables_kernel,
-                   {"x_ptr": f"*{dtype}", "amax_bits_ptr": "*i32", "global_scale_ptr": "*fp32",
+                   {"x_ptr": f"*{dtype}", "state_ptr": "*i32", "global_scale_ptr": "*fp32",
                     "reciprocals_ptr": "*fp64", "divisors_ptr": "*fp32", "out_ptr": f"*{dtype}", "n_blocks": "i32"},
                    dict(BLOCKS=fake_quant_triton.NVFP4_TABLE_BLOCKS, OUT_IS_BF16=bf16_bits_out, NATIVE=native),
                    fake_quant_triton.NVFP4_TABLE_WARPS, fake_quant_triton.NVFP4_TABLE_BLOCKS * 16),

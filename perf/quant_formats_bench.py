@@ -169,8 +169,8 @@ def sweep_launch_parameters(w: torch.Tensor, copy_gbps: float, time_ms: Callable
     even = mft.RULE_IDS["even"]
     native = mft.native_casts(w.device)
     amax_bits = torch.zeros(1, dtype=torch.int32, device=w.device)
-    nv_table, _ = nvfp4_triton.divisor_tables(g, amax_bits, "quantize", global_from_amax=False, native=native)
-    _, nv_dequantize_table = nvfp4_triton.divisor_tables(g, g, "dequantize", global_from_amax=False, native=native)
+    nv_table = nvfp4_triton.divisor_table(g, amax_bits, global_from_amax=False, for_quantize=True, native=native)
+    nv_dequantize_table = nvfp4_triton.divisor_table(g, g, global_from_amax=False, for_quantize=False, native=native)
     amax_programs = amax_triton._programs_per_slice(w.get_device())
 
     def launchers(blocks: int, warps: int) -> dict[str, tuple[Callable[[], object], int]]:

@@ -62,12 +62,47 @@ def test_one_quantizer_serves_every_input_signature(fmt, fqt):
 @pytest.mark.parametrize("case", ["student_t", "mixed_blocks", "nan_inf", "zeros", "tiny"])
 def test_nvfp4_amax_in_the_launch_or_before_it_gives_the_reference(case, one_program_blocks, dtype, fqt,
                                                                    monkeypatch):
-    """One program for decode-sized inputs; for larger ones the amax launch, the divisor tables and the blocks."""
+    """One program for decode-sized inputs; for larger ones the amax-and-tables launch, then the blocks."""
     if dtype == torch.float16 and case in ("mixed_blocks", "tiny"):
         pytest.skip("outside float16's range")
     monkeypatch.setattr(fqt, "NVFP4_ONE_PROGRAM_BLOCKS", one_program_blocks)
     x = make_weight(case, (4, 1024), dtype=dtype)  # 256 blocks: two rounds of the one-program loop
     assert_values_equal(fqt.ActivationQuantizer("nvfp4")(x), fq.fake_quantize_activation(x, "nvfp4"))
+
+
+
+def test_nvfp4_many_program_state_is_ready_for_every_next_call(fqt, monkeypatch):
+    """The amax launch's last program resets the running amax and its count of finished programs: calls through
+    one quantizer in a row, a NaN/Inf tensor among them and inputs of several amax programs, each give the
+    reference, as if each were the first."""
+    monkeypatch.setattr(fqt, "NVFP4_ONE_PROGRAM_BLOCKS", 0)
+    quantizer = fqt.ActivationQuantizer("nvfp4")
+    cases = ["student_t", "nan_inf", "zeros", "mixed_blocks", "normal", "tiny", "nan_inf", "student_t"]
+    for index, case in enumerate(cases):
+        rows = 2 + 3 * (index % 3)  # 2, 5 or 8 rows of 2048: one to four amax chunks of 4096 elements
+        x = make_weight(case, (rows, 2048), dtype=torch.float32, seed=index)
+        assert_values_equal(quantizer(x), fq.fake_quantize_activation(x, "nvfp4"))
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_gpu_nvfp4_many_program_state_is_kept_per_stream(fqt):
+    """One quantizer called on two CUDA streams at once: each stream's calls keep their own amax and tables."""
+    quantizer = fqt.ActivationQuantizer("nvfp4")
+    inputs = [make_weight(case, (1024, 2048), dtype=torch.bfloat16, device="cuda", seed=seed)
+              for seed, case in enumerate(["student_t", "normal", "mixed_blocks", "nan_inf"])]
+    expected = [fq.fake_quantize_activation(x, "nvfp4") for x in inputs]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    outputs = []
+    for _ in range(8):
+        outputs.append([quantizer(inputs[0]), quantizer(inputs[1])])
+        with torch.cuda.stream(side):
+            outputs[-1] += [quantizer(inputs[2]), quantizer(inputs[3])]
+    torch.cuda.current_stream().wait_stream(side)
+    for round_outputs in outputs:
+        for out, reference in zip(round_outputs, expected):
+            assert_values_equal(out, reference)
 
 
 @pytest.mark.gpu

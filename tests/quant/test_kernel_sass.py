@@ -69,33 +69,64 @@ sys.path.insert(0, {perf!r})
 import kernel_instructions as ki
 from lowbit.quant.formats import nvfp4_triton
 for arch, native in ((90, True), (80, False)):
-    for from_amax, purpose in ((False, "quantize"), (True, "quantize"), (False, "dequantize"), (True, "fake quantize")):
-        for_quantize, reciprocals, divisors = nvfp4_triton.TABLES[purpose]
+    for from_amax, for_quantize in ((False, True), (True, True), (False, False)):
         case = ki.KernelCase("table", nvfp4_triton._divisor_table_kernel,
                              {{"global_scale_ptr": "*fp32", "amax_bits_ptr": "*i32",
-                               "reciprocals_ptr": "*fp64", "divisors_ptr": "*fp32"}},
-                             dict(GLOBAL_FROM_AMAX=from_amax, FOR_QUANTIZE=for_quantize, RECIPROCALS=reciprocals,
-                                  DIVISORS=divisors, NATIVE=native), 4, 128)
+                               "table_ptr": "*fp64" if for_quantize else "*fp32"}},
+                             dict(GLOBAL_FROM_AMAX=from_amax, FOR_QUANTIZE=for_quantize, NATIVE=native), 4, 128)
         listing = ki.sass(case, arch)
         stores = [op for op in ki.straight_line(listing) if op.startswith("STG")]
-        print(arch, from_amax, purpose.replace(" ", "-"), "E4M3" in listing, len(stores))
+        print(arch, from_amax, for_quantize, "E4M3" in listing, len(stores))
 """
 
 
-def test_the_nvfp4_divisor_table_kernel_compiles_natively_and_in_bit_arithmetic(tmp_path):
+def compiled_rows(script: str, tmp_path: Path) -> list[list[str]]:
+    """The lines `script` (formatted with perf=the perf folder) prints, split, compiled outside the interpreter."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.update(TRITON_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT / "src"))
-    result = subprocess.run([sys.executable, "-c", TABLE_KERNEL.format(perf=str(ROOT / "perf"))],
+    result = subprocess.run([sys.executable, "-c", script.format(perf=str(ROOT / "perf"))],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = [line.split() for line in result.stdout.splitlines()]
-    # sm_90 decodes the scale codes with the E4M3 conversion, sm_80 in integer arithmetic; each stores its tables
-    # (fake quantize: both), and from the amax also the global scale
-    assert rows == [[arch, from_amax, purpose, e4m3, stores]
-                    for arch, e4m3 in (("90", "True"), ("80", "False"))
-                    for from_amax, purpose, stores in (("False", "quantize", "1"), ("True", "quantize", "2"),
-                                                       ("False", "dequantize", "1"), ("True", "fake-quantize", "3"))]
+    return [line.split() for line in result.stdout.splitlines()]
 
+
+def test_the_nvfp4_divisor_table_kernel_compiles_natively_and_in_bit_arithmetic(tmp_path):
+    rows = compiled_rows(TABLE_KERNEL, tmp_path)
+    # sm_90 decodes the scale codes with the E4M3 conversion, sm_80 in integer arithmetic; each stores its table,
+    # and from the amax also the global scale
+    assert rows == [["90", "False", "True", "True", "1"], ["90", "True", "True", "True", "2"],
+                    ["90", "False", "False", "True", "1"],
+                    ["80", "False", "True", "False", "1"], ["80", "True", "True", "False", "2"],
+                    ["80", "False", "False", "False", "1"]]
+
+
+
+AMAX_TABLES_KERNEL = """
+import sys
+sys.path.insert(0, {perf!r})
+import kernel_instructions as ki
+from lowbit.quant import fake_quant_triton as fqt
+from lowbit.quant.formats import amax_triton
+for arch, native in ((90, True), (80, False), (70, False)):
+    case = ki.KernelCase("amax and tables", fqt._nvfp4_amax_tables_kernel,
+                         {{"x_ptr": "*bf16", "state_ptr": "*i32", "global_scale_ptr": "*fp32",
+                           "reciprocals_ptr": "*fp64", "divisors_ptr": "*fp32", "n_blocks": "i32", "chunks": "i32"}},
+                         dict(CHUNK=amax_triton.CHUNK, NATIVE=native), amax_triton.WARPS, amax_triton.CHUNK)
+    listing = ki.sass(case, arch)
+    body = ki.straight_line(listing)
+    atomics = sorted({{op.split(".")[2] for op in body if op.startswith("ATOMG") and ".GPU" in op}})
+    stores = [op for op in body if op.startswith("STG")]
+    print(arch, ",".join(atomics), any(op.startswith("BAR.SYNC") for op in body), len(stores),
+          len(ki.registers_read_before_written(listing)))
+"""
+
+
+def test_the_nvfp4_amax_and_tables_kernel_compiles_with_its_gpu_scope_atomics(tmp_path):
+    """The activation amax-and-tables launch on sm_90 and, in bit arithmetic, sm_80 and sm_70: the running
+    maximum, the count of finished programs and the last program's exchange are GPU-scope atomics after a
+    barrier; the last program stores the count's reset, the amax bits, the global scale and both tables."""
+    rows = compiled_rows(AMAX_TABLES_KERNEL, tmp_path)
+    assert rows == [[arch, "ADD,EXCH,MAX", "True", "5", "0"] for arch in ("90", "80", "70")]
 
 # ptxas 12.8's code for the NVFP4 quantize kernel on float32 weights before encode_e4m3 converted in its own
 # inline assembly (abridged): the second block's scale code, R5's upper half, came from R6, computed from R7,

@@ -7,10 +7,12 @@ format follows from its spec's structure (`kernel_family`).
 - mxfp8 / mxfp4 / nvfp4: each program handles BLOCKS consecutive blocks of the flattened input, which keeps
   the block structure of the weight kernels (mx_triton.py, nvfp4_triton.py) but writes values, not codes.
 - nvfp4 needs the tensor's amax first. Up to NVFP4_ONE_PROGRAM_BLOCKS blocks (decode-sized inputs) one
-  program reads the tensor twice, amax then values, in the same launch; larger inputs (prefill) take the
-  weight path's pieces: the amax reduction (amax_triton), a one-program launch that derives the global scale
-  and tabulates each scale code's exact reciprocal and divisor (nvfp4_triton.divisor_tables), and a kernel
-  with the weight quantize kernel's layout that looks each block's up: four launches, no per-block division.
+  program reads the tensor twice, amax then values, in the same launch. Larger inputs (prefill) take two
+  launches built from the weight path's pieces: the amax reduction (amax_triton.fold_amax_bits), whose last
+  program to finish derives the global scale and tabulates each scale code's exact reciprocal and divisor
+  (nvfp4_triton.scale_code_divisors), then a kernel with the weight quantize kernel's layout that looks each
+  block's up. Their small state (the amax, a count of finished programs, the tables) stays allocated per
+  quantizer, input signature and CUDA stream, and the last program leaves it ready for the next call.
 No synchronizing checks: a row / block (NVFP4: tensor) holding NaN or Inf is written as NaN.
 Format arithmetic (E2M1 / E4M3 / E8M0 rounding, exact division) comes from minifloat_triton, as in the
 weight kernels.
@@ -44,7 +46,10 @@ MX_BLOCKS, MX_WARPS = 64, 4
 NVFP4_BLOCKS, NVFP4_WARPS = 128, 4
 NVFP4_ONE_PROGRAM_BLOCKS = 8192  # up to 131072 elements (e.g. 16 decode rows of 6144): amax in the same launch
 NVFP4_TABLE_BLOCKS, NVFP4_TABLE_WARPS = nvfp4_triton.QUANTIZE_BLOCKS, nvfp4_triton.QUANTIZE_WARPS  # its layout
-NVFP4_SCALE_CODES = nvfp4_triton.SCALE_CODES
+# the int32 slots of the NVFP4 many-program state: the running amax bits (zero between calls), the programs of
+# the amax launch that finished (zero between calls), and the last call's amax bits (its NaN/Inf flag)
+NVFP4_RUNNING_AMAX, NVFP4_FINISHED_PROGRAMS, NVFP4_TENSOR_AMAX = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+NVFP4_STATE_SLOTS = 3
 INT8_MAX = tl.constexpr(127.0)
 FP8_SCALE_FLOOR = tl.constexpr(fp8_layout.SCALE_FLOOR)
 NVFP4_AMAX_FLOOR = tl.constexpr(nvfp4_layout.AMAX_FLOOR)
@@ -140,27 +145,49 @@ def _nvfp4_blocks(
     mft.store_values(out_ptr, offsets, values, in_range[:, None], OUT_IS_BF16)
 
 
+@triton.jit(do_not_specialize=["n_blocks", "chunks"])
+def _nvfp4_amax_tables_kernel(
+    x_ptr, state_ptr, global_scale_ptr, reciprocals_ptr, divisors_ptr, n_blocks, chunks,
+    CHUNK: tl.constexpr, NATIVE: tl.constexpr,
+):
+    """Every program folds its chunks into the running amax (amax_triton.fold_amax_bits) and counts itself
+    finished; the last one takes the amax, resets the running slots for the next call, keeps the amax bits for
+    the blocks kernel's NaN/Inf flag and writes the global scale, then each scale code's reciprocal64 and
+    divisor (nvfp4_triton.scale_code_divisors, as the weight quantize kernel's table and as the factor that
+    dequantizes)."""
+    amax_triton.fold_amax_bits(x_ptr, state_ptr + NVFP4_RUNNING_AMAX, n_blocks * 16, chunks, CHUNK, NATIVE)
+    tl.debug_barrier()  # the fold's atomic before the count's release, whichever thread made it
+    finished = tl.atomic_add(state_ptr + NVFP4_FINISHED_PROGRAMS, 1, sem="acq_rel")
+    if finished == tl.num_programs(0) - 1:  # acquired: every program's maximum is in the running amax
+        amax_bits = tl.atomic_xchg(state_ptr + NVFP4_RUNNING_AMAX, 0, sem="acq_rel")
+        tl.store(state_ptr + NVFP4_FINISHED_PROGRAMS, 0)
+        tl.store(state_ptr + NVFP4_TENSOR_AMAX, amax_bits)
+        global_scale = nvfp4_triton.global_scale_from_amax_bits(amax_bits)
+        tl.store(global_scale_ptr, global_scale)
+        code, divisor = nvfp4_triton.scale_code_divisors(global_scale, True, NATIVE)
+        tl.store(reciprocals_ptr + code, mft.reciprocal64(divisor))
+        tl.store(divisors_ptr + code, divisor)
+
+
 @triton.jit(do_not_specialize=["n_blocks"])
 def _nvfp4_tables_kernel(
-    x_ptr, amax_bits_ptr, global_scale_ptr, reciprocals_ptr, divisors_ptr, out_ptr, n_blocks,
+    x_ptr, state_ptr, global_scale_ptr, reciprocals_ptr, divisors_ptr, out_ptr, n_blocks,
     BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr,
 ):
-    """Fake-quantize BLOCKS 16-blocks per program with the divisor tables of the tensor's global scale
-    (nvfp4_triton.divisor_tables, "fake quantize"): the weight quantize kernel's arithmetic (a thread's 16-byte
-    loads, block maxima two elements per instruction, each block's exact reciprocal and divisor looked up by
-    its scale code), writing values; a tensor holding NaN/Inf (amax bits) is written as NaN."""
+    """Fake-quantize BLOCKS 16-blocks per program with the global scale and tables `_nvfp4_amax_tables_kernel`
+    wrote: the weight quantize kernel's arithmetic (a thread's 16-byte loads, block maxima two elements per
+    instruction, each block's exact reciprocal and divisor looked up by its scale code), writing values; a
+    tensor holding NaN/Inf is written as NaN."""
     block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
     in_range = block < n_blocks
-    offsets = block[:, None, None] * 16 + tl.arange(0, 2)[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]
+    offsets = nvfp4_triton.block_offsets(block)
     x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0)
-    block_amax = mft.bits_to_float(mft.block_amax_bits(x, NATIVE))  # (BLOCKS,)
-    e2m1_max = tl.full(block_amax.shape, mft.E2M1_MAX, tl.float32)
-    unrounded_scale = mft.divide_exactly(block_amax, mft.reciprocal64(e2m1_max)) * tl.load(global_scale_ptr)
-    scale_code = mft.encode_e4m3(unrounded_scale, NATIVE) & (NVFP4_SCALE_CODES - 1)  # E4M3 rounding, >= 0
+    block_amax = mft.bits_to_float(mft.block_amax_bits(x, NATIVE))
+    scale_code = nvfp4_triton.scale_codes(block_amax, tl.load(global_scale_ptr), NATIVE)
     reciprocal = tl.load(reciprocals_ptr + scale_code)[:, None, None]
     divisor = tl.load(divisors_ptr + scale_code)[:, None, None]
     values = mft.round_to_e2m1(mft.divide_exactly(x.to(tl.float32), reciprocal)) * divisor
-    values = tl.where(amax_triton.nonfinite(tl.load(amax_bits_ptr)), _nan_like(values), values)
+    values = tl.where(amax_triton.nonfinite(tl.load(state_ptr + NVFP4_TENSOR_AMAX)), _nan_like(values), values)
     mft.store_values(out_ptr, offsets, values, in_range[:, None, None], OUT_IS_BF16)
 
 
@@ -272,27 +299,38 @@ class ActivationQuantizer:
             launch = triton_launch.Launch(_nvfp4_one_program_kernel, example, constexprs, direct=direct,
                                           num_warps=NVFP4_WARPS)
             return lambda x, out, numel: launch(1, x, out, numel // block)
-        def table_args(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            """The tables kernel's arguments: amax bits, then the global scale and tables they fill."""
-            global_scale = torch.empty(1, dtype=torch.float32, device=x.device)
-            tables = nvfp4_triton.table_buffers("fake quantize", x.device)
-            return amax_triton.amax_bits(x), global_scale, *tables
+        return self._nvfp4_many_programs(source, out_arg, dict(constexprs, BLOCKS=NVFP4_TABLE_BLOCKS), direct)
 
-        example_tables = table_args(source)
-        args, table_constexprs = nvfp4_triton.divisor_table_args(
-            example_tables[1], example_tables[0], example_tables[2:], "fake quantize", global_from_amax=True,
-            native=native)
-        tables_launch = triton_launch.Launch(nvfp4_triton._divisor_table_kernel, args, table_constexprs,
-                                             direct=direct, num_warps=nvfp4_triton.TABLE_WARPS)
-        launch = triton_launch.Launch(_nvfp4_tables_kernel, (source, *example_tables, out_arg, example[2]),
-                                      dict(constexprs, BLOCKS=NVFP4_TABLE_BLOCKS), direct=direct,
-                                      num_warps=NVFP4_TABLE_WARPS)
+    def _nvfp4_many_programs(self, source: torch.Tensor, out_arg: torch.Tensor, constexprs: dict,
+                             direct: bool) -> Callable:
+        """The amax-and-tables launch, then the blocks launch, each with its state on the caller's stream."""
+        device, block = source.device, self.spec.block_size
+        chunk, amax_warps = amax_triton.launch_for(device)
+        states: dict[int, tuple[torch.Tensor, ...]] = {}  # CUDA stream -> (state, global scale, tables)
+
+        def state_on(stream: int) -> tuple[torch.Tensor, ...]:
+            state = states.get(stream)
+            if state is None:
+                state = states[stream] = (
+                    torch.zeros(NVFP4_STATE_SLOTS, dtype=torch.int32, device=device),
+                    torch.empty(1, dtype=torch.float32, device=device),
+                    torch.empty(nvfp4_triton.SCALE_CODES.value, dtype=torch.float64, device=device),
+                    torch.empty(nvfp4_triton.SCALE_CODES.value, dtype=torch.float32, device=device))
+            return state
+
+        example_state = state_on(triton_launch.current_stream(source.get_device()))
+        n_blocks = source.numel() // block
+        amax_launch = triton_launch.Launch(
+            _nvfp4_amax_tables_kernel, (source, *example_state, n_blocks, triton.cdiv(source.numel(), chunk)),
+            dict(CHUNK=chunk, NATIVE=constexprs["NATIVE"]), direct=direct, num_warps=amax_warps)
+        launch = triton_launch.Launch(_nvfp4_tables_kernel, (source, *example_state, out_arg, n_blocks),
+                                      constexprs, direct=direct, num_warps=NVFP4_TABLE_WARPS)
 
         def many_programs(x: torch.Tensor, out: torch.Tensor, numel: int) -> None:
-            amax_bits, global_scale, reciprocals, divisors = table_args(x)
-            tables_launch(1, global_scale, amax_bits, reciprocals, divisors)
-            launch(triton.cdiv(numel // block, NVFP4_TABLE_BLOCKS), x, amax_bits, global_scale, reciprocals,
-                   divisors, out, numel // block)
+            state = state_on(triton_launch.current_stream(x.get_device()))
+            amax_launch(amax_triton.programs(numel, chunk, 1, x.get_device()), x, *state, numel // block,
+                        triton.cdiv(numel, chunk))
+            launch(triton.cdiv(numel // block, NVFP4_TABLE_BLOCKS), x, *state, out, numel // block)
 
         return many_programs
 

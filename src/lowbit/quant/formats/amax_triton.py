@@ -29,26 +29,44 @@ PROGRAMS_PER_SM = 8  # programs per slice on a GPU: 8 x 8 warps fill an SM, many
 INTERPRETER_PROGRAMS = 4
 
 
-@triton.jit(do_not_specialize=["chunks_per_slice"])
-def _amax_bits_kernel(x_ptr, amax_bits_ptr, slice_numel, chunks_per_slice, CHUNK: tl.constexpr,
-                      NATIVE: tl.constexpr):
-    """Program (p, s) folds chunks p, p + P, ... of slice s into amax_bits[s] (P = programs per slice).
+@triton.jit
+def fold_amax_bits(slice_ptr, amax_bits_ptr, slice_numel, chunks, CHUNK: tl.constexpr, NATIVE: tl.constexpr):
+    """Fold this program's chunks of a slice, p, p + P, ... of `chunks` (p its index on axis 0, P the programs
+    there), into *amax_bits_ptr with one atomic max.
 
-    The offsets come from the loop's chunk index and slice_numel stays specialised, so where the slice length is
-    a multiple of 16 (Triton's divisibility key) the compiler knows whole 16-byte runs share one mask bit and
-    loads them as vectors; a 16-bit x keeps a running magnitude maximum in its own dtype (two elements per
-    instruction on a GPU) and widens once, after the loop."""
-    part, slice_index = tl.program_id(0), tl.program_id(1)
-    slice_ptr = x_ptr + slice_index.to(tl.int64) * slice_numel
+    The offsets come from the loop's chunk index, so where slice_numel is known to be a multiple of 16 (Triton's
+    divisibility key) the compiler knows whole 16-byte runs share one mask bit and loads them as vectors; a
+    16-bit x keeps a running magnitude maximum in its own dtype (two elements per instruction on a GPU) and
+    widens once, after the loop."""
     columns = tl.arange(0, CHUNK)
-    running = tl.zeros((CHUNK,), x_ptr.dtype.element_ty)
-    for chunk in range(part, chunks_per_slice, tl.num_programs(0)):
+    running = tl.zeros((CHUNK,), slice_ptr.dtype.element_ty)
+    for chunk in range(tl.program_id(0), chunks, tl.num_programs(0)):
         offsets = tl.cast(chunk, tl.int64) * CHUNK + columns  # int64: slices may pass 2**31 elements
         running = mft.max_magnitudes(running, tl.load(slice_ptr + offsets, mask=offsets < slice_numel, other=0.0),
                                      NATIVE)
     if running.dtype != tl.float32:  # a 16-bit magnitude (the native maximum leaves a meaningless sign)
         running = mft.abs16_bits(running).to(running.dtype, bitcast=True).to(tl.float32)
-    tl.atomic_max(amax_bits_ptr + slice_index, tl.max(mft.abs_bits(running), axis=0))
+    tl.atomic_max(amax_bits_ptr, tl.max(mft.abs_bits(running), axis=0))
+
+
+@triton.jit(do_not_specialize=["chunks_per_slice"])
+def _amax_bits_kernel(x_ptr, amax_bits_ptr, slice_numel, chunks_per_slice, CHUNK: tl.constexpr,
+                      NATIVE: tl.constexpr):
+    """Program (p, s) folds chunks p, p + P, ... of slice s into amax_bits[s] (P = programs per slice);
+    slice_numel stays specialised (`fold_amax_bits`)."""
+    slice_index = tl.program_id(1)
+    fold_amax_bits(x_ptr + slice_index.to(tl.int64) * slice_numel, amax_bits_ptr + slice_index, slice_numel,
+                   chunks_per_slice, CHUNK, NATIVE)
+
+
+def launch_for(device: torch.device) -> tuple[int, int]:
+    """(CHUNK, warps) of an amax launch on `device` (launch.py: per GPU)."""
+    return launch_parameters("amax", (CHUNK, WARPS), device)
+
+
+def programs(slice_numel: int, chunk: int, slices: int, device_index: int) -> int:
+    """Programs per slice of an amax launch: enough to fill the GPU, none without a chunk to fold."""
+    return max(1, min(triton.cdiv(slice_numel, chunk), triton.cdiv(_programs_per_slice(device_index), slices)))
 
 
 @functools.cache
@@ -64,12 +82,11 @@ def amax_bits(x: torch.Tensor, slices: int = 1) -> torch.Tensor:
     if x.numel() % slices:
         raise ValueError(f"a tensor of {x.numel()} elements does not split into {slices} equal slices")
     x = x.contiguous()
-    chunk, warps = launch_parameters("amax", (CHUNK, WARPS), x.device)
+    chunk, warps = launch_for(x.device)
     slice_numel = x.numel() // slices
-    chunks = triton.cdiv(slice_numel, chunk)
-    programs = max(1, min(chunks, triton.cdiv(_programs_per_slice(x.get_device()), slices)))
     bits = torch.zeros(slices, dtype=torch.int32, device=x.device)
-    _amax_bits_kernel[(programs, slices)](x, bits, slice_numel, chunks, CHUNK=chunk,
+    grid = (programs(slice_numel, chunk, slices, x.get_device()), slices)
+    _amax_bits_kernel[grid](x, bits, slice_numel, triton.cdiv(slice_numel, chunk), CHUNK=chunk,
                                           NATIVE=mft.native_casts(x.device), num_warps=warps)
     return bits
 

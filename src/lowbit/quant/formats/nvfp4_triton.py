@@ -41,42 +41,68 @@ GLOBAL_SCALE_NUMERATOR = tl.constexpr(layout.GLOBAL_SCALE_NUMERATOR)
 ZERO_BLOCK_SCALE_CODE = tl.constexpr(layout.ZERO_BLOCK_SCALE_CODE)
 SCALE_CODES = tl.constexpr(128)  # the E4M3 codes of non-negative scales: 0x00 .. 0x7F
 DEQUANTIZE_SCALE_CODES = tl.constexpr(256)  # every byte a stored scale may hold
-TABLE_WARPS = 4
 SCALE_CODE_MASK = tl.constexpr(SCALE_CODES.value - 1)
 
 
 @triton.jit
-def _divisor_table_kernel(global_scale_ptr, amax_bits_ptr, reciprocals_ptr, divisors_ptr,
-                          GLOBAL_FROM_AMAX: tl.constexpr, FOR_QUANTIZE: tl.constexpr, RECIPROCALS: tl.constexpr,
-                          DIVISORS: tl.constexpr, NATIVE: tl.constexpr):
-    """A block's divisor, decode(c) / global_scale in IEEE fp32, for each E4M3 scale code c:
-    - FOR_QUANTIZE: the SCALE_CODES codes a quantizer computes, code 0 standing for ZERO_BLOCK_SCALE (the scale
-      it is stored as); else every byte a stored scale may hold (DEQUANTIZE_SCALE_CODES: negative, zero and NaN
-      codes too), as stored;
-    - RECIPROCALS: their reciprocal64 (fp64, what `divide_exactly` takes) into reciprocals_ptr; DIVISORS: the fp32
-      divisors themselves (what dequantizing multiplies by) into divisors_ptr.
+def global_scale_from_amax_bits(amax_bits):
+    """The NVFP4 global scale GLOBAL_SCALE_NUMERATOR / max(amax, AMAX_FLOOR) of a tensor's amax bits (amax_triton;
+    a tensor holding NaN/Inf counts as amax 0, its output being discarded or written as NaN)."""
+    amax = tl.maximum(amax_triton.finite_amax(amax_bits), AMAX_FLOOR)
+    return tl.math.div_rn(tl.full([], GLOBAL_SCALE_NUMERATOR, tl.float32), amax)
 
-    GLOBAL_FROM_AMAX: amax_bits_ptr holds the tensor's amax bits (amax_triton); the global scale is derived
-    from them and stored to global_scale_ptr, where the kernels after this one read it. Else it is read from
-    there."""
+
+@triton.jit
+def scale_code_divisors(global_scale, FOR_QUANTIZE: tl.constexpr, NATIVE: tl.constexpr):
+    """(codes, divisors): a block's divisor decode(c) / global_scale in IEEE fp32 for each E4M3 scale code c,
+    - FOR_QUANTIZE: the SCALE_CODES codes a quantizer computes, code 0 standing for ZERO_BLOCK_SCALE (the scale
+      it is stored as);
+    - else: every byte a stored scale may hold (DEQUANTIZE_SCALE_CODES: negative, zero and NaN codes too)."""
     if FOR_QUANTIZE:
         code = tl.arange(0, SCALE_CODES)
     else:
         code = tl.arange(0, DEQUANTIZE_SCALE_CODES)
-    if GLOBAL_FROM_AMAX:
-        amax = tl.maximum(amax_triton.finite_amax(tl.load(amax_bits_ptr)), AMAX_FLOOR)
-        global_scale = tl.math.div_rn(tl.full([], GLOBAL_SCALE_NUMERATOR, tl.float32), amax)
-        tl.store(global_scale_ptr, global_scale)
-    else:
-        global_scale = tl.load(global_scale_ptr)
     block_scale = mft.decode_e4m3(code, NATIVE)
     if FOR_QUANTIZE:
         block_scale = tl.where(code == 0, ZERO_BLOCK_SCALE, block_scale)
-    divisor = tl.math.div_rn(block_scale, tl.full(block_scale.shape, 1.0, tl.float32) * global_scale)
-    if RECIPROCALS:
-        tl.store(reciprocals_ptr + code, mft.reciprocal64(divisor))
-    if DIVISORS:
-        tl.store(divisors_ptr + code, divisor)
+    return code, tl.math.div_rn(block_scale, tl.full(block_scale.shape, 1.0, tl.float32) * global_scale)
+
+
+@triton.jit
+def _divisor_table_kernel(global_scale_ptr, amax_bits_ptr, table_ptr, GLOBAL_FROM_AMAX: tl.constexpr,
+                          FOR_QUANTIZE: tl.constexpr, NATIVE: tl.constexpr):
+    """The `scale_code_divisors` of the global scale, into table_ptr:
+    - FOR_QUANTIZE: fp64 (SCALE_CODES,), the reciprocal64 of each divisor (what `divide_exactly` takes);
+    - else: fp32 (DEQUANTIZE_SCALE_CODES,), the divisors themselves, what the dequantize kernel multiplies by.
+
+    GLOBAL_FROM_AMAX: amax_bits_ptr holds the weight's amax bits (amax_triton); the global scale is derived
+    from them and stored to global_scale_ptr, where the quantize kernel reads it. Else it is read from there."""
+    if GLOBAL_FROM_AMAX:
+        global_scale = global_scale_from_amax_bits(tl.load(amax_bits_ptr))
+        tl.store(global_scale_ptr, global_scale)
+    else:
+        global_scale = tl.load(global_scale_ptr)
+    code, divisor = scale_code_divisors(global_scale, FOR_QUANTIZE, NATIVE)
+    if FOR_QUANTIZE:
+        tl.store(table_ptr + code, mft.reciprocal64(divisor))
+    else:
+        tl.store(table_ptr + code, divisor)
+
+
+@triton.jit
+def block_offsets(block):
+    """(BLOCKS, 2, 8) element offsets of 16-element blocks, one 16-byte load (of 16-bit x) per thread and word."""
+    return block[:, None, None] * 16 + tl.arange(0, 2)[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]
+
+
+@triton.jit
+def scale_codes(block_amax, global_scale, NATIVE: tl.constexpr):
+    """Each block's E4M3 scale code (>= 0, sign bit clear; 0 for an all-zero block) from its fp32 amax:
+    amax / 6 * global_scale rounded to E4M3."""
+    e2m1_max = tl.full(block_amax.shape, mft.E2M1_MAX, tl.float32)
+    # amax / 6 exactly, as a multiplication: the fp64 reciprocal of the constant 6 is folded at compile time
+    unrounded_scale = mft.divide_exactly(block_amax, mft.reciprocal64(e2m1_max)) * global_scale
+    return mft.encode_e4m3(unrounded_scale, NATIVE) & SCALE_CODE_MASK
 
 
 @triton.jit
@@ -89,8 +115,7 @@ def _quantize_kernel(
     bits of a block's NaN/Inf into nonfinite_bits_ptr (zero-initialised), if it meets any."""
     block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)  # (BLOCKS,)
     in_range = block < n_blocks
-    word = tl.arange(0, 2)[None, :, None]
-    offsets = block[:, None, None] * 16 + word * 8 + tl.arange(0, 8)[None, None, :]  # (BLOCKS, 2, 8)
+    offsets = block_offsets(block)
     x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0)
     global_scale = tl.load(global_scale_ptr)
 
@@ -98,11 +123,8 @@ def _quantize_kernel(
     if FLAG_NONFINITE:  # one predicated atomic per block, taken only by blocks holding a NaN or an Inf
         tl.atomic_max(nonfinite_bits_ptr + tl.zeros_like(block_bits), block_bits,
                       mask=amax_triton.nonfinite(block_bits), sem="relaxed")
-    block_amax = mft.bits_to_float(block_bits)  # the codes of a weight holding NaN/Inf are discarded
-    e2m1_max = tl.full(block_amax.shape, mft.E2M1_MAX, tl.float32)
-    # block_amax / 6 exactly, as a multiplication: the fp64 reciprocal of the constant 6 is folded at compile time
-    unrounded_scale = mft.divide_exactly(block_amax, mft.reciprocal64(e2m1_max)) * global_scale
-    scale_code = mft.encode_e4m3(unrounded_scale, NATIVE) & SCALE_CODE_MASK  # E4M3 rounding; >= 0, sign bit clear
+    # the codes of a weight holding NaN/Inf are discarded
+    scale_code = scale_codes(mft.bits_to_float(block_bits), global_scale, NATIVE)
     reciprocal = tl.load(divisor_table_ptr + scale_code)  # of the divisor block scale / global scale
     codes = mft.encode_e2m1(mft.divide_exactly(x.to(tl.float32), reciprocal[:, None, None]))
 
@@ -125,48 +147,23 @@ def _dequantize_kernel(
                               OUT_IS_BF16)
 
 
-TABLES = {  # what each table launch is for -> (FOR_QUANTIZE, RECIPROCALS, DIVISORS)
-    "quantize": (True, True, False),
-    "dequantize": (False, False, True),
-    "fake quantize": (True, True, True),
-}
-
-
-def table_buffers(purpose: str, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Empty (reciprocals, divisors) for `purpose` (a TABLES key), each None where it needs none."""
-    for_quantize, reciprocals, divisors = TABLES[purpose]
-    codes = SCALE_CODES.value if for_quantize else DEQUANTIZE_SCALE_CODES.value
-    return (torch.empty(codes, dtype=torch.float64, device=device) if reciprocals else None,
-            torch.empty(codes, dtype=torch.float32, device=device) if divisors else None)
-
-
-def divisor_table_args(global_scale: torch.Tensor, amax_bits: torch.Tensor, tables: tuple, purpose: str, *,
-                       global_from_amax: bool, native: bool) -> tuple[tuple, dict]:
-    """(runtime arguments, constexprs) of the `_divisor_table_kernel` launch that fills `tables`
-    (table_buffers(purpose)); a table it does not fill takes the other's pointer."""
-    for_quantize, reciprocals, divisors = TABLES[purpose]
-    reciprocal_table, divisor_table = tables
-    args = (global_scale, amax_bits, reciprocal_table if reciprocals else divisor_table,
-            divisor_table if divisors else reciprocal_table)
-    return args, dict(GLOBAL_FROM_AMAX=global_from_amax, FOR_QUANTIZE=for_quantize, RECIPROCALS=reciprocals,
-                      DIVISORS=divisors, NATIVE=native)
-
-
-def divisor_tables(global_scale: torch.Tensor, amax_bits: torch.Tensor, purpose: str, *, global_from_amax: bool,
-                   native: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(reciprocals, divisors) from one `_divisor_table_kernel` launch, each None where `purpose` (a TABLES key)
-    needs none; with global_from_amax it also stores the global scale derived from amax_bits into global_scale."""
-    tables = table_buffers(purpose, global_scale.device)
-    args, constexprs = divisor_table_args(global_scale, amax_bits, tables, purpose,
-                                          global_from_amax=global_from_amax, native=native)
-    _divisor_table_kernel[(1,)](*args, **constexprs, num_warps=TABLE_WARPS)
-    return tables
+def divisor_table(global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool,
+                  for_quantize: bool, native: bool) -> torch.Tensor:
+    """The table the quantize kernel (for_quantize) or the dequantize kernel takes (`_divisor_table_kernel`); with
+    global_from_amax it also stores the global scale derived from amax_bits into global_scale."""
+    if for_quantize:
+        table = torch.empty(SCALE_CODES.value, dtype=torch.float64, device=global_scale.device)
+    else:
+        table = torch.empty(DEQUANTIZE_SCALE_CODES.value, dtype=torch.float32, device=global_scale.device)
+    _divisor_table_kernel[(1,)](global_scale, amax_bits, table, GLOBAL_FROM_AMAX=global_from_amax,
+                                FOR_QUANTIZE=for_quantize, NATIVE=native, num_warps=4)
+    return table
 
 
 def _quantize(x: torch.Tensor, global_scale: torch.Tensor, amax_bits: torch.Tensor, *, global_from_amax: bool,
               flag_nonfinite: bool) -> layout.NVFP4Weight:
     native = mft.native_casts(x.device)
-    table, _ = divisor_tables(global_scale, amax_bits, "quantize", global_from_amax=global_from_amax, native=native)
+    table = divisor_table(global_scale, amax_bits, global_from_amax=global_from_amax, for_quantize=True, native=native)
     n_blocks = x.numel() // layout.BLOCK_SIZE
     packed = torch.empty((*x.shape[:-1], x.shape[-1] // 2), dtype=torch.uint8, device=x.device)
     scale = torch.empty((*x.shape[:-1], x.shape[-1] // layout.BLOCK_SIZE), dtype=torch.uint8, device=x.device)
@@ -211,7 +208,8 @@ def dequantize_triton(q: layout.NVFP4Weight, out_dtype: torch.dtype = torch.bflo
     grid = (triton.cdiv(n_blocks, DEQUANTIZE_BLOCKS),)
     scale = q.weight_scale.contiguous().view(torch.uint8)
     native = mft.native_casts(packed.device)
-    _, table = divisor_tables(global_scale, global_scale, "dequantize", global_from_amax=False, native=native)
+    # no amax is read where the global scale is given: its pointer argument takes the global scale's
+    table = divisor_table(global_scale, global_scale, global_from_amax=False, for_quantize=False, native=native)
     out_arg, out_is_bf16 = mft.output_view(out, native)
     _dequantize_kernel[grid](
         packed.view(torch.int32), scale, table, out_arg, n_blocks,

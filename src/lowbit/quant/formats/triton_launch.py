@@ -31,6 +31,11 @@ def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def current_stream(device_index: int) -> int:
+    """The handle of the current CUDA stream on a device (0 under the interpreter, whose device index is -1)."""
+    return 0 if device_index < 0 else driver.active.get_current_stream(device_index)
+
+
 class Launch:
     """`kernel` with fixed constexprs and options, compiled for the signature of `example_args`.
 
@@ -61,7 +66,7 @@ class Launch:
         if compiled is None:
             self.kernel[(grid,)](*args, **self.constexprs, **self.options)
             return
-        stream = driver.active.get_current_stream(args[0].get_device())
+        stream = current_stream(args[0].get_device())
         enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook  # profilers (proton)
         metadata = compiled.launch_metadata((grid, 1, 1), stream, *args, *self._tail) if enter else None
         compiled.run(grid, 1, 1, stream, compiled.function, compiled.packed_metadata, metadata, enter, leave,
