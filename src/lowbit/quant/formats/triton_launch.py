@@ -60,8 +60,15 @@ class Launch:
             self._compiled = compiled.result() if hasattr(compiled, "result") else compiled
             self._compiled.run  # noqa: B018 (loads the module and creates the launcher now, not at the first call)
 
+    def pointer_args(self, tensors: tuple) -> tuple:
+        """What to pass for `tensors` that outlive this Launch's calls (the caller keeps them): on a direct launch
+        their device addresses, which spare the launcher a data_ptr call and a driver pointer query per tensor on
+        every call; on Triton's regular path the tensors themselves."""
+        return tuple(t.data_ptr() for t in tensors) if self._compiled is not None else tensors
+
     def __call__(self, grid: int, *args: Any) -> None:
-        """Launch on `grid` programs; args must have the signature the Launch was made for."""
+        """Launch on `grid` programs; args must have the signature the Launch was made for (the first a tensor
+        on its device; later pointer arguments may come from `pointer_args`)."""
         compiled = self._compiled
         if compiled is None:
             self.kernel[(grid,)](*args, **self.constexprs, **self.options)
