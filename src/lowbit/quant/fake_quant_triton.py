@@ -308,6 +308,7 @@ class ActivationQuantizer:
         """The amax-and-tables launch, then the blocks launch, each with its state on the caller's stream."""
         device, block = source.device, self.spec.block_size
         chunk, amax_warps = amax_triton.launch_for(device)
+
         def new_state() -> tuple[torch.Tensor, ...]:
             """(state slots, global scale, reciprocals, divisors) for one stream."""
             return (torch.zeros(NVFP4_STATE_SLOTS, dtype=torch.int32, device=device),

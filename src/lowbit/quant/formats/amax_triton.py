@@ -87,7 +87,7 @@ def amax_bits(x: torch.Tensor, slices: int = 1) -> torch.Tensor:
     bits = torch.zeros(slices, dtype=torch.int32, device=x.device)
     grid = (programs(slice_numel, chunk, slices, x.get_device()), slices)
     _amax_bits_kernel[grid](x, bits, slice_numel, triton.cdiv(slice_numel, chunk), CHUNK=chunk,
-                                          NATIVE=mft.native_casts(x.device), num_warps=warps)
+                            NATIVE=mft.native_casts(x.device), num_warps=warps)
     return bits
 
 

@@ -225,8 +225,8 @@ def unpack_e2m1(words):
     4j..4j+3 (pack_nibbles' layout). The code's exponent and mantissa bits are placed at the fp32 exponent's
     lowest two bits and the mantissa's highest: that float is the E2M1 value times 2**-126 (code 1, 0.5, becomes
     the subnormal 2**-127), so one exact multiplication gives the value; the sign bit moves to bit 31. A few
-    integer operations per element where decoding the fields one by one needs about fifteen. Needs subnormals kept: Triton flushes
-    them only inside libdevice calls, and the interpreter computes in numpy."""
+    integer operations per element where decoding the fields one by one needs about fifteen. Needs subnormals
+    kept: Triton flushes them only inside libdevice calls, and the interpreter computes in numpy."""
     codes = words[:, :, None] >> (tl.arange(0, 8) * 4)[None, None, :]
     bits = ((codes & 0x7) << (F32_MBITS - E2M1_MBITS)) | ((codes & E2M1_SIGN_BIT) << 28)
     return bits_to_float(bits) * E2M1_UNPACK_FACTOR
