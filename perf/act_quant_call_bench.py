@@ -11,8 +11,13 @@ measures, per call, with the GPU idle in between (loops of --calls without synch
 for 1, 16 and 64 rows of width 2048 (attention input) and 6144 (MLP down_proj input), and a 4 x 1024-token
 prefill of each (--shapes).
 
+--nvfp4-kernels times instead the two NVFP4 kernels of inputs past one program alone, GPU time only (a CUDA
+graph of --graph-calls launches, replayed), over their launch parameters, beside a copy of the input: the amax
+and tables over (CHUNK, warps, programs per SM), the blocks over (BLOCKS, warps).
+
     python perf/act_quant_call_bench.py
     python perf/act_quant_call_bench.py --shapes 64x6144,4096x2048 --formats nvfp4
+    python perf/act_quant_call_bench.py --nvfp4-kernels --shapes 4096x2048,4096x6144
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ import json
 import time
 
 import torch
+import triton
 
 from lowbit.quant import fake_quant
 from lowbit.quant import fake_quant_triton as fqt
-from lowbit.quant.formats import registry
+from lowbit.quant.formats import amax_triton, registry
+from lowbit.quant.formats import minifloat_triton as mft
 
 
 def host_us_per_call(fn, calls: int, rounds: int) -> float:
@@ -55,6 +62,68 @@ def stream_us_per_call(fn, calls: int) -> float:
     return began.elapsed_time(ended) / calls * 1e3
 
 
+def graph_us_per_call(fn, calls: int, replays: int = 10) -> float:
+    """GPU time of one fn() call: `calls` of them captured in a CUDA graph, replayed `replays` times."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
+    began, ended = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    began.record()
+    for _ in range(replays):
+        graph.replay()
+    ended.record()
+    torch.cuda.synchronize()
+    return began.elapsed_time(ended) / (calls * replays) * 1e3
+
+
+def sweep_nvfp4_kernels(shapes: list[tuple[int, int]], calls: int) -> list[dict]:
+    """The NVFP4 amax-and-tables and blocks kernels alone over launch parameters, for bf16 inputs of `shapes`."""
+    device = torch.device("cuda")
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    native = mft.native_casts(device)
+    state = fqt.nvfp4_state(device)
+    chunk_now, warps_now = amax_triton.launch_for(device)
+    results = []
+    for rows, width in shapes:
+        x = torch.randn(rows, width, device=device, dtype=torch.bfloat16)
+        out = torch.empty_like(x)
+        out_arg, out_is_bf16 = mft.output_view(out, native)
+        numel = x.numel()
+        n_blocks = numel // 16
+        copy_us = graph_us_per_call(lambda: out.copy_(x), calls)
+        print(f"{rows} x {width} bf16: copy {copy_us:.1f} us")
+        for chunk in (2048, 4096, 8192):
+            for warps in (1, 2, 4, 8):
+                for per_sm in (2, 4, 8):
+                    programs = min(triton.cdiv(numel, chunk), per_sm * sms)
+                    us = graph_us_per_call(lambda: fqt._nvfp4_amax_tables_kernel[(programs,)](
+                        x, *state, n_blocks, triton.cdiv(numel, chunk), CHUNK=chunk, NATIVE=native,
+                        num_warps=warps), calls)
+                    current = (chunk, warps, per_sm) == (chunk_now, warps_now, amax_triton.PROGRAMS_PER_SM)
+                    results.append({"rows": rows, "width": width, "kernel": "amax and tables", "chunk": chunk,
+                                    "warps": warps, "programs_per_sm": per_sm, "us": us, "copy_us": copy_us})
+                    print(f"  amax and tables  CHUNK={chunk:<5} warps={warps} programs/SM={per_sm}: {us:6.1f} us"
+                          f"{'   (the launch used)' if current else ''}")
+        for blocks in (32, 64, 128, 256):
+            for warps in (1, 2, 4, 8):
+                us = graph_us_per_call(lambda: fqt._nvfp4_tables_kernel[(triton.cdiv(n_blocks, blocks),)](
+                    x, *state, out_arg, n_blocks, BLOCKS=blocks, OUT_IS_BF16=out_is_bf16, NATIVE=native,
+                    num_warps=warps),
+                    calls)
+                current = (blocks, warps) == (fqt.NVFP4_TABLE_BLOCKS, fqt.NVFP4_TABLE_WARPS)
+                results.append({"rows": rows, "width": width, "kernel": "blocks", "blocks": blocks, "warps": warps,
+                                "us": us, "copy_us": copy_us})
+                print(f"  blocks           BLOCKS={blocks:<4} warps={warps}: {us:6.1f} us"
+                      f"{'   (the launch used)' if current else ''}")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000)
@@ -62,15 +131,24 @@ def main() -> None:
     parser.add_argument("--shapes", default="1x2048,16x2048,64x2048,1x6144,16x6144,64x6144,4096x2048,4096x6144",
                         help="ROWSxWIDTH inputs, comma-separated")
     parser.add_argument("--formats", default=",".join(registry.activation_formats()))
+    parser.add_argument("--nvfp4-kernels", action="store_true",
+                        help="time the NVFP4 kernels past one program alone, over launch parameters")
+    parser.add_argument("--graph-calls", type=int, default=20, help="launches per CUDA graph (--nvfp4-kernels)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    import triton
+    shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
 
     print(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}))
+    if args.nvfp4_kernels:
+        results = sweep_nvfp4_kernels(shapes, args.graph_calls)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+        return
     results = []
     timed = lambda fn: host_us_per_call(fn, args.calls, args.rounds)
     with torch.inference_mode():
-        for rows, width in (tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")):
+        for rows, width in shapes:
             x = torch.randn(rows, width, device="cuda", dtype=torch.bfloat16)
             linear = torch.nn.Linear(width, 2048, bias=False, device="cuda", dtype=torch.bfloat16)
             base = timed(lambda: linear(x))

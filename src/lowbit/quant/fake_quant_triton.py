@@ -215,6 +215,15 @@ def _nvfp4_one_program_kernel(
                       NATIVE)
 
 
+def nvfp4_state(device: torch.device) -> tuple[torch.Tensor, ...]:
+    """What the NVFP4 launches past one program share on one stream: (the state slots, zeroed; the global scale;
+    each scale code's reciprocal64; its divisor)."""
+    return (torch.zeros(NVFP4_STATE_SLOTS, dtype=torch.int32, device=device),
+            torch.empty(1, dtype=torch.float32, device=device),
+            torch.empty(nvfp4_triton.SCALE_CODES.value, dtype=torch.float64, device=device),
+            torch.empty(nvfp4_triton.SCALE_CODES.value, dtype=torch.float32, device=device))
+
+
 INT32_ELEMENTS, ONE_PROGRAM, MANY_PROGRAMS = "int32", "one program", "many programs"
 PER_TOKEN, MX_BLOCKS_KERNEL, NVFP4_KERNEL = "per token", "mx blocks", "nvfp4 blocks"
 
@@ -309,14 +318,7 @@ class ActivationQuantizer:
         device, block = source.device, self.spec.block_size
         chunk, amax_warps = amax_triton.launch_for(device)
 
-        def new_state() -> tuple[torch.Tensor, ...]:
-            """(state slots, global scale, reciprocals, divisors) for one stream."""
-            return (torch.zeros(NVFP4_STATE_SLOTS, dtype=torch.int32, device=device),
-                    torch.empty(1, dtype=torch.float32, device=device),
-                    torch.empty(nvfp4_triton.SCALE_CODES.value, dtype=torch.float64, device=device),
-                    torch.empty(nvfp4_triton.SCALE_CODES.value, dtype=torch.float32, device=device))
-
-        example_state = new_state()
+        example_state = nvfp4_state(device)
         n_blocks = source.numel() // block
         amax_launch = triton_launch.Launch(
             _nvfp4_amax_tables_kernel, (source, *example_state, n_blocks, triton.cdiv(source.numel(), chunk)),
@@ -329,7 +331,7 @@ class ActivationQuantizer:
         def state_on(stream: int) -> tuple:
             state = states.get(stream)
             if state is None:
-                tensors = example_state if not states else new_state()
+                tensors = example_state if not states else nvfp4_state(device)
                 state = states[stream] = (tensors, launch.pointer_args(tensors))
             return state[1]
 
