@@ -49,17 +49,22 @@ def host_us_per_call(fn, calls: int, rounds: int) -> float:
     return best
 
 
-def stream_us_per_call(fn, calls: int) -> float:
-    for _ in range(20):
-        fn()
+def event_us(run, times: int) -> float:
+    """Stream time of run() called `times` times back to back, CUDA events around them, in us."""
     began, ended = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize()
     began.record()
-    for _ in range(calls):
-        fn()
+    for _ in range(times):
+        run()
     ended.record()
     torch.cuda.synchronize()
-    return began.elapsed_time(ended) / calls * 1e3
+    return began.elapsed_time(ended) * 1e3
+
+
+def stream_us_per_call(fn, calls: int) -> float:
+    for _ in range(20):
+        fn()
+    return event_us(fn, calls) / calls
 
 
 def graph_us_per_call(fn, calls: int, replays: int = 10) -> float:
@@ -72,14 +77,7 @@ def graph_us_per_call(fn, calls: int, replays: int = 10) -> float:
         for _ in range(calls):
             fn()
     graph.replay()
-    began, ended = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    began.record()
-    for _ in range(replays):
-        graph.replay()
-    ended.record()
-    torch.cuda.synchronize()
-    return began.elapsed_time(ended) / (calls * replays) * 1e3
+    return event_us(graph.replay, replays) / (calls * replays)
 
 
 def sweep_nvfp4_kernels(shapes: list[tuple[int, int]], calls: int) -> list[dict]:

@@ -12,8 +12,9 @@ median, L2 flushed between repetitions.
 The second table puts the public entry points of the per-tensor-scaled quantizers, end to end (the amax
 reduction, the quantize kernel and the NaN/Inf check that waits for them), beside the same launches without
 that wait, beside the quantize kernel alone with its scale given and beside the copy: end to end / kernel
-alone, and each as a share of copy bandwidth counting the weight read once (the bytes the operation must move). Targets: NVFP4 end to end within
-E2E_TARGET_RATIO of the kernel alone; FP8 per-tensor end to end at TARGET_FRACTION_OF_COPY of copy.
+alone, and each as a share of copy bandwidth counting the weight read once (the bytes the operation must
+move). Targets: NVFP4 end to end within E2E_TARGET_RATIO of the kernel alone; FP8 per-tensor end to end at
+TARGET_FRACTION_OF_COPY of copy.
 
 --smoke runs every case once on a small weight on the CPU (TRITON_INTERPRET=1, set here before triton is
 imported): it checks that the script runs; its times mean nothing.

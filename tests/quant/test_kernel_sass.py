@@ -100,7 +100,6 @@ def test_the_nvfp4_divisor_table_kernel_compiles_natively_and_in_bit_arithmetic(
                     ["80", "False", "False", "False", "1"]]
 
 
-
 AMAX_TABLES_KERNEL = """
 import sys
 sys.path.insert(0, {perf!r})
@@ -127,6 +126,7 @@ def test_the_nvfp4_amax_and_tables_kernel_compiles_with_its_gpu_scope_atomics(tm
     barrier; the last program stores the count's reset, the amax bits, the global scale and both tables."""
     rows = compiled_rows(AMAX_TABLES_KERNEL, tmp_path)
     assert rows == [[arch, "ADD,EXCH,MAX", "True", "5", "0"] for arch in ("90", "80", "70")]
+
 
 # ptxas 12.8's code for the NVFP4 quantize kernel on float32 weights before encode_e4m3 converted in its own
 # inline assembly (abridged): the second block's scale code, R5's upper half, came from R6, computed from R7,
