@@ -11,9 +11,10 @@ measures, per call, with the GPU idle in between (loops of --calls without synch
 for 1, 16 and 64 rows of width 2048 (attention input) and 6144 (MLP down_proj input), and a 4 x 1024-token
 prefill of each (--shapes).
 
---nvfp4-kernels times instead the two NVFP4 kernels of inputs past one program alone, GPU time only (a CUDA
-graph of --graph-calls launches, replayed), over their launch parameters, beside a copy of the input: the amax
-and tables over (CHUNK, warps, programs per SM), the blocks over (BLOCKS, warps).
+--nvfp4-kernels times instead the NVFP4 kernels alone, GPU time only (a CUDA graph of --graph-calls launches,
+replayed), over their launch parameters, beside a copy of the input: for inputs up to 8192 blocks the one launch
+over (programs, CHUNK, warps); for larger ones the amax and tables over (CHUNK, warps, programs per SM) and the
+blocks over (BLOCKS, warps).
 
     python perf/act_quant_call_bench.py
     python perf/act_quant_call_bench.py --shapes 64x6144,4096x2048 --formats nvfp4
@@ -81,44 +82,72 @@ def graph_us_per_call(fn, calls: int, replays: int = 10) -> float:
 
 
 def sweep_nvfp4_kernels(shapes: list[tuple[int, int]], calls: int) -> list[dict]:
-    """The NVFP4 amax-and-tables and blocks kernels alone over launch parameters, for bf16 inputs of `shapes`."""
+    """The NVFP4 kernels alone over launch parameters, for bf16 inputs of `shapes`: the one-launch kernel where
+    the quantizer launches it, else the amax-and-tables and blocks kernels."""
     device = torch.device("cuda")
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
     native = mft.native_casts(device)
-    state = fqt.nvfp4_state(device)
-    chunk_now, warps_now = amax_triton.launch_for(device)
     results = []
     for rows, width in shapes:
         x = torch.randn(rows, width, device=device, dtype=torch.bfloat16)
         out = torch.empty_like(x)
         out_arg, out_is_bf16 = mft.output_view(out, native)
-        numel = x.numel()
-        n_blocks = numel // 16
         copy_us = graph_us_per_call(lambda: out.copy_(x), calls)
         print(f"{rows} x {width} bf16: copy {copy_us:.1f} us")
+        shape = {"rows": rows, "width": width, "copy_us": copy_us}
+        if x.numel() // 16 <= fqt.NVFP4_ONE_LAUNCH_MAX_BLOCKS:
+            results += _sweep_one_launch(x, out_arg, out_is_bf16, native, calls, shape)
+        else:
+            results += _sweep_two_launches(x, out_arg, out_is_bf16, native, calls, shape)
+    return results
+
+
+def _sweep_one_launch(x, out_arg, out_is_bf16: bool, native: bool, calls: int, shape: dict) -> list[dict]:
+    n_blocks = x.numel() // 16
+    groups = triton.cdiv(n_blocks, fqt.NVFP4_GROUP_BLOCKS)
+    launch_now = (min(groups, fqt.NVFP4_ONE_LAUNCH_PROGRAMS), fqt.NVFP4_ONE_LAUNCH_CHUNK, fqt.NVFP4_ONE_LAUNCH_WARPS)
+    results = []
+    for programs in sorted({min(groups, p) for p in (1, 4, 8, 16, 32, 64, 128)}):
         for chunk in (2048, 4096, 8192):
-            for warps in (1, 2, 4, 8):
-                for per_sm in (2, 4, 8):
-                    programs = min(triton.cdiv(numel, chunk), per_sm * sms)
-                    us = graph_us_per_call(lambda: fqt._nvfp4_amax_tables_kernel[(programs,)](
-                        x, *state, n_blocks, triton.cdiv(numel, chunk), CHUNK=chunk, NATIVE=native,
-                        num_warps=warps), calls)
-                    current = (chunk, warps, per_sm) == (chunk_now, warps_now, amax_triton.PROGRAMS_PER_SM)
-                    results.append({"rows": rows, "width": width, "kernel": "amax and tables", "chunk": chunk,
-                                    "warps": warps, "programs_per_sm": per_sm, "us": us, "copy_us": copy_us})
-                    print(f"  amax and tables  CHUNK={chunk:<5} warps={warps} programs/SM={per_sm}: {us:6.1f} us"
-                          f"{'   (the launch used)' if current else ''}")
-        for blocks in (32, 64, 128, 256):
-            for warps in (1, 2, 4, 8):
-                us = graph_us_per_call(lambda: fqt._nvfp4_tables_kernel[(triton.cdiv(n_blocks, blocks),)](
-                    x, *state, out_arg, n_blocks, BLOCKS=blocks, OUT_IS_BF16=out_is_bf16, NATIVE=native,
-                    num_warps=warps),
-                    calls)
-                current = (blocks, warps) == (fqt.NVFP4_TABLE_BLOCKS, fqt.NVFP4_TABLE_WARPS)
-                results.append({"rows": rows, "width": width, "kernel": "blocks", "blocks": blocks, "warps": warps,
-                                "us": us, "copy_us": copy_us})
-                print(f"  blocks           BLOCKS={blocks:<4} warps={warps}: {us:6.1f} us"
+            for warps in (2, 4, 8):
+                us = graph_us_per_call(lambda: fqt._nvfp4_one_launch_kernel[(programs,)](
+                    x, out_arg, n_blocks, triton.cdiv(x.numel(), chunk), CHUNK=chunk,
+                    BLOCKS=fqt.NVFP4_GROUP_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=native, num_warps=warps), calls)
+                results.append(dict(shape, kernel="one launch", programs=programs, chunk=chunk, warps=warps, us=us))
+                print(f"  one launch  programs={programs:<3} CHUNK={chunk:<5} warps={warps}: {us:6.1f} us"
+                      f"{'   (the launch used)' if (programs, chunk, warps) == launch_now else ''}")
+    return results
+
+
+def _sweep_two_launches(x, out_arg, out_is_bf16: bool, native: bool, calls: int, shape: dict) -> list[dict]:
+    device = x.device
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    state = fqt.nvfp4_state(device)
+    chunk_now, warps_now = amax_triton.launch_for(device)
+    numel = x.numel()
+    n_blocks = numel // 16
+    results = []
+    for chunk in (2048, 4096, 8192):
+        for warps in (1, 2, 4, 8):
+            for per_sm in (2, 4, 8):
+                programs = min(triton.cdiv(numel, chunk), per_sm * sms)
+                us = graph_us_per_call(lambda: fqt._nvfp4_amax_tables_kernel[(programs,)](
+                    x, *state, n_blocks, triton.cdiv(numel, chunk), CHUNK=chunk, NATIVE=native,
+                    num_warps=warps), calls)
+                current = (chunk, warps, per_sm) == (chunk_now, warps_now, amax_triton.PROGRAMS_PER_SM)
+                results.append(dict(shape, kernel="amax and tables", chunk=chunk, warps=warps,
+                                    programs_per_sm=per_sm, us=us))
+                print(f"  amax and tables  CHUNK={chunk:<5} warps={warps} programs/SM={per_sm}: {us:6.1f} us"
                       f"{'   (the launch used)' if current else ''}")
+    for blocks in (32, 64, 128, 256):
+        for warps in (1, 2, 4, 8):
+            us = graph_us_per_call(lambda: fqt._nvfp4_tables_kernel[(triton.cdiv(n_blocks, blocks),)](
+                x, *state, out_arg, n_blocks, BLOCKS=blocks, OUT_IS_BF16=out_is_bf16, NATIVE=native,
+                num_warps=warps),
+                calls)
+            current = (blocks, warps) == (fqt.NVFP4_GROUP_BLOCKS, fqt.NVFP4_TABLE_WARPS)
+            results.append(dict(shape, kernel="blocks", blocks=blocks, warps=warps, us=us))
+            print(f"  blocks           BLOCKS={blocks:<4} warps={warps}: {us:6.1f} us"
+                  f"{'   (the launch used)' if current else ''}")
     return results
 
 
@@ -130,7 +159,7 @@ def main() -> None:
                         help="ROWSxWIDTH inputs, comma-separated")
     parser.add_argument("--formats", default=",".join(registry.activation_formats()))
     parser.add_argument("--nvfp4-kernels", action="store_true",
-                        help="time the NVFP4 kernels past one program alone, over launch parameters")
+                        help="time the NVFP4 kernels alone, over launch parameters")
     parser.add_argument("--graph-calls", type=int, default=20, help="launches per CUDA graph (--nvfp4-kernels)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()

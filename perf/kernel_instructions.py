@@ -1,5 +1,5 @@
-"""Instructions per element of the format kernels (the quantize kernels, FP4 and INT4 dequantize, the amax), from
-their SASS, without a GPU.
+"""Instructions per element of the format kernels (the quantize kernels, FP4 and INT4 dequantize, the amax, NVFP4
+activation fake-quant), from their SASS, without a GPU.
 
 The 4-bit quantize kernels are instruction-bound on an H200 (perf/RESULTS.md): at its memory bandwidth they must
 issue at most about 20 instructions per element. This compiles each kernel as its wrapper launches it (same
@@ -36,7 +36,7 @@ from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from lowbit.quant import fake_quant_triton  # noqa: E402
+from lowbit.quant import fake_quant_triton, grouped_act_quant_triton  # noqa: E402
 from lowbit.quant.formats import (  # noqa: E402
     amax_triton,
     fp8_layout,
@@ -128,12 +128,28 @@ def cases(dtype: str = "bf16", native: bool = True) -> list[KernelCase]:
                    {"x_ptr": f"*{dtype}", "amax_bits_ptr": "*i32", "slice_numel": "i32", "chunks_per_slice": "i32"},
                    dict(CHUNK=amax_triton.CHUNK, NATIVE=native), amax_triton.WARPS, amax_triton.CHUNK,
                    multiples_of_16=("slice_numel",)),  # weights' and activations' sizes: Triton specializes them
-        # activation fake-quant of inputs past the one-program size (prefill), after the amax-and-tables launch
-        KernelCase("nvfp4 fake quantize (many programs)", fake_quant_triton._nvfp4_tables_kernel,
+        # activation fake-quant: decode-sized inputs in one launch (its straight line holds one step of the whole
+        # amax, CHUNK elements, then one group of blocks, each block's divisor computed: both counted)
+        KernelCase("nvfp4 fake quantize (one launch)", fake_quant_triton._nvfp4_one_launch_kernel,
+                   {"x_ptr": f"*{dtype}", "out_ptr": f"*{dtype}", "n_blocks": "i32", "chunks": "i32"},
+                   dict(CHUNK=fake_quant_triton.NVFP4_ONE_LAUNCH_CHUNK, BLOCKS=fake_quant_triton.NVFP4_GROUP_BLOCKS,
+                        OUT_IS_BF16=bf16_bits_out, NATIVE=native),
+                   fake_quant_triton.NVFP4_ONE_LAUNCH_WARPS,
+                   fake_quant_triton.NVFP4_ONE_LAUNCH_CHUNK + fake_quant_triton.NVFP4_GROUP_BLOCKS * 16),
+        # larger inputs (prefill), after the amax-and-tables launch: each block's divisor looked up
+        KernelCase("nvfp4 fake quantize (two launches)", fake_quant_triton._nvfp4_tables_kernel,
                    {"x_ptr": f"*{dtype}", "state_ptr": "*i32", "global_scale_ptr": "*fp32",
                     "reciprocals_ptr": "*fp64", "divisors_ptr": "*fp32", "out_ptr": f"*{dtype}", "n_blocks": "i32"},
-                   dict(BLOCKS=fake_quant_triton.NVFP4_TABLE_BLOCKS, OUT_IS_BF16=bf16_bits_out, NATIVE=native),
-                   fake_quant_triton.NVFP4_TABLE_WARPS, fake_quant_triton.NVFP4_TABLE_BLOCKS * 16),
+                   dict(BLOCKS=fake_quant_triton.NVFP4_GROUP_BLOCKS, OUT_IS_BF16=bf16_bits_out, NATIVE=native),
+                   fake_quant_triton.NVFP4_TABLE_WARPS, fake_quant_triton.NVFP4_GROUP_BLOCKS * 16),
+        # MoE experts' inputs, one global scale per expert (128 experts: Qwen3-30B-A3B), after their amax launch;
+        # each block compares its row with every expert's end
+        KernelCase("nvfp4 grouped fake quantize (128 experts)", grouped_act_quant_triton._grouped_nvfp4_kernel,
+                   {"x_ptr": f"*{dtype}", "ends_ptr": "*i32", "partial_ptr": "*fp32", "out_ptr": f"*{dtype}",
+                    "n_blocks": "i32"},
+                   dict(BLOCKS_PER_ROW=2048 // 16, NUM_EXPERTS=128, EXPERTS_POW2=128, SPLIT=1,
+                        BLOCKS=grouped_act_quant_triton.BLOCKS, OUT_IS_BF16=bf16_bits_out, NATIVE=native),
+                   grouped_act_quant_triton.WARPS, grouped_act_quant_triton.BLOCKS * 16),
     ]
 
 

@@ -58,23 +58,26 @@ def test_one_quantizer_serves_every_input_signature(fmt, fqt):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("one_program_blocks", [0, 1 << 20], ids=["many_programs", "one_program"])
+@pytest.mark.parametrize("one_launch_max_blocks", [0, 1 << 20], ids=["two_launches", "one_launch"])
 @pytest.mark.parametrize("case", ["student_t", "mixed_blocks", "nan_inf", "zeros", "tiny"])
-def test_nvfp4_amax_in_the_launch_or_before_it_gives_the_reference(case, one_program_blocks, dtype, fqt,
+def test_nvfp4_amax_in_the_launch_or_before_it_gives_the_reference(case, one_launch_max_blocks, dtype, fqt,
                                                                    monkeypatch):
-    """One program for decode-sized inputs; for larger ones the amax-and-tables launch, then the blocks."""
+    """One launch for decode-sized inputs, here of two programs that each fold the whole amax in four steps and
+    quantize two groups of blocks; for larger inputs the amax-and-tables launch, then the blocks."""
     if dtype == torch.float16 and case in ("mixed_blocks", "tiny"):
         pytest.skip("outside float16's range")
-    monkeypatch.setattr(fqt, "NVFP4_ONE_PROGRAM_BLOCKS", one_program_blocks)
-    x = make_weight(case, (4, 1024), dtype=dtype)  # 256 blocks: two rounds of the one-program loop
+    monkeypatch.setattr(fqt, "NVFP4_ONE_LAUNCH_MAX_BLOCKS", one_launch_max_blocks)
+    monkeypatch.setattr(fqt, "NVFP4_ONE_LAUNCH_PROGRAMS", 2)
+    monkeypatch.setattr(fqt, "NVFP4_ONE_LAUNCH_CHUNK", 1024)
+    x = make_weight(case, (4, 1024), dtype=dtype)  # 256 blocks: four groups of 64
     assert_values_equal(fqt.ActivationQuantizer("nvfp4")(x), fq.fake_quantize_activation(x, "nvfp4"))
 
 
-def test_nvfp4_many_program_state_is_ready_for_every_next_call(fqt, monkeypatch):
+def test_nvfp4_two_launch_state_is_ready_for_every_next_call(fqt, monkeypatch):
     """The amax launch's last program resets the running amax and its count of finished programs: calls through
     one quantizer in a row, a NaN/Inf tensor among them and inputs of several amax programs, each give the
     reference, as if each were the first."""
-    monkeypatch.setattr(fqt, "NVFP4_ONE_PROGRAM_BLOCKS", 0)
+    monkeypatch.setattr(fqt, "NVFP4_ONE_LAUNCH_MAX_BLOCKS", 0)
     quantizer = fqt.ActivationQuantizer("nvfp4")
     cases = ["student_t", "nan_inf", "zeros", "mixed_blocks", "normal", "tiny", "nan_inf", "student_t"]
     for index, case in enumerate(cases):
@@ -85,7 +88,7 @@ def test_nvfp4_many_program_state_is_ready_for_every_next_call(fqt, monkeypatch)
 
 @pytest.mark.gpu
 @requires_cuda
-def test_gpu_nvfp4_many_program_state_is_kept_per_stream(fqt):
+def test_gpu_nvfp4_two_launch_state_is_kept_per_stream(fqt):
     """One quantizer called on two CUDA streams at once: each stream's calls keep their own amax and tables."""
     quantizer = fqt.ActivationQuantizer("nvfp4")
     inputs = [make_weight(case, (1024, 2048), dtype=torch.bfloat16, device="cuda", seed=seed)

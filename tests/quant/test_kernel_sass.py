@@ -17,8 +17,8 @@ triton = pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parents[2]
 NVDISASM = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
 pytestmark = pytest.mark.skipif(not NVDISASM.is_file(), reason="this triton build ships no nvdisasm (CUDA tools)")
-KERNELS = 12  # the rows perf/kernel_instructions.py reports: seven quantize kernels, three dequantize, the amax and
-# NVFP4 activation fake-quant past one program
+KERNELS = 14  # the rows perf/kernel_instructions.py reports: seven quantize kernels, three dequantize, the amax and
+# NVFP4 activation fake-quant (one launch, two launches, grouped by expert)
 
 
 def compile_kernels(tmp_path: Path, *options: str) -> list[str]:
@@ -39,7 +39,7 @@ def test_quantize_kernels_assemble_for_sm90_with_packed_maxima(dtype, tmp_path):
     rows = compile_kernels(tmp_path, "--dtype", dtype)
     for row in rows:
         per_element = float(row.split("|")[4])  # kernel | per thread | elements | per element | opcodes
-        assert 5 < per_element < 40, row  # a parse that caught the kernel's body, not a fragment or a stub
+        assert 5 < per_element < 64, row  # a parse that caught the kernel's body, not a fragment or a stub
     listings = sorted((tmp_path / "sass").glob("*.sass"))
     assert len(listings) == KERNELS
     expected = {"bf16": {"HMNMX2.BF16_V2.NAN.XORSIGN"}, "fp16": {"HMNMX2.NAN.XORSIGN"}, "fp32": set()}[dtype]

@@ -6,13 +6,16 @@ format follows from its spec's structure (`kernel_family`).
   second pass reads the row back from L2); the row length is a compile-time constant.
 - mxfp8 / mxfp4 / nvfp4: each program handles BLOCKS consecutive blocks of the flattened input, which keeps
   the block structure of the weight kernels (mx_triton.py, nvfp4_triton.py) but writes values, not codes.
-- nvfp4 needs the tensor's amax first. Up to NVFP4_ONE_PROGRAM_BLOCKS blocks (decode-sized inputs) one
-  program reads the tensor twice, amax then values, in the same launch. Larger inputs (prefill) take two
-  launches built from the weight path's pieces: the amax reduction (amax_triton.fold_amax_bits), whose last
-  program to finish derives the global scale and tabulates each scale code's exact reciprocal and divisor
-  (nvfp4_triton.scale_code_divisors), then a kernel with the weight quantize kernel's layout that looks each
-  block's up. Their small state (the amax, a count of finished programs, the tables) stays allocated per
-  quantizer, input signature and CUDA stream, and the last program leaves it ready for the next call.
+- nvfp4 needs the tensor's amax first, and takes the weight quantize kernel's block arithmetic (16-byte loads,
+  block maxima two elements per instruction, the exact division by each block's divisor) writing values.
+  Up to NVFP4_ONE_LAUNCH_MAX_BLOCKS blocks (decode-sized inputs) it is one launch of a few programs, each of
+  which folds the whole tensor's amax (read back from L2) and then quantizes its share of the blocks, each
+  block's divisor computed. Larger inputs (prefill) take two launches built from the weight path's pieces:
+  the amax reduction (amax_triton.fold_amax_bits), whose last program to finish derives the global scale and
+  tabulates each scale code's exact reciprocal and divisor (nvfp4_triton.scale_code_divisors), then the blocks,
+  each block's looked up. Their small state (the amax, a count of finished programs, the tables) stays
+  allocated per quantizer, input signature and CUDA stream, and the last program leaves it ready for the next
+  call.
 No synchronizing checks: a row / block (NVFP4: tensor) holding NaN or Inf is written as NaN.
 Format arithmetic (E2M1 / E4M3 / E8M0 rounding, exact division) comes from minifloat_triton, as in the
 weight kernels.
@@ -43,20 +46,20 @@ from lowbit.quant.formats.spec import FormatSpec
 
 ROW_CHUNK = 2048
 MX_BLOCKS, MX_WARPS = 64, 4
-NVFP4_BLOCKS, NVFP4_WARPS = 128, 4
-NVFP4_ONE_PROGRAM_BLOCKS = 8192  # up to 131072 elements (e.g. 16 decode rows of 6144): amax in the same launch
-# the blocks kernel past one program: the weight quantize kernel's 64 blocks, on 4 warps rather than its 2 (an H100
-# sweep of 4096-row bf16 inputs: 35.5 against 39.5 us at 6144 columns, a copy taking 35.2; 10.9 against 12.5 at 2048)
-NVFP4_TABLE_BLOCKS, NVFP4_TABLE_WARPS = nvfp4_triton.QUANTIZE_BLOCKS, 4
+# NVFP4 inputs up to NVFP4_ONE_LAUNCH_MAX_BLOCKS blocks (e.g. 16 decode rows of 6144) take one launch of at most
+# NVFP4_ONE_LAUNCH_PROGRAMS programs, each folding the whole amax NVFP4_ONE_LAUNCH_CHUNK elements a step
+NVFP4_ONE_LAUNCH_MAX_BLOCKS = 8192
+NVFP4_ONE_LAUNCH_PROGRAMS, NVFP4_ONE_LAUNCH_CHUNK, NVFP4_ONE_LAUNCH_WARPS = 16, 4096, 4
+# the blocks each program quantizes at a time: the weight quantize kernel's 64, on 4 warps rather than its 2 (an
+# H100 sweep of 4096-row bf16 inputs: 35.5 against 39.5 us at 6144 columns, a copy taking 35.2; 10.9 against 12.5
+# at 2048)
+NVFP4_GROUP_BLOCKS, NVFP4_TABLE_WARPS = nvfp4_triton.QUANTIZE_BLOCKS, 4
 # the int32 slots of the NVFP4 many-program state: the running amax bits (zero between calls), the programs of
 # the amax launch that finished (zero between calls), and the last call's amax bits (its NaN/Inf flag)
 NVFP4_RUNNING_AMAX, NVFP4_FINISHED_PROGRAMS, NVFP4_TENSOR_AMAX = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 NVFP4_STATE_SLOTS = 3
 INT8_MAX = tl.constexpr(127.0)
 FP8_SCALE_FLOOR = tl.constexpr(fp8_layout.SCALE_FLOOR)
-NVFP4_AMAX_FLOOR = tl.constexpr(nvfp4_layout.AMAX_FLOOR)
-NVFP4_GLOBAL_NUMERATOR = tl.constexpr(nvfp4_layout.GLOBAL_SCALE_NUMERATOR)
-NVFP4_ZERO_BLOCK_SCALE = tl.constexpr(nvfp4_layout.ZERO_BLOCK_SCALE)
 
 
 @triton.jit
@@ -125,26 +128,52 @@ def _mx_kernel(
 
 
 @triton.jit
-def _nvfp4_blocks(
-    x_ptr, out_ptr, block, n_blocks, tensor_amax, tensor_bad,
-    BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr,
-):
-    """Fake-quantize the 16-blocks `block` (BLOCKS,) of a tensor whose amax is `tensor_amax`."""
+def load_nvfp4_blocks(x_ptr, block, n_blocks):
+    """(x, offsets, in range) of the 16-blocks `block` (BLOCKS,): x (BLOCKS, 2, 8) in its dtype, one 16-byte load
+    per thread and half block (nvfp4_triton.block_offsets)."""
     in_range = block < n_blocks
-    offsets = block[:, None] * 16 + tl.arange(0, 16)[None, :]  # (BLOCKS, 16)
-    x = tl.load(x_ptr + offsets, mask=in_range[:, None], other=0.0).to(tl.float32)
-    ones = tl.full((BLOCKS,), 1.0, tl.float32)
-    global_scale = tl.math.div_rn(NVFP4_GLOBAL_NUMERATOR * ones, ones * tl.maximum(tensor_amax, NVFP4_AMAX_FLOOR))
+    offsets = nvfp4_triton.block_offsets(block)
+    return tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0), offsets, in_range
 
-    block_amax = tl.max(tl.abs(x), axis=1)  # (BLOCKS,)
-    unrounded_scale = tl.math.div_rn(block_amax, ones * mft.E2M1_MAX) * global_scale
-    block_scale = mft.decode_e4m3(mft.encode_e4m3(unrounded_scale, NATIVE), NATIVE)  # E4M3 rounding
-    block_scale = tl.where(block_scale == 0.0, NVFP4_ZERO_BLOCK_SCALE, block_scale)
-    effective = tl.math.div_rn(block_scale, global_scale)
-    quotient = mft.divide_exactly(x, mft.reciprocal64(effective)[:, None])
-    values = mft.round_to_e2m1(quotient) * effective[:, None]
-    values = tl.where(tensor_bad, _nan_like(values), values)
-    mft.store_values(out_ptr, offsets, values, in_range[:, None], OUT_IS_BF16)
+
+@triton.jit
+def nvfp4_block_scale_codes(x, global_scale, NATIVE: tl.constexpr):
+    """Each block's E4M3 scale code under `global_scale` (a scalar, or one per block) from x (BLOCKS, 2, 8)."""
+    return nvfp4_triton.scale_codes(mft.bits_to_float(mft.block_amax_bits(x, NATIVE)), global_scale, NATIVE)
+
+
+@triton.jit
+def computed_nvfp4_divisors(scale_code, global_scale, NATIVE: tl.constexpr):
+    """(reciprocal64, divisor) of each block's divisor, computed: what the tables hold for its scale code."""
+    divisor = nvfp4_triton.scale_divisors(scale_code, global_scale, True, NATIVE)
+    return mft.reciprocal64(divisor), divisor
+
+
+@triton.jit
+def store_nvfp4_values(out_ptr, x, offsets, in_range, reciprocal, divisor, bad, OUT_IS_BF16: tl.constexpr):
+    """Write x (BLOCKS, 2, 8) divided exactly by each block's divisor, rounded to E2M1 and multiplied back;
+    NaN where `bad` (a tensor's flag, or one per block broadcast over its elements)."""
+    quotient = mft.divide_exactly(x.to(tl.float32), reciprocal[:, None, None])
+    values = mft.round_to_e2m1(quotient) * divisor[:, None, None]
+    values = tl.where(bad, _nan_like(values), values)
+    mft.store_values(out_ptr, offsets, values, in_range[:, None, None], OUT_IS_BF16)
+
+
+@triton.jit(do_not_specialize=["n_blocks", "chunks"])
+def _nvfp4_one_launch_kernel(
+    x_ptr, out_ptr, n_blocks, chunks,
+    CHUNK: tl.constexpr, BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr,
+):
+    """Every program folds the whole tensor's amax (its `chunks` of CHUNK elements; a decode-sized input, read
+    back from L2), then fake-quantizes the groups of BLOCKS blocks p, p + P, ... (P programs)."""
+    amax_bits = amax_triton.chunks_amax_bits(x_ptr, n_blocks * 16, 0, chunks, 1, CHUNK, NATIVE)
+    global_scale = nvfp4_triton.global_scale_from_amax_bits(amax_bits)
+    bad = amax_triton.nonfinite(amax_bits)
+    for group in range(tl.program_id(0), tl.cdiv(n_blocks, BLOCKS), tl.num_programs(0)):
+        x, offsets, in_range = load_nvfp4_blocks(x_ptr, group * BLOCKS + tl.arange(0, BLOCKS), n_blocks)
+        reciprocal, divisor = computed_nvfp4_divisors(nvfp4_block_scale_codes(x, global_scale, NATIVE),
+                                                      global_scale, NATIVE)
+        store_nvfp4_values(out_ptr, x, offsets, in_range, reciprocal, divisor, bad, OUT_IS_BF16)
 
 
 @triton.jit(do_not_specialize=["n_blocks", "chunks"])
@@ -177,46 +206,18 @@ def _nvfp4_tables_kernel(
     BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr,
 ):
     """Fake-quantize BLOCKS 16-blocks per program with the global scale and tables `_nvfp4_amax_tables_kernel`
-    wrote: the weight quantize kernel's arithmetic (a thread's 16-byte loads, block maxima two elements per
-    instruction, each block's exact reciprocal and divisor looked up by its scale code), writing values; a
-    tensor holding NaN/Inf is written as NaN."""
-    block = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)
-    in_range = block < n_blocks
-    offsets = nvfp4_triton.block_offsets(block)
-    x = tl.load(x_ptr + offsets, mask=in_range[:, None, None], other=0.0)
-    block_amax = mft.bits_to_float(mft.block_amax_bits(x, NATIVE))
-    scale_code = nvfp4_triton.scale_codes(block_amax, tl.load(global_scale_ptr), NATIVE)
-    reciprocal = tl.load(reciprocals_ptr + scale_code)[:, None, None]
-    divisor = tl.load(divisors_ptr + scale_code)[:, None, None]
-    values = mft.round_to_e2m1(mft.divide_exactly(x.to(tl.float32), reciprocal)) * divisor
-    values = tl.where(amax_triton.nonfinite(tl.load(state_ptr + NVFP4_TENSOR_AMAX)), _nan_like(values), values)
-    mft.store_values(out_ptr, offsets, values, in_range[:, None, None], OUT_IS_BF16)
-
-
-@triton.jit(do_not_specialize=["n_blocks"])
-def _nvfp4_one_program_kernel(
-    x_ptr, out_ptr, n_blocks, BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr
-):
-    """The whole tensor in one program: its amax (and whether it holds NaN/Inf), then every block."""
-    blocks = tl.arange(0, BLOCKS)
-    amax = tl.zeros((BLOCKS, 16), tl.float32)
-    bad = tl.zeros((BLOCKS, 16), tl.int32)
-    for start in range(0, n_blocks, BLOCKS):
-        block = start + blocks
-        offsets = block[:, None] * 16 + tl.arange(0, 16)[None, :]
-        x = tl.load(x_ptr + offsets, mask=(block < n_blocks)[:, None], other=0.0).to(tl.float32)
-        finite = mft.is_finite(x)
-        bad = tl.maximum(bad, (~finite).to(tl.int32))
-        amax = tl.maximum(amax, tl.where(finite, tl.abs(x), 0.0))
-    tensor_amax = tl.max(tl.max(amax, axis=1), axis=0)
-    tensor_bad = tl.max(tl.max(bad, axis=1), axis=0) != 0
-    for start in range(0, n_blocks, BLOCKS):
-        _nvfp4_blocks(x_ptr, out_ptr, start + blocks, n_blocks, tensor_amax, tensor_bad, BLOCKS, OUT_IS_BF16,
-                      NATIVE)
+    wrote, each block's reciprocal and divisor looked up by its scale code; a tensor holding NaN/Inf is written
+    as NaN."""
+    x, offsets, in_range = load_nvfp4_blocks(x_ptr, tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS),
+                                             n_blocks)
+    scale_code = nvfp4_block_scale_codes(x, tl.load(global_scale_ptr), NATIVE)
+    bad = amax_triton.nonfinite(tl.load(state_ptr + NVFP4_TENSOR_AMAX))
+    store_nvfp4_values(out_ptr, x, offsets, in_range, tl.load(reciprocals_ptr + scale_code),
+                       tl.load(divisors_ptr + scale_code), bad, OUT_IS_BF16)
 
 
 def nvfp4_state(device: torch.device) -> tuple[torch.Tensor, ...]:
-    """What the NVFP4 launches past one program share on one stream: (the state slots, zeroed; the global scale;
+    """What the two NVFP4 launches of larger inputs share on one stream: (the state slots, zeroed; the global scale;
     each scale code's reciprocal64; its divisor)."""
     return (torch.zeros(NVFP4_STATE_SLOTS, dtype=torch.int32, device=device),
             torch.empty(1, dtype=torch.float32, device=device),
@@ -224,7 +225,7 @@ def nvfp4_state(device: torch.device) -> tuple[torch.Tensor, ...]:
             torch.empty(nvfp4_triton.SCALE_CODES.value, dtype=torch.float32, device=device))
 
 
-INT32_ELEMENTS, ONE_PROGRAM, MANY_PROGRAMS = "int32", "one program", "many programs"
+INT32_ELEMENTS, ONE_LAUNCH, TWO_LAUNCHES = "int32", "one launch", "two launches"
 PER_TOKEN, MX_BLOCKS_KERNEL, NVFP4_KERNEL = "per token", "mx blocks", "nvfp4 blocks"
 
 
@@ -277,9 +278,9 @@ class ActivationQuantizer:
     def _size_class(self, numel: int) -> str:
         if numel > triton_launch.INT32_MAX:
             return INT32_ELEMENTS  # integer arguments would need int64: Triton's regular launch path
-        if self.family == NVFP4_KERNEL and numel <= NVFP4_ONE_PROGRAM_BLOCKS * self.spec.block_size:
-            return ONE_PROGRAM
-        return MANY_PROGRAMS
+        if self.family == NVFP4_KERNEL and numel <= NVFP4_ONE_LAUNCH_MAX_BLOCKS * self.spec.block_size:
+            return ONE_LAUNCH
+        return TWO_LAUNCHES
 
     def _plan(self, source: torch.Tensor, out_arg: torch.Tensor, native: bool, size_class: str) -> Callable:
         check_float_tensor(source, "activation")
@@ -305,15 +306,25 @@ class ActivationQuantizer:
                 ELEMENT_MAX=mx_layout.ELEMENT_MAX[element], RULE=mft.RULE_IDS[mx_layout.CHECKPOINT_SCALE_RULE],
                 OUT_IS_BF16=out_is_bf16, NATIVE=native), direct=direct, num_warps=MX_WARPS)
             return lambda x, out, numel: launch(triton.cdiv(numel // block, MX_BLOCKS), x, out, numel // block)
-        constexprs = dict(BLOCKS=NVFP4_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=native)
-        if size_class == ONE_PROGRAM:
-            launch = triton_launch.Launch(_nvfp4_one_program_kernel, example, constexprs, direct=direct,
-                                          num_warps=NVFP4_WARPS)
-            return lambda x, out, numel: launch(1, x, out, numel // block)
-        return self._nvfp4_many_programs(source, out_arg, dict(constexprs, BLOCKS=NVFP4_TABLE_BLOCKS), direct)
+        constexprs = dict(BLOCKS=NVFP4_GROUP_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=native)
+        if size_class == ONE_LAUNCH:
+            return self._nvfp4_one_launch(example, constexprs, direct)
+        return self._nvfp4_two_launches(source, out_arg, constexprs, direct)
 
-    def _nvfp4_many_programs(self, source: torch.Tensor, out_arg: torch.Tensor, constexprs: dict,
-                             direct: bool) -> Callable:
+    def _nvfp4_one_launch(self, example: tuple, constexprs: dict, direct: bool) -> Callable:
+        """One launch of at most NVFP4_ONE_LAUNCH_PROGRAMS programs, each with the whole amax."""
+        chunk, block = NVFP4_ONE_LAUNCH_CHUNK, self.spec.block_size
+        launch = triton_launch.Launch(_nvfp4_one_launch_kernel, (*example, 1), dict(constexprs, CHUNK=chunk),
+                                      direct=direct, num_warps=NVFP4_ONE_LAUNCH_WARPS)
+
+        def one_launch(x: torch.Tensor, out: torch.Tensor, numel: int) -> None:
+            programs = min(triton.cdiv(numel // block, NVFP4_GROUP_BLOCKS), NVFP4_ONE_LAUNCH_PROGRAMS)
+            launch(programs, x, out, numel // block, triton.cdiv(numel, chunk))
+
+        return one_launch
+
+    def _nvfp4_two_launches(self, source: torch.Tensor, out_arg: torch.Tensor, constexprs: dict,
+                            direct: bool) -> Callable:
         """The amax-and-tables launch, then the blocks launch, each with its state on the caller's stream."""
         device, block = source.device, self.spec.block_size
         chunk, amax_warps = amax_triton.launch_for(device)
@@ -335,13 +346,13 @@ class ActivationQuantizer:
                 state = states[stream] = (tensors, launch.pointer_args(tensors))
             return state[1]
 
-        def many_programs(x: torch.Tensor, out: torch.Tensor, numel: int) -> None:
+        def two_launches(x: torch.Tensor, out: torch.Tensor, numel: int) -> None:
             state = state_on(triton_launch.current_stream(x.get_device()))
             amax_launch(amax_triton.programs(numel, chunk, 1, x.get_device()), x, *state, numel // block,
                         triton.cdiv(numel, chunk))
-            launch(triton.cdiv(numel // block, NVFP4_TABLE_BLOCKS), x, *state, out, numel // block)
+            launch(triton.cdiv(numel // block, NVFP4_GROUP_BLOCKS), x, *state, out, numel // block)
 
-        return many_programs
+        return two_launches
 
 
 _QUANTIZERS: dict[tuple[str, bool], ActivationQuantizer] = {}

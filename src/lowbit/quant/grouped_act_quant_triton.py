@@ -8,9 +8,10 @@ x (rows, K) holds the rows sorted by expert, expert e owning rows ends[e-1]:ends
    the launch; an expert without rows writes 0. SPLIT grows with the rows per expert (a power of two up to
    MAX_SPLIT; 1 in decode, where most experts have no rows), one compiled pair of kernels per value.
 2. `_grouped_nvfp4_kernel` quantizes BLOCKS consecutive 16-blocks of the flattened x per program (the dense
-   NVFP4 kernel's block structure, fake_quant_triton._nvfp4_blocks): each block finds its row's expert among
-   `ends`, takes the max of the expert's SPLIT partials as the expert's amax and so its global scale
-   2688 / amax; an expert whose amax is +Inf (NaN/Inf among its rows) comes out as NaN, as in the reference.
+   NVFP4 kernels' block arithmetic, fake_quant_triton's nvfp4 helpers, each block's divisor computed): each
+   block finds its row's expert among `ends`, takes the max of the expert's SPLIT partials as the expert's amax
+   and so its global scale 2688 / amax; an expert whose amax is +Inf (NaN/Inf among its rows) comes out as NaN,
+   as in the reference.
 The expert's amax is exact whatever the split (max is order-free), so the result does not depend on SPLIT.
 Launches go through triton_launch.Launch (one compiled kernel per signature, no per-call dispatch).
 """
@@ -25,13 +26,13 @@ import triton.language as tl
 
 from lowbit.quant import fake_quant_triton as fqt
 from lowbit.quant.formats import minifloat_triton as mft
-from lowbit.quant.formats import nvfp4_layout, triton_launch
+from lowbit.quant.formats import nvfp4_layout, nvfp4_triton, triton_launch
 from lowbit.quant.formats.backend import check_float_tensor, check_last_dim_divisible
 from lowbit.quant.formats.spec import FormatSpec
 
 MAX_SPLIT = 8  # amax programs per expert
 AMAX_ROWS, AMAX_CHUNK, AMAX_WARPS = 4, 512, 4
-BLOCKS, WARPS = fqt.NVFP4_BLOCKS, fqt.NVFP4_WARPS
+BLOCKS, WARPS = 128, 4  # each block looks its expert up among all `ends`: more blocks per program amortise less
 BLOCK = nvfp4_layout.BLOCK_SIZE
 NO_EXPERT_END = tl.constexpr(triton_launch.INT32_MAX)  # padding of `ends` up to a power of two: never reached
 
@@ -80,8 +81,12 @@ def _grouped_nvfp4_kernel(
                     other=0.0)  # (BLOCKS, SPLIT)
     expert_amax = tl.max(parts, axis=1)
     expert_bad = ~mft.is_finite(expert_amax)
-    fqt._nvfp4_blocks(x_ptr, out_ptr, block, n_blocks, expert_amax, expert_bad[:, None], BLOCKS, OUT_IS_BF16,
-                      NATIVE)
+    global_scale = nvfp4_triton.global_scale_from_amax(tl.where(expert_bad, 0.0, expert_amax))  # (BLOCKS,)
+    x, offsets, in_range = fqt.load_nvfp4_blocks(x_ptr, block, n_blocks)
+    reciprocal, divisor = fqt.computed_nvfp4_divisors(fqt.nvfp4_block_scale_codes(x, global_scale, NATIVE),
+                                                      global_scale, NATIVE)
+    fqt.store_nvfp4_values(out_ptr, x, offsets, in_range, reciprocal, divisor, expert_bad[:, None, None],
+                           OUT_IS_BF16)
 
 
 def amax_split(rows: int, num_experts: int) -> int:

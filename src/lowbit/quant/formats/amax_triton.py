@@ -30,9 +30,8 @@ INTERPRETER_PROGRAMS = 4
 
 
 @triton.jit
-def fold_amax_bits(slice_ptr, amax_bits_ptr, slice_numel, chunks, CHUNK: tl.constexpr, NATIVE: tl.constexpr):
-    """Fold this program's chunks of a slice, p, p + P, ... of `chunks` (p its index on axis 0, P the programs
-    there), into *amax_bits_ptr with one atomic max.
+def chunks_amax_bits(slice_ptr, slice_numel, first, chunks, step, CHUNK: tl.constexpr, NATIVE: tl.constexpr):
+    """int32 bits of max |x| over the chunks first, first + step, ... (below `chunks`) of a slice.
 
     The offsets come from the loop's chunk index, so where slice_numel is known to be a multiple of 16 (Triton's
     divisibility key) the compiler knows whole 16-byte runs share one mask bit and loads them as vectors; a
@@ -40,13 +39,21 @@ def fold_amax_bits(slice_ptr, amax_bits_ptr, slice_numel, chunks, CHUNK: tl.cons
     widens once, after the loop."""
     columns = tl.arange(0, CHUNK)
     running = tl.zeros((CHUNK,), slice_ptr.dtype.element_ty)
-    for chunk in range(tl.program_id(0), chunks, tl.num_programs(0)):
+    for chunk in range(first, chunks, step):
         offsets = tl.cast(chunk, tl.int64) * CHUNK + columns  # int64: slices may pass 2**31 elements
         running = mft.max_magnitudes(running, tl.load(slice_ptr + offsets, mask=offsets < slice_numel, other=0.0),
                                      NATIVE)
     if running.dtype != tl.float32:  # a 16-bit magnitude (the native maximum leaves a meaningless sign)
         running = mft.abs16_bits(running).to(running.dtype, bitcast=True).to(tl.float32)
-    tl.atomic_max(amax_bits_ptr, tl.max(mft.abs_bits(running), axis=0))
+    return tl.max(mft.abs_bits(running), axis=0)
+
+
+@triton.jit
+def fold_amax_bits(slice_ptr, amax_bits_ptr, slice_numel, chunks, CHUNK: tl.constexpr, NATIVE: tl.constexpr):
+    """Fold this program's chunks of a slice, p, p + P, ... of `chunks` (p its index on axis 0, P the programs
+    there), into *amax_bits_ptr with one atomic max."""
+    tl.atomic_max(amax_bits_ptr, chunks_amax_bits(slice_ptr, slice_numel, tl.program_id(0), chunks,
+                                                  tl.num_programs(0), CHUNK, NATIVE))
 
 
 @triton.jit(do_not_specialize=["chunks_per_slice"])

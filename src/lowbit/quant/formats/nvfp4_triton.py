@@ -45,27 +45,40 @@ SCALE_CODE_MASK = tl.constexpr(SCALE_CODES.value - 1)
 
 
 @triton.jit
+def global_scale_from_amax(amax):
+    """The NVFP4 global scale GLOBAL_SCALE_NUMERATOR / max(amax, AMAX_FLOOR) of a finite fp32 amax (a scalar, or
+    one per block)."""
+    amax = tl.maximum(amax, AMAX_FLOOR)
+    return tl.math.div_rn(tl.full(amax.shape, GLOBAL_SCALE_NUMERATOR, tl.float32), amax)
+
+
+@triton.jit
 def global_scale_from_amax_bits(amax_bits):
-    """The NVFP4 global scale GLOBAL_SCALE_NUMERATOR / max(amax, AMAX_FLOOR) of a tensor's amax bits (amax_triton;
-    a tensor holding NaN/Inf counts as amax 0, its output being discarded or written as NaN)."""
-    amax = tl.maximum(amax_triton.finite_amax(amax_bits), AMAX_FLOOR)
-    return tl.math.div_rn(tl.full([], GLOBAL_SCALE_NUMERATOR, tl.float32), amax)
+    """`global_scale_from_amax` of a tensor's amax bits (amax_triton; a tensor holding NaN/Inf counts as amax 0,
+    its output being discarded or written as NaN)."""
+    return global_scale_from_amax(amax_triton.finite_amax(amax_bits))
+
+
+@triton.jit
+def scale_divisors(code, global_scale, FOR_QUANTIZE: tl.constexpr, NATIVE: tl.constexpr):
+    """A block's divisor decode(c) / global_scale in IEEE fp32 for each E4M3 scale code c of `code`; FOR_QUANTIZE:
+    code 0 stands for ZERO_BLOCK_SCALE (the scale a quantizer stores for an all-zero block)."""
+    block_scale = mft.decode_e4m3(code, NATIVE)
+    if FOR_QUANTIZE:
+        block_scale = tl.where(code == 0, ZERO_BLOCK_SCALE, block_scale)
+    return tl.math.div_rn(block_scale, tl.full(block_scale.shape, 1.0, tl.float32) * global_scale)
 
 
 @triton.jit
 def scale_code_divisors(global_scale, FOR_QUANTIZE: tl.constexpr, NATIVE: tl.constexpr):
-    """(codes, divisors): a block's divisor decode(c) / global_scale in IEEE fp32 for each E4M3 scale code c,
-    - FOR_QUANTIZE: the SCALE_CODES codes a quantizer computes, code 0 standing for ZERO_BLOCK_SCALE (the scale
-      it is stored as);
+    """(codes, their `scale_divisors`) for a table, over
+    - FOR_QUANTIZE: the SCALE_CODES codes a quantizer computes;
     - else: every byte a stored scale may hold (DEQUANTIZE_SCALE_CODES: negative, zero and NaN codes too)."""
     if FOR_QUANTIZE:
         code = tl.arange(0, SCALE_CODES)
     else:
         code = tl.arange(0, DEQUANTIZE_SCALE_CODES)
-    block_scale = mft.decode_e4m3(code, NATIVE)
-    if FOR_QUANTIZE:
-        block_scale = tl.where(code == 0, ZERO_BLOCK_SCALE, block_scale)
-    return code, tl.math.div_rn(block_scale, tl.full(block_scale.shape, 1.0, tl.float32) * global_scale)
+    return code, scale_divisors(code, global_scale, FOR_QUANTIZE, NATIVE)
 
 
 @triton.jit
