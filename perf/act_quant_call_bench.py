@@ -13,7 +13,7 @@ prefill of each (--shapes).
 
 --nvfp4-kernels times instead the NVFP4 kernels alone, GPU time only (a CUDA graph of --graph-calls launches,
 replayed), over their launch parameters, beside a copy of the input: for inputs up to 8192 blocks the one launch
-over (programs, CHUNK, warps); for larger ones the amax and tables over (CHUNK, warps, programs per SM) and the
+over (CHUNK, warps); for larger ones the amax and tables over (CHUNK, warps, programs per SM) and the
 blocks over (BLOCKS, warps).
 
     python perf/act_quant_call_bench.py
@@ -103,18 +103,17 @@ def sweep_nvfp4_kernels(shapes: list[tuple[int, int]], calls: int) -> list[dict]
 
 def _sweep_one_launch(x, out_arg, out_is_bf16: bool, native: bool, calls: int, shape: dict) -> list[dict]:
     n_blocks = x.numel() // 16
-    groups = triton.cdiv(n_blocks, fqt.NVFP4_GROUP_BLOCKS)
-    launch_now = (min(groups, fqt.NVFP4_ONE_LAUNCH_PROGRAMS), fqt.NVFP4_ONE_LAUNCH_CHUNK, fqt.NVFP4_ONE_LAUNCH_WARPS)
+    programs = triton.cdiv(n_blocks, fqt.NVFP4_GROUP_BLOCKS)
     results = []
-    for programs in sorted({min(groups, p) for p in (1, 4, 8, 16, 32, 64, 128)}):
-        for chunk in (2048, 4096, 8192):
-            for warps in (2, 4, 8):
-                us = graph_us_per_call(lambda: fqt._nvfp4_one_launch_kernel[(programs,)](
-                    x, out_arg, n_blocks, triton.cdiv(x.numel(), chunk), CHUNK=chunk,
-                    BLOCKS=fqt.NVFP4_GROUP_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=native, num_warps=warps), calls)
-                results.append(dict(shape, kernel="one launch", programs=programs, chunk=chunk, warps=warps, us=us))
-                print(f"  one launch  programs={programs:<3} CHUNK={chunk:<5} warps={warps}: {us:6.1f} us"
-                      f"{'   (the launch used)' if (programs, chunk, warps) == launch_now else ''}")
+    for chunk in (1024, 2048, 4096, 8192):
+        for warps in (2, 4, 8, 16):
+            us = graph_us_per_call(lambda: fqt._nvfp4_one_launch_kernel[(programs,)](
+                x, out_arg, n_blocks, triton.cdiv(x.numel(), chunk), CHUNK=chunk, BLOCKS=fqt.NVFP4_GROUP_BLOCKS,
+                OUT_IS_BF16=out_is_bf16, NATIVE=native, num_warps=warps), calls)
+            current = (chunk, warps) == (fqt.NVFP4_ONE_LAUNCH_CHUNK, fqt.NVFP4_ONE_LAUNCH_WARPS)
+            results.append(dict(shape, kernel="one launch", programs=programs, chunk=chunk, warps=warps, us=us))
+            print(f"  one launch  programs={programs:<3} CHUNK={chunk:<5} warps={warps:<2}: {us:6.1f} us"
+                  f"{'   (the launch used)' if current else ''}")
     return results
 
 

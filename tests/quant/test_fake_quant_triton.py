@@ -62,12 +62,11 @@ def test_one_quantizer_serves_every_input_signature(fmt, fqt):
 @pytest.mark.parametrize("case", ["student_t", "mixed_blocks", "nan_inf", "zeros", "tiny"])
 def test_nvfp4_amax_in_the_launch_or_before_it_gives_the_reference(case, one_launch_max_blocks, dtype, fqt,
                                                                    monkeypatch):
-    """One launch for decode-sized inputs, here of two programs that each fold the whole amax in four steps and
-    quantize two groups of blocks; for larger inputs the amax-and-tables launch, then the blocks."""
+    """One launch for decode-sized inputs, here of four programs that each fold the whole amax in four steps and
+    quantize their 64 blocks; for larger inputs the amax-and-tables launch, then the blocks."""
     if dtype == torch.float16 and case in ("mixed_blocks", "tiny"):
         pytest.skip("outside float16's range")
     monkeypatch.setattr(fqt, "NVFP4_ONE_LAUNCH_MAX_BLOCKS", one_launch_max_blocks)
-    monkeypatch.setattr(fqt, "NVFP4_ONE_LAUNCH_PROGRAMS", 2)
     monkeypatch.setattr(fqt, "NVFP4_ONE_LAUNCH_CHUNK", 1024)
     x = make_weight(case, (4, 1024), dtype=dtype)  # 256 blocks: four groups of 64
     assert_values_equal(fqt.ActivationQuantizer("nvfp4")(x), fq.fake_quantize_activation(x, "nvfp4"))

@@ -8,9 +8,9 @@ format follows from its spec's structure (`kernel_family`).
   the block structure of the weight kernels (mx_triton.py, nvfp4_triton.py) but writes values, not codes.
 - nvfp4 needs the tensor's amax first, and takes the weight quantize kernel's block arithmetic (16-byte loads,
   block maxima two elements per instruction, the exact division by each block's divisor) writing values.
-  Up to NVFP4_ONE_LAUNCH_MAX_BLOCKS blocks (decode-sized inputs) it is one launch of a few programs, each of
-  which folds the whole tensor's amax (read back from L2) and then quantizes its share of the blocks, each
-  block's divisor computed. Larger inputs (prefill) take two launches built from the weight path's pieces:
+  Up to NVFP4_ONE_LAUNCH_MAX_BLOCKS blocks (decode-sized inputs) it is one launch of a program per 64 blocks,
+  each of which folds the whole tensor's amax (read back from L2) and then quantizes its blocks, each block's
+  divisor computed. Larger inputs (prefill) take two launches built from the weight path's pieces:
   the amax reduction (amax_triton.fold_amax_bits), whose last program to finish derives the global scale and
   tabulates each scale code's exact reciprocal and divisor (nvfp4_triton.scale_code_divisors), then the blocks,
   each block's looked up. Their small state (the amax, a count of finished programs, the tables) stays
@@ -46,11 +46,12 @@ from lowbit.quant.formats.spec import FormatSpec
 
 ROW_CHUNK = 2048
 MX_BLOCKS, MX_WARPS = 64, 4
-# NVFP4 inputs up to NVFP4_ONE_LAUNCH_MAX_BLOCKS blocks (e.g. 16 decode rows of 6144) take one launch of at most
-# NVFP4_ONE_LAUNCH_PROGRAMS programs, each folding the whole amax NVFP4_ONE_LAUNCH_CHUNK elements a step
+# NVFP4 inputs up to NVFP4_ONE_LAUNCH_MAX_BLOCKS blocks (e.g. 16 decode rows of 6144) take one launch, a program
+# per group of blocks, each folding the whole amax NVFP4_ONE_LAUNCH_CHUNK elements a step (an H100 sweep of
+# programs x CHUNK x warps: 4.7 us at 16 x 6144 against 12.4 with 16 programs looping over the groups on 4 warps)
 NVFP4_ONE_LAUNCH_MAX_BLOCKS = 8192
-NVFP4_ONE_LAUNCH_PROGRAMS, NVFP4_ONE_LAUNCH_CHUNK, NVFP4_ONE_LAUNCH_WARPS = 16, 4096, 4
-# the blocks each program quantizes at a time: the weight quantize kernel's 64, on 4 warps rather than its 2 (an
+NVFP4_ONE_LAUNCH_CHUNK, NVFP4_ONE_LAUNCH_WARPS = 2048, 8
+# the blocks of one program: the weight quantize kernel's 64; past one launch on 4 warps rather than its 2 (an
 # H100 sweep of 4096-row bf16 inputs: 35.5 against 39.5 us at 6144 columns, a copy taking 35.2; 10.9 against 12.5
 # at 2048)
 NVFP4_GROUP_BLOCKS, NVFP4_TABLE_WARPS = nvfp4_triton.QUANTIZE_BLOCKS, 4
@@ -165,15 +166,14 @@ def _nvfp4_one_launch_kernel(
     CHUNK: tl.constexpr, BLOCKS: tl.constexpr, OUT_IS_BF16: tl.constexpr, NATIVE: tl.constexpr,
 ):
     """Every program folds the whole tensor's amax (its `chunks` of CHUNK elements; a decode-sized input, read
-    back from L2), then fake-quantizes the groups of BLOCKS blocks p, p + P, ... (P programs)."""
+    back from L2), then fake-quantizes its BLOCKS blocks."""
     amax_bits = amax_triton.chunks_amax_bits(x_ptr, n_blocks * 16, 0, chunks, 1, CHUNK, NATIVE)
     global_scale = nvfp4_triton.global_scale_from_amax_bits(amax_bits)
-    bad = amax_triton.nonfinite(amax_bits)
-    for group in range(tl.program_id(0), tl.cdiv(n_blocks, BLOCKS), tl.num_programs(0)):
-        x, offsets, in_range = load_nvfp4_blocks(x_ptr, group * BLOCKS + tl.arange(0, BLOCKS), n_blocks)
-        reciprocal, divisor = computed_nvfp4_divisors(nvfp4_block_scale_codes(x, global_scale, NATIVE),
-                                                      global_scale, NATIVE)
-        store_nvfp4_values(out_ptr, x, offsets, in_range, reciprocal, divisor, bad, OUT_IS_BF16)
+    x, offsets, in_range = load_nvfp4_blocks(x_ptr, tl.program_id(0) * BLOCKS + tl.arange(0, BLOCKS), n_blocks)
+    reciprocal, divisor = computed_nvfp4_divisors(nvfp4_block_scale_codes(x, global_scale, NATIVE), global_scale,
+                                                  NATIVE)
+    store_nvfp4_values(out_ptr, x, offsets, in_range, reciprocal, divisor, amax_triton.nonfinite(amax_bits),
+                       OUT_IS_BF16)
 
 
 @triton.jit(do_not_specialize=["n_blocks", "chunks"])
@@ -305,21 +305,21 @@ class ActivationQuantizer:
                 BLOCKS=MX_BLOCKS, IS_FP4=element == "fp4", ELEMENT_EMAX=mx_layout.ELEMENT_EMAX[element],
                 ELEMENT_MAX=mx_layout.ELEMENT_MAX[element], RULE=mft.RULE_IDS[mx_layout.CHECKPOINT_SCALE_RULE],
                 OUT_IS_BF16=out_is_bf16, NATIVE=native), direct=direct, num_warps=MX_WARPS)
-            return lambda x, out, numel: launch(triton.cdiv(numel // block, MX_BLOCKS), x, out, numel // block)
+            return lambda x, out, numel: launch(triton_launch.cdiv(numel // block, MX_BLOCKS), x, out, numel // block)
         constexprs = dict(BLOCKS=NVFP4_GROUP_BLOCKS, OUT_IS_BF16=out_is_bf16, NATIVE=native)
         if size_class == ONE_LAUNCH:
             return self._nvfp4_one_launch(example, constexprs, direct)
         return self._nvfp4_two_launches(source, out_arg, constexprs, direct)
 
     def _nvfp4_one_launch(self, example: tuple, constexprs: dict, direct: bool) -> Callable:
-        """One launch of at most NVFP4_ONE_LAUNCH_PROGRAMS programs, each with the whole amax."""
+        """One launch, a program per group of blocks, each with the whole amax."""
         chunk, block = NVFP4_ONE_LAUNCH_CHUNK, self.spec.block_size
         launch = triton_launch.Launch(_nvfp4_one_launch_kernel, (*example, 1), dict(constexprs, CHUNK=chunk),
                                       direct=direct, num_warps=NVFP4_ONE_LAUNCH_WARPS)
 
         def one_launch(x: torch.Tensor, out: torch.Tensor, numel: int) -> None:
-            programs = min(triton.cdiv(numel // block, NVFP4_GROUP_BLOCKS), NVFP4_ONE_LAUNCH_PROGRAMS)
-            launch(programs, x, out, numel // block, triton.cdiv(numel, chunk))
+            n_blocks = numel // block
+            launch(triton_launch.cdiv(n_blocks, NVFP4_GROUP_BLOCKS), x, out, n_blocks, triton_launch.cdiv(numel, chunk))
 
         return one_launch
 
@@ -349,8 +349,8 @@ class ActivationQuantizer:
         def two_launches(x: torch.Tensor, out: torch.Tensor, numel: int) -> None:
             state = state_on(triton_launch.current_stream(x.get_device()))
             amax_launch(amax_triton.programs(numel, chunk, 1, x.get_device()), x, *state, numel // block,
-                        triton.cdiv(numel, chunk))
-            launch(triton.cdiv(numel // block, NVFP4_GROUP_BLOCKS), x, *state, out, numel // block)
+                        triton_launch.cdiv(numel, chunk))
+            launch(triton_launch.cdiv(numel // block, NVFP4_GROUP_BLOCKS), x, *state, out, numel // block)
 
         return two_launches
 

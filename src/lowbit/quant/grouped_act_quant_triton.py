@@ -91,8 +91,8 @@ def _grouped_nvfp4_kernel(
 
 def amax_split(rows: int, num_experts: int) -> int:
     """Amax programs per expert: enough for the ROWS-row tiles of an expert with an even share of the rows."""
-    tiles_per_expert = triton.cdiv(rows, num_experts * AMAX_ROWS)
-    return min(MAX_SPLIT, triton.next_power_of_2(tiles_per_expert))
+    tiles_per_expert = triton_launch.cdiv(rows, num_experts * AMAX_ROWS)
+    return min(MAX_SPLIT, triton_launch.next_power_of_2(tiles_per_expert))
 
 
 class GroupedQuantizer:
@@ -151,6 +151,6 @@ class GroupedQuantizer:
         def run(x: torch.Tensor, ends: torch.Tensor, partial: torch.Tensor, out: torch.Tensor) -> None:
             n_blocks = x.numel() // BLOCK
             amax(num_experts * split, x, ends, partial)
-            blocks(triton.cdiv(n_blocks, BLOCKS), x, ends, partial, out, n_blocks)
+            blocks(triton_launch.cdiv(n_blocks, BLOCKS), x, ends, partial, out, n_blocks)
 
         return run

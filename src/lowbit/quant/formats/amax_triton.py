@@ -23,6 +23,7 @@ import triton.language as tl
 
 from lowbit.quant.formats import minifloat_triton as mft
 from lowbit.quant.formats.launch import launch_parameters
+from lowbit.quant.formats.triton_launch import cdiv
 
 CHUNK, WARPS = 4096, 8  # elements per program per step: 16 per thread, two 16-byte loads of bf16 (launch.py: per GPU)
 PROGRAMS_PER_SM = 8  # programs per slice on a GPU: 8 x 8 warps fill an SM, many loads in flight
@@ -73,7 +74,7 @@ def launch_for(device: torch.device) -> tuple[int, int]:
 
 def programs(slice_numel: int, chunk: int, slices: int, device_index: int) -> int:
     """Programs per slice of an amax launch: enough to fill the GPU, none without a chunk to fold."""
-    return max(1, min(triton.cdiv(slice_numel, chunk), triton.cdiv(_programs_per_slice(device_index), slices)))
+    return max(1, min(cdiv(slice_numel, chunk), cdiv(_programs_per_slice(device_index), slices)))
 
 
 @functools.cache

@@ -31,6 +31,17 @@ def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def cdiv(numerator: int, denominator: int) -> int:
+    """ceil(numerator / denominator), for grid sizes computed on every call: `triton.cdiv` is a constexpr function
+    (Triton >= 3.4) whose wrapper costs 1-2 us of host time a call."""
+    return -(-numerator // denominator)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (n >= 1), without `triton.next_power_of_2`'s constexpr-function wrapper."""
+    return 1 << (n - 1).bit_length()
+
+
 def current_stream(device_index: int) -> int:
     """The handle of the current CUDA stream on a device (0 under the interpreter, whose device index is -1)."""
     return 0 if device_index < 0 else driver.active.get_current_stream(device_index)
