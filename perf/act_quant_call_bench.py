@@ -8,8 +8,12 @@ measures, per call, with the GPU idle in between (loops of --calls without synch
     triton dispatch        the same kernels through Triton's regular `kernel[grid](...)` path, for comparison
     on the stream          the quantizer's calls back to back, CUDA events around them: host or GPU time,
                            whichever binds (prefill-sized inputs are bound by the GPU)
+    on the GPU             the quantizer's GPU time alone: a CUDA graph of --graph-calls calls, replayed
 for 1, 16 and 64 rows of width 2048 (attention input) and 6144 (MLP down_proj input), and a 4 x 1024-token
 prefill of each (--shapes).
+
+--grouped ROWS,... times instead the NVFP4 per-expert quantizer (grouped_act_quant_triton: Qwen3-30B-A3B's 128
+experts, width 2048, rows routed uniformly at random) the same ways, beside a copy.
 
 --nvfp4-kernels times instead the NVFP4 kernels alone, GPU time only (a CUDA graph of --graph-calls launches,
 replayed), over their launch parameters, beside a copy of the input: for inputs up to 8192 blocks the one launch
@@ -18,6 +22,7 @@ blocks over (BLOCKS, warps).
 
     python perf/act_quant_call_bench.py
     python perf/act_quant_call_bench.py --shapes 64x6144,4096x2048 --formats nvfp4
+    python perf/act_quant_call_bench.py --grouped 8,512,32768
     python perf/act_quant_call_bench.py --nvfp4-kernels --shapes 4096x2048,4096x6144
 """
 
@@ -32,6 +37,7 @@ import triton
 
 from lowbit.quant import fake_quant
 from lowbit.quant import fake_quant_triton as fqt
+from lowbit.quant import grouped_act_quant_triton as gqt
 from lowbit.quant.formats import amax_triton, registry
 from lowbit.quant.formats import minifloat_triton as mft
 
@@ -150,6 +156,28 @@ def _sweep_two_launches(x, out_arg, out_is_bf16: bool, native: bool, calls: int,
     return results
 
 
+def time_grouped(rows_list: list[int], calls: int, rounds: int, graph_calls: int, device: str = "cuda") -> list[dict]:
+    """The NVFP4 per-expert quantizer for 128 experts of width 2048: host, stream and GPU time per call."""
+    quantizer = gqt.GroupedQuantizer(registry.activation_format("nvfp4"))
+    generator = torch.Generator().manual_seed(0)
+    results = []
+    for rows in rows_list:
+        counts = torch.bincount(torch.randint(0, 128, (rows,), generator=generator), minlength=128)
+        ends = torch.cumsum(counts, 0).to(device=device, dtype=torch.int32)
+        x = torch.randn(rows, 2048, device=device, dtype=torch.bfloat16)
+        copy = torch.empty_like(x)
+        row = {"rows": rows, "width": 2048, "experts": 128, "quantize_us": host_us_per_call(lambda: quantizer(x, ends),
+                                                                                          calls, rounds),
+               "stream_us": stream_us_per_call(lambda: quantizer(x, ends), calls),
+               "gpu_us": graph_us_per_call(lambda: quantizer(x, ends), graph_calls),
+               "copy_gpu_us": graph_us_per_call(lambda: copy.copy_(x), graph_calls)}
+        results.append(row)
+        print(f"grouped rows={rows:<6} 128 experts x 2048: quantize {row['quantize_us']:5.1f} us   on the stream "
+              f"{row['stream_us']:6.1f} us   on the GPU {row['gpu_us']:6.1f} us (copy {row['copy_gpu_us']:5.1f} us)",
+              flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000)
@@ -157,16 +185,21 @@ def main() -> None:
     parser.add_argument("--shapes", default="1x2048,16x2048,64x2048,1x6144,16x6144,64x6144,4096x2048,4096x6144",
                         help="ROWSxWIDTH inputs, comma-separated")
     parser.add_argument("--formats", default=",".join(registry.activation_formats()))
+    parser.add_argument("--grouped", help="ROWS,...: time the NVFP4 per-expert quantizer instead")
     parser.add_argument("--nvfp4-kernels", action="store_true",
                         help="time the NVFP4 kernels alone, over launch parameters")
-    parser.add_argument("--graph-calls", type=int, default=20, help="launches per CUDA graph (--nvfp4-kernels)")
+    parser.add_argument("--graph-calls", type=int, default=20, help="calls per CUDA graph")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
 
     print(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}))
-    if args.nvfp4_kernels:
-        results = sweep_nvfp4_kernels(shapes, args.graph_calls)
+    if args.nvfp4_kernels or args.grouped:
+        if args.nvfp4_kernels:
+            results = sweep_nvfp4_kernels(shapes, args.graph_calls)
+        else:
+            rows_list = [int(rows) for rows in args.grouped.split(",")]
+            results = time_grouped(rows_list, args.calls, args.rounds, args.graph_calls)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
@@ -191,13 +224,14 @@ def main() -> None:
                 quantizer = fqt.ActivationQuantizer(fmt)
                 row["quantize_us"] = timed(lambda: quantizer(x))
                 row["stream_us"] = stream_us_per_call(lambda: quantizer(x), args.calls)
+                row["gpu_us"] = graph_us_per_call(lambda: quantizer(x), args.graph_calls)
                 dispatched = fqt.ActivationQuantizer(fmt, direct_launch=False)
                 row["triton_dispatch_us"] = timed(lambda: dispatched(x))
                 results.append(row)
                 print(f"rows={rows:<4} width={width:<5} {fmt:<6} linear {base:6.1f} us   linear+hook "
                       f"{row['hooked_us']:6.1f} us   quantize {row['quantize_us']:5.1f} us   (through "
                       f"kernel[grid]: {row['triton_dispatch_us']:5.1f} us)   on the stream "
-                      f"{row['stream_us']:6.1f} us", flush=True)
+                      f"{row['stream_us']:6.1f} us   on the GPU {row['gpu_us']:6.1f} us", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
