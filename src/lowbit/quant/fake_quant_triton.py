@@ -47,10 +47,11 @@ from lowbit.quant.formats.spec import FormatSpec
 ROW_CHUNK = 2048
 MX_BLOCKS, MX_WARPS = 64, 4
 # NVFP4 inputs up to NVFP4_ONE_LAUNCH_MAX_BLOCKS blocks (e.g. 16 decode rows of 6144) take one launch, a program
-# per group of blocks, each folding the whole amax NVFP4_ONE_LAUNCH_CHUNK elements a step (an H100 sweep of
-# programs x CHUNK x warps: 4.7 us at 16 x 6144 against 12.4 with 16 programs looping over the groups on 4 warps)
+# per group of blocks, each folding the whole amax NVFP4_ONE_LAUNCH_CHUNK elements a step (H100 sweeps of
+# programs x CHUNK x warps: a program per group first; 16 warps and 4096 elements a step 4.1 us at 16 x 6144
+# against 6.0 on 8 warps and 2048, and 12.4 with 16 programs looping over the groups on 4 warps)
 NVFP4_ONE_LAUNCH_MAX_BLOCKS = 8192
-NVFP4_ONE_LAUNCH_CHUNK, NVFP4_ONE_LAUNCH_WARPS = 2048, 8
+NVFP4_ONE_LAUNCH_CHUNK, NVFP4_ONE_LAUNCH_WARPS = 4096, 16
 # the blocks of one program: the weight quantize kernel's 64; past one launch on 4 warps rather than its 2 (an
 # H100 sweep of 4096-row bf16 inputs: 35.5 against 39.5 us at 6144 columns, a copy taking 35.2; 10.9 against 12.5
 # at 2048)
