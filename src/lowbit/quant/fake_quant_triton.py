@@ -52,9 +52,9 @@ MX_BLOCKS, MX_WARPS = 64, 4
 # against 6.0 on 8 warps and 2048, and 12.4 with 16 programs looping over the groups on 4 warps)
 NVFP4_ONE_LAUNCH_MAX_BLOCKS = 8192
 NVFP4_ONE_LAUNCH_CHUNK, NVFP4_ONE_LAUNCH_WARPS = 4096, 16
-# the blocks of one program: the weight quantize kernel's 64; past one launch on 4 warps rather than its 2 (an
-# H100 sweep of 4096-row bf16 inputs: 35.5 against 39.5 us at 6144 columns, a copy taking 35.2; 10.9 against 12.5
-# at 2048)
+# the blocks of one program: the weight quantize kernel's 64; the two-launch blocks kernel runs on 4 warps rather
+# than its 2 (an H100 sweep of 4096-row bf16 inputs: 35.5 against 39.5 us at 6144 columns, a copy taking 35.2;
+# 10.9 against 12.5 at 2048)
 NVFP4_GROUP_BLOCKS, NVFP4_TABLE_WARPS = nvfp4_triton.QUANTIZE_BLOCKS, 4
 # the int32 slots of the NVFP4 many-program state: the running amax bits (zero between calls), the programs of
 # the amax launch that finished (zero between calls), and the last call's amax bits (its NaN/Inf flag)
