@@ -166,10 +166,9 @@ def time_grouped(rows_list: list[int], calls: int, rounds: int, graph_calls: int
         ends = torch.cumsum(counts, 0).to(device=device, dtype=torch.int32)
         x = torch.randn(rows, 2048, device=device, dtype=torch.bfloat16)
         copy = torch.empty_like(x)
-        row = {"rows": rows, "width": 2048, "experts": 128, "quantize_us": host_us_per_call(lambda: quantizer(x, ends),
-                                                                                          calls, rounds),
-               "stream_us": stream_us_per_call(lambda: quantizer(x, ends), calls),
-               "gpu_us": graph_us_per_call(lambda: quantizer(x, ends), graph_calls),
+        call = lambda: quantizer(x, ends)
+        row = {"rows": rows, "width": 2048, "experts": 128, "quantize_us": host_us_per_call(call, calls, rounds),
+               "stream_us": stream_us_per_call(call, calls), "gpu_us": graph_us_per_call(call, graph_calls),
                "copy_gpu_us": graph_us_per_call(lambda: copy.copy_(x), graph_calls)}
         results.append(row)
         print(f"grouped rows={rows:<6} 128 experts x 2048: quantize {row['quantize_us']:5.1f} us   on the stream "
@@ -194,12 +193,12 @@ def main() -> None:
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
 
     print(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}))
+    if args.nvfp4_kernels:
+        results = sweep_nvfp4_kernels(shapes, args.graph_calls)
+    elif args.grouped:
+        results = time_grouped([int(rows) for rows in args.grouped.split(",")], args.calls, args.rounds,
+                               args.graph_calls)
     if args.nvfp4_kernels or args.grouped:
-        if args.nvfp4_kernels:
-            results = sweep_nvfp4_kernels(shapes, args.graph_calls)
-        else:
-            rows_list = [int(rows) for rows in args.grouped.split(",")]
-            results = time_grouped(rows_list, args.calls, args.rounds, args.graph_calls)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)

@@ -145,8 +145,10 @@ def nvfp4_block_scale_codes(x, global_scale, NATIVE: tl.constexpr):
 
 
 @triton.jit
-def computed_nvfp4_divisors(scale_code, global_scale, NATIVE: tl.constexpr):
-    """(reciprocal64, divisor) of each block's divisor, computed: what the tables hold for its scale code."""
+def computed_nvfp4_divisors(x, global_scale, NATIVE: tl.constexpr):
+    """(reciprocal64, divisor) of each block of x (BLOCKS, 2, 8), computed from its scale code under `global_scale`
+    (a scalar, or one per block): what the tables hold for that code."""
+    scale_code = nvfp4_block_scale_codes(x, global_scale, NATIVE)
     divisor = nvfp4_triton.scale_divisors(scale_code, global_scale, True, NATIVE)
     return mft.reciprocal64(divisor), divisor
 
@@ -171,8 +173,7 @@ def _nvfp4_one_launch_kernel(
     amax_bits = amax_triton.chunks_amax_bits(x_ptr, n_blocks * 16, 0, chunks, 1, CHUNK, NATIVE)
     global_scale = nvfp4_triton.global_scale_from_amax_bits(amax_bits)
     x, offsets, in_range = load_nvfp4_blocks(x_ptr, tl.program_id(0) * BLOCKS + tl.arange(0, BLOCKS), n_blocks)
-    reciprocal, divisor = computed_nvfp4_divisors(nvfp4_block_scale_codes(x, global_scale, NATIVE), global_scale,
-                                                  NATIVE)
+    reciprocal, divisor = computed_nvfp4_divisors(x, global_scale, NATIVE)
     store_nvfp4_values(out_ptr, x, offsets, in_range, reciprocal, divisor, amax_triton.nonfinite(amax_bits),
                        OUT_IS_BF16)
 

@@ -32,7 +32,7 @@ from lowbit.quant.formats.spec import FormatSpec
 
 MAX_SPLIT = 8  # amax programs per expert
 AMAX_ROWS, AMAX_CHUNK, AMAX_WARPS = 4, 512, 4
-BLOCKS, WARPS = 128, 4  # each block looks its expert up among all `ends`: more blocks per program amortise less
+BLOCKS, WARPS = 128, 4  # one block, and so one lookup of its expert among all `ends`, per thread
 BLOCK = nvfp4_layout.BLOCK_SIZE
 NO_EXPERT_END = tl.constexpr(triton_launch.INT32_MAX)  # padding of `ends` up to a power of two: never reached
 
@@ -83,8 +83,7 @@ def _grouped_nvfp4_kernel(
     expert_bad = ~mft.is_finite(expert_amax)
     global_scale = nvfp4_triton.global_scale_from_amax(tl.where(expert_bad, 0.0, expert_amax))  # (BLOCKS,)
     x, offsets, in_range = fqt.load_nvfp4_blocks(x_ptr, block, n_blocks)
-    reciprocal, divisor = fqt.computed_nvfp4_divisors(fqt.nvfp4_block_scale_codes(x, global_scale, NATIVE),
-                                                      global_scale, NATIVE)
+    reciprocal, divisor = fqt.computed_nvfp4_divisors(x, global_scale, NATIVE)
     fqt.store_nvfp4_values(out_ptr, x, offsets, in_range, reciprocal, divisor, expert_bad[:, None, None],
                            OUT_IS_BF16)
 
